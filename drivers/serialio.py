@@ -1,0 +1,107 @@
+"""The thin IO adapter under every sans-IO meter protocol: a serial port
+named by URL (``/dev/ttyUSB0``, ``/dev/pts/5``, ``socket://host:port``,
+``loop://``, ``spy://…``) through ``serial.serial_for_url``.
+
+Owns opening (in ``connect()``, never in ``__init__``), RS-485 mode through
+the kernel, baud/parity changes requested by a protocol core as events, timed
+reads, and the port's flight recorder. Must not know any protocol.
+"""
+
+from __future__ import annotations
+
+import time
+
+from drivers import DriverError, MeterTimeout
+from drivers.flight import FlightRecorder
+
+
+class Link:
+    def __init__(self, url: str, baudrate: int = 9600, bytesize: int = 8, parity: str = "N",
+                 stopbits: int = 1, rs485: bool = False, recorder: FlightRecorder | None = None
+                 ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.bytesize = bytesize
+        self.parity = parity
+        self.stopbits = stopbits
+        self.rs485 = rs485
+        self.recorder = recorder or FlightRecorder()
+        self.bytes_tx = 0
+        self.bytes_rx = 0
+        self._ser = None
+
+    def connect(self) -> Link:
+        import serial
+
+        try:
+            self._ser = serial.serial_for_url(
+                self.url, baudrate=self.baudrate, bytesize=self.bytesize, parity=self.parity,
+                stopbits=self.stopbits, timeout=0, exclusive=None)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise DriverError("cannot open %s: %s" % (self.url, e), port=self.url) from e
+        if self.rs485:
+            import serial.rs485
+
+            self._ser.rs485_mode = serial.rs485.RS485Settings()
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        return self._ser is not None
+
+    def configure(self, baudrate: int | None = None, bytesize: int | None = None,
+                  parity: str | None = None) -> None:
+        """Carry out a protocol's line-setting event (e.g. IEC 62056-21 baud switch)."""
+        if baudrate:
+            self.baudrate = baudrate
+        if bytesize:
+            self.bytesize = bytesize
+        if parity:
+            self.parity = parity
+        if self._ser is not None:
+            self._ser.baudrate = self.baudrate
+            self._ser.bytesize = self.bytesize
+            self._ser.parity = self.parity
+
+    def send(self, data: bytes) -> None:
+        if self._ser is None:
+            raise DriverError("port %s is not open" % self.url, port=self.url)
+        self.recorder.record("tx", data, time.monotonic())
+        self._ser.write(data)
+        self._ser.flush()
+        self.bytes_tx += len(data)
+
+    def recv(self, timeout: float) -> bytes:
+        """Whatever arrives within ``timeout`` seconds (b"" if nothing)."""
+        if self._ser is None:
+            raise DriverError("port %s is not open" % self.url, port=self.url)
+        self._ser.timeout = timeout
+        first = self._ser.read(1)
+        if not first:
+            return b""
+        data = first + self._ser.read(self._ser.in_waiting)
+        self.recorder.record("rx", data, time.monotonic())
+        self.bytes_rx += len(data)
+        return data
+
+    def recv_until(self, done, timeout: float, inter_byte: float = 0.2) -> bytes:
+        """Read until ``done(buffer)`` is true; MeterTimeout after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MeterTimeout("no complete answer within %.2fs" % timeout, port=self.url,
+                                   partial=buf.hex())
+            buf += self.recv(min(left, inter_byte))
+            if done(buf):
+                return buf
+
+    def drain(self) -> None:
+        if self._ser is not None:
+            self._ser.reset_input_buffer()
+
+    def close(self) -> None:
+        if self._ser is not None:
+            self._ser.close()
+            self._ser = None
