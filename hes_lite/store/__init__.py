@@ -1,0 +1,185 @@
+"""The store interface of HES-lite: what the ingest pipeline, the API and the
+exports may ask of a database, and ``open_store(url)`` to get one.
+
+Owns the records that cross the interface (keys, acknowledged batches,
+decoded readings/events, health rows) and URL dispatch. Must not leak any
+SQL dialect: callers see Python values only (ids are strings, timestamps are
+integer/float epoch seconds UTC, values are ``int`` or ``float``), so a
+PostgreSQL store can implement the same class later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from hes_lite import HesError
+
+Value = int | float
+# (meter id, OBIS, ts, value, unit)
+Reading = tuple[str, str, int, Value, str]
+# (meter id, ts, event code, name)
+Event = tuple[str, int, int, str]
+
+
+class StoreError(HesError):
+    """A database could not be opened, migrated or written."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    device: str
+    epoch: int
+    root_key: bytes
+    revoked: bool
+    created: float
+
+    def __repr__(self) -> str:  # never show key material
+        fp = fingerprint(self.root_key)
+        return f"KeyRecord({self.device!r}, epoch={self.epoch}, revoked={self.revoked}, fp={fp})"
+
+
+def fingerprint(key: bytes) -> str:
+    """A short, non-reversible name for a key (first 8 hex of SHA-256)."""
+    import hashlib
+    return hashlib.sha256(b"hes-lite key fingerprint\x00" + key).hexdigest()[:12]
+
+
+@dataclass
+class RawBatch:
+    """An authenticated batch as received, to be stored before the ack."""
+
+    device: str
+    seq: int
+    payload: bytes
+    received: float
+    key_epoch: int
+    replay_state: bytes | None = None
+
+
+@dataclass
+class DecodedBatch:
+    """What one raw batch turned into, written in one transaction."""
+
+    device: str
+    seq: int
+    readings: Sequence[Reading] = ()
+    events: Sequence[Event] = ()
+    codec_state: bytes | None = None
+
+
+@dataclass
+class PendingBatch:
+    device: str
+    seq: int
+    key_epoch: int
+    payload: bytes
+
+
+@dataclass
+class ConcentratorInfo:
+    device: str
+    first_seen: float
+    last_seen: float
+    last_seq: int | None
+    batches: int
+    pending: int
+    meters: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Store:
+    """The interface. Methods raise ``StoreError`` only."""
+
+    url = ""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- keys ---------------------------------------------------------------
+    def add_key(self, device: str, epoch: int, root_key: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    def key(self, device: str, epoch: int) -> KeyRecord | None:
+        raise NotImplementedError
+
+    def keys(self, device: str | None = None) -> list[KeyRecord]:
+        raise NotImplementedError
+
+    def revoke(self, device: str) -> int:
+        """Revoke every epoch of ``device``; returns how many keys changed."""
+        raise NotImplementedError
+
+    # -- batches ------------------------------------------------------------
+    def stored_seqs(self, device: str, seqs: Iterable[int]) -> set[int]:
+        """Which of ``seqs`` are already stored for ``device``."""
+        raise NotImplementedError
+
+    def replay_state(self, device: str, epoch: int) -> bytes | None:
+        raise NotImplementedError
+
+    def store_raw(self, batches: Sequence[RawBatch]) -> list[bool]:
+        """Durably store raw batches (and their replay states) in one
+        fsync'd transaction; per batch, True if new, False if a duplicate."""
+        raise NotImplementedError
+
+    def codec_state(self, device: str) -> bytes | None:
+        raise NotImplementedError
+
+    def pending(self, device: str | None = None) -> list[PendingBatch]:
+        """Stored batches not yet decoded, by device then seq."""
+        raise NotImplementedError
+
+    def apply(self, decoded: Sequence[DecodedBatch]) -> None:
+        """Insert readings/events idempotently, advance codec states and mark
+        the batches decoded, all in one transaction."""
+        raise NotImplementedError
+
+    def count_reject(self, device: str, reason: str, now: float) -> None:
+        raise NotImplementedError
+
+    # -- queries ------------------------------------------------------------
+    def concentrators(self) -> list[ConcentratorInfo]:
+        raise NotImplementedError
+
+    def meters(self) -> list[dict[str, object]]:
+        raise NotImplementedError
+
+    def readings(self, meter: str, start: int | None = None,
+                 end: int | None = None) -> Iterator[tuple[str, int, Value, str]]:
+        """(obis, ts, value, unit) ordered by ts then OBIS."""
+        raise NotImplementedError
+
+    def rows(self, meter: str | None = None, start: int | None = None,
+             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Value]]]:
+        """Streamed (meter, ts, {obis: value}), by meter then ts; never all in memory."""
+        raise NotImplementedError
+
+    def units(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def events(self, meter: str | None = None, start: int | None = None,
+               end: int | None = None, limit: int = 1000) -> list[Event]:
+        raise NotImplementedError
+
+    def rejects(self) -> dict[str, int]:
+        raise NotImplementedError
+
+
+def open_store(url: str, durable: bool = True) -> Store:
+    """``sqlite:///path/to/hes.db``, ``sqlite:///:memory:`` or a plain path."""
+    if "://" not in url:
+        path = url
+    elif url.startswith("sqlite:///"):
+        # sqlite:///rel.db is relative, sqlite:////abs/hes.db absolute (as SQLAlchemy)
+        path = url[len("sqlite:///"):]
+    elif url.startswith(("postgresql://", "postgres://")):
+        raise StoreError("PostgreSQL store is not yet supported; use sqlite:///path/to/hes.db",
+                         url=url.split("@")[-1])
+    else:
+        raise StoreError("unsupported database URL (expected sqlite:///path or a path)",
+                         url=url)
+    if not path:
+        raise StoreError("empty database path", url=url)
+    from hes_lite.store.sqlite import SqliteStore
+    return SqliteStore(path, durable=durable)

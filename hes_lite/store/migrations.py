@@ -1,0 +1,90 @@
+"""SQLite schema of HES-lite, as numbered migrations.
+
+Owns the DDL only. ``MIGRATIONS[i]`` takes a database from ``user_version``
+i to i+1; each runs in one transaction together with the version bump, so a
+crash leaves the database at one version or the next. Old schemas are kept as
+fixtures in tests/fixtures/hes/. Never edit a released step: add one.
+
+Layout notes: meters and OBIS codes get integer ids; readings are a
+WITHOUT ROWID table keyed (meter, ts, obis) — the key (meter, obis, ts) in the
+order exports and range queries read it — with an untyped ``value`` column so
+ints stay INTEGER and floats stay REAL (no NUMERIC affinity rounding 230.0 to
+230).
+"""
+
+MIGRATIONS: list[list[str]] = [
+    # 0 -> 1: the first schema.
+    [
+        """CREATE TABLE concentrators (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL UNIQUE,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            last_seq INTEGER)""",
+        """CREATE TABLE meters (
+            id INTEGER PRIMARY KEY,
+            meter TEXT NOT NULL UNIQUE,
+            concentrator_id INTEGER REFERENCES concentrators(id))""",
+        """CREATE TABLE obis_codes (
+            id INTEGER PRIMARY KEY,
+            obis TEXT NOT NULL UNIQUE,
+            unit TEXT NOT NULL DEFAULT '')""",
+        """CREATE TABLE raw_batches (
+            id INTEGER PRIMARY KEY,
+            concentrator_id INTEGER NOT NULL REFERENCES concentrators(id),
+            seq INTEGER NOT NULL,
+            key_epoch INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            received REAL NOT NULL,
+            decoded INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (concentrator_id, seq))""",
+        """CREATE TABLE readings (
+            meter_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            obis_id INTEGER NOT NULL,
+            value,
+            PRIMARY KEY (meter_id, ts, obis_id)) WITHOUT ROWID""",
+        """CREATE TABLE events (
+            meter_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            code INTEGER NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (meter_id, ts, code)) WITHOUT ROWID""",
+        """CREATE TABLE codec_states (
+            concentrator_id INTEGER PRIMARY KEY REFERENCES concentrators(id),
+            seq INTEGER NOT NULL,
+            state BLOB NOT NULL)""",
+        """CREATE TABLE replay_windows (
+            concentrator_id INTEGER NOT NULL REFERENCES concentrators(id),
+            key_epoch INTEGER NOT NULL,
+            state BLOB NOT NULL,
+            PRIMARY KEY (concentrator_id, key_epoch))""",
+        """CREATE TABLE rejects (
+            reason TEXT PRIMARY KEY,
+            count INTEGER NOT NULL,
+            last_seen REAL NOT NULL)""",
+        """CREATE TABLE keys (
+            device TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            root_key BLOB NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            PRIMARY KEY (device, epoch))""",
+    ],
+    # 1 -> 2: rejects per device (health shows who is failing, not only why),
+    # and an index so the backlog (undecoded raw batches) is cheap to find.
+    [
+        """CREATE TABLE rejects_new (
+            device TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            last_seen REAL NOT NULL,
+            PRIMARY KEY (device, reason))""",
+        "INSERT INTO rejects_new SELECT '', reason, count, last_seen FROM rejects",
+        "DROP TABLE rejects",
+        "ALTER TABLE rejects_new RENAME TO rejects",
+        "CREATE INDEX raw_batches_pending ON raw_batches (decoded) WHERE decoded = 0",
+    ],
+]
+
+LATEST = len(MIGRATIONS)

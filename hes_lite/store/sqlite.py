@@ -1,0 +1,392 @@
+"""SQLite implementation of the HES-lite store (the embedded default).
+
+Owns the connection, pragmas, migrations and every SQL statement. WAL
+journal; the raw-batch transaction runs with ``synchronous=FULL`` (it is what
+the acknowledgement promises), the derived tables with ``NORMAL`` because they
+are rebuilt from undecoded raw batches after a crash. ``durable=False`` runs
+everything with ``synchronous=OFF`` (bulk loads and benchmarks only).
+Must not know about envelopes, codecs or HTTP.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+from hes_lite.store import (
+    ConcentratorInfo,
+    DecodedBatch,
+    Event,
+    KeyRecord,
+    PendingBatch,
+    RawBatch,
+    Store,
+    StoreError,
+    Value,
+)
+from hes_lite.store.migrations import LATEST, MIGRATIONS
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open SQLite database: {e}", path=path) from e
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to ``LATEST``, one step per transaction; returns the
+    version found before migrating."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > LATEST:
+        raise StoreError("database schema is newer than this hes-lite",
+                         version=found, supported=LATEST)
+    for step in range(found, LATEST):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in MIGRATIONS[step]:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {step + 1:d}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"migration failed: {e}", step=step + 1) from e
+    return found
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, durable: bool = True) -> None:
+        self.path = path
+        self.url = "sqlite:///" + path
+        self.durable = durable
+        self._lock = threading.RLock()
+        self._conn = _connect(path)
+        if path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        self._sync("NORMAL")
+        self.migrated_from = migrate(self._conn)
+        self._conc_ids: dict[str, int] = {}
+        self._meter_ids: dict[str, int] = {}
+        self._obis_ids: dict[str, int] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _sync(self, level: str) -> None:
+        self._conn.execute("PRAGMA synchronous = " + (level if self.durable else "OFF"))
+
+    def _write(self, sync: str) -> _Txn:
+        return _Txn(self, sync)
+
+    def _forget_ids(self) -> None:
+        self._conc_ids.clear()
+        self._meter_ids.clear()
+        self._obis_ids.clear()
+
+    # -- id maps (inside a write transaction) --------------------------------
+    def _concentrator(self, device: str, now: float) -> int:
+        cid = self._conc_ids.get(device)
+        if cid is None:
+            c = self._conn
+            row = c.execute("SELECT id FROM concentrators WHERE device = ?", (device,)).fetchone()
+            if row is None:
+                cur = c.execute("INSERT INTO concentrators (device, first_seen, last_seen) "
+                                "VALUES (?, ?, ?)", (device, now, now))
+                cid = int(cur.lastrowid or 0)
+            else:
+                cid = int(row[0])
+            self._conc_ids[device] = cid
+        return cid
+
+    def _meter(self, meter: str, cid: int) -> int:
+        c = self._conn
+        row = c.execute("SELECT id FROM meters WHERE meter = ?", (meter,)).fetchone()
+        if row is None:
+            cur = c.execute("INSERT INTO meters (meter, concentrator_id) VALUES (?, ?)",
+                            (meter, cid))
+            mid = int(cur.lastrowid or 0)
+        else:
+            mid = int(row[0])
+            c.execute("UPDATE meters SET concentrator_id = ? WHERE id = ?", (cid, mid))
+        self._meter_ids[meter] = mid
+        return mid
+
+    def _obis(self, obis: str, unit: str) -> int:
+        c = self._conn
+        c.execute("INSERT OR IGNORE INTO obis_codes (obis, unit) VALUES (?, ?)", (obis, unit))
+        oid = int(c.execute("SELECT id FROM obis_codes WHERE obis = ?", (obis,)).fetchone()[0])
+        self._obis_ids[obis] = oid
+        return oid
+
+    # -- keys ------------------------------------------------------------------
+    def add_key(self, device: str, epoch: int, root_key: bytes, now: float) -> None:
+        with self._write("FULL"):
+            try:
+                self._conn.execute("INSERT INTO keys (device, epoch, root_key, revoked, created) "
+                                   "VALUES (?, ?, ?, 0, ?)", (device, epoch, root_key, now))
+            except sqlite3.IntegrityError as e:
+                raise StoreError("key epoch already exists", device=device, epoch=epoch) from e
+
+    def key(self, device: str, epoch: int) -> KeyRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT device, epoch, root_key, revoked, created FROM keys "
+                "WHERE device = ? AND epoch = ?", (device, epoch)).fetchone()
+        return None if row is None else _key(row)
+
+    def keys(self, device: str | None = None) -> list[KeyRecord]:
+        sql = "SELECT device, epoch, root_key, revoked, created FROM keys"
+        args: tuple[object, ...] = ()
+        if device is not None:
+            sql += " WHERE device = ?"
+            args = (device,)
+        with self._lock:
+            return [_key(r) for r in self._conn.execute(sql + " ORDER BY device, epoch", args)]
+
+    def revoke(self, device: str) -> int:
+        with self._write("FULL"):
+            cur = self._conn.execute("UPDATE keys SET revoked = 1 WHERE device = ? AND revoked = 0",
+                                     (device,))
+            return int(cur.rowcount)
+
+    # -- batches ---------------------------------------------------------------
+    def stored_seqs(self, device: str, seqs: Iterable[int]) -> set[int]:
+        wanted = list(seqs)
+        if not wanted:
+            return set()
+        with self._lock:
+            row = self._conn.execute("SELECT id FROM concentrators WHERE device = ?",
+                                     (device,)).fetchone()
+            if row is None:
+                return set()
+            found: set[int] = set()
+            for i in range(0, len(wanted), 500):
+                part = wanted[i:i + 500]
+                marks = ",".join("?" * len(part))
+                q = f"SELECT seq FROM raw_batches WHERE concentrator_id = ? AND seq IN ({marks})"
+                found.update(int(r[0]) for r in self._conn.execute(q, (row[0], *part)))
+            return found
+
+    def replay_state(self, device: str, epoch: int) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT w.state FROM replay_windows w JOIN concentrators c "
+                "ON c.id = w.concentrator_id WHERE c.device = ? AND w.key_epoch = ?",
+                (device, epoch)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def store_raw(self, batches: Sequence[RawBatch]) -> list[bool]:
+        out: list[bool] = []
+        with self._write("FULL"):
+            c = self._conn
+            for b in batches:
+                cid = self._concentrator(b.device, b.received)
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO raw_batches "
+                    "(concentrator_id, seq, key_epoch, payload, received) VALUES (?, ?, ?, ?, ?)",
+                    (cid, b.seq, b.key_epoch, b.payload, b.received))
+                new = cur.rowcount == 1
+                out.append(new)
+                if new and b.replay_state is not None:
+                    c.execute("INSERT OR REPLACE INTO replay_windows "
+                              "(concentrator_id, key_epoch, state) VALUES (?, ?, ?)",
+                              (cid, b.key_epoch, b.replay_state))
+                c.execute("UPDATE concentrators SET last_seen = ?, last_seq = "
+                          "max(coalesce(last_seq, ?), ?) WHERE id = ?",
+                          (b.received, b.seq, b.seq, cid))
+        return out
+
+    def codec_state(self, device: str) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT s.state FROM codec_states s JOIN concentrators c "
+                "ON c.id = s.concentrator_id WHERE c.device = ?", (device,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def pending(self, device: str | None = None) -> list[PendingBatch]:
+        sql = ("SELECT c.device, r.seq, r.key_epoch, r.payload FROM raw_batches r "
+               "JOIN concentrators c ON c.id = r.concentrator_id WHERE r.decoded = 0")
+        args: tuple[object, ...] = ()
+        if device is not None:
+            sql += " AND c.device = ?"
+            args = (device,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY c.device, r.seq", args).fetchall()
+        return [PendingBatch(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+
+    def apply(self, decoded: Sequence[DecodedBatch]) -> None:
+        with self._write("NORMAL"):
+            self._apply(decoded)
+
+    def _apply(self, decoded: Sequence[DecodedBatch]) -> None:
+        c = self._conn
+        meter_ids, obis_ids = self._meter_ids, self._obis_ids
+        rows: list[tuple[int, int, int, Value]] = []
+        events: list[tuple[int, int, int, str]] = []
+        marks: list[tuple[int, int]] = []
+        states: list[tuple[int, int, bytes]] = []
+        for d in decoded:
+            cid = self._concentrator(d.device, 0.0)
+            for meter, obis, ts, value, unit in d.readings:
+                mid = meter_ids.get(meter)
+                if mid is None:
+                    mid = self._meter(meter, cid)
+                oid = obis_ids.get(obis)
+                if oid is None:
+                    oid = self._obis(obis, unit)
+                rows.append((mid, ts, oid, value))
+            for meter, ts, code, name in d.events:
+                mid = meter_ids.get(meter)
+                if mid is None:
+                    mid = self._meter(meter, cid)
+                events.append((mid, ts, code, name))
+            marks.append((cid, d.seq))
+            if d.codec_state is not None:
+                states.append((cid, d.seq, d.codec_state))
+        c.executemany("INSERT OR IGNORE INTO readings (meter_id, ts, obis_id, value) "
+                      "VALUES (?, ?, ?, ?)", rows)
+        c.executemany("INSERT OR IGNORE INTO events (meter_id, ts, code, name) "
+                      "VALUES (?, ?, ?, ?)", events)
+        c.executemany("INSERT OR REPLACE INTO codec_states (concentrator_id, seq, state) "
+                      "VALUES (?, ?, ?)", states)
+        c.executemany("UPDATE raw_batches SET decoded = 1 WHERE concentrator_id = ? AND seq = ?",
+                      marks)
+
+    def count_reject(self, device: str, reason: str, now: float) -> None:
+        with self._write("NORMAL"):
+            self._conn.execute(
+                "INSERT INTO rejects (device, reason, count, last_seen) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (device, reason) DO UPDATE SET count = count + 1, "
+                "last_seen = excluded.last_seen", (device, reason, now))
+
+    # -- queries ---------------------------------------------------------------
+    def concentrators(self) -> list[ConcentratorInfo]:
+        sql = ("SELECT c.device, c.first_seen, c.last_seen, c.last_seq, "
+               "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id), "
+               "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id "
+               "AND r.decoded = 0), "
+               "(SELECT count(*) FROM meters m WHERE m.concentrator_id = c.id) "
+               "FROM concentrators c ORDER BY c.device")
+        with self._lock:
+            rows = self._conn.execute(sql).fetchall()
+        return [ConcentratorInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    def meters(self) -> list[dict[str, object]]:
+        sql = ("SELECT m.meter, c.device, (SELECT max(ts) FROM readings r WHERE r.meter_id = m.id) "
+               "FROM meters m LEFT JOIN concentrators c ON c.id = m.concentrator_id "
+               "ORDER BY m.meter")
+        with self._lock:
+            rows = self._conn.execute(sql).fetchall()
+        return [{"meter": r[0], "concentrator": r[1], "last_reading": r[2]} for r in rows]
+
+    def units(self) -> dict[str, str]:
+        with self._lock:
+            return {r[0]: r[1] for r in self._conn.execute("SELECT obis, unit FROM obis_codes")}
+
+    def readings(self, meter: str, start: int | None = None,
+                 end: int | None = None) -> Iterator[tuple[str, int, Value, str]]:
+        for _m, ts, obis, value, unit in self._stream(meter, start, end):
+            yield obis, ts, value, unit
+
+    def rows(self, meter: str | None = None, start: int | None = None,
+             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Value]]]:
+        cur_key: tuple[str, int] | None = None
+        values: dict[str, Value] = {}
+        for m, ts, obis, value, _unit in self._stream(meter, start, end):
+            if (m, ts) != cur_key:
+                if cur_key is not None:
+                    yield cur_key[0], cur_key[1], values
+                cur_key, values = (m, ts), {}
+            values[obis] = value
+        if cur_key is not None:
+            yield cur_key[0], cur_key[1], values
+
+    def _stream(self, meter: str | None, start: int | None,
+                end: int | None) -> Iterator[tuple[str, int, str, Value, str]]:
+        """Readings by meter (name order), ts, OBIS id, on a connection of its
+        own so a long export neither holds the write lock nor loads it all."""
+        conn = _connect(self.path) if self.path != ":memory:" else self._conn
+        try:
+            codes = {r[0]: (r[1], r[2]) for r in
+                     conn.execute("SELECT id, obis, unit FROM obis_codes")}
+            msql = "SELECT id, meter FROM meters"
+            margs: tuple[object, ...] = ()
+            if meter is not None:
+                msql, margs = msql + " WHERE meter = ?", (meter,)
+            meters = conn.execute(msql + " ORDER BY meter", margs).fetchall()
+            lo = -(1 << 62) if start is None else int(start)
+            hi = (1 << 62) if end is None else int(end)
+            q = ("SELECT ts, obis_id, value FROM readings WHERE meter_id = ? "
+                 "AND ts >= ? AND ts <= ? ORDER BY ts, obis_id")
+            for mid, name in meters:
+                for ts, oid, value in conn.execute(q, (mid, lo, hi)):
+                    obis, unit = codes[oid]
+                    yield name, ts, obis, value, unit
+        finally:
+            if conn is not self._conn:
+                conn.close()
+
+    def events(self, meter: str | None = None, start: int | None = None,
+               end: int | None = None, limit: int = 1000) -> list[Event]:
+        sql = ("SELECT m.meter, e.ts, e.code, e.name FROM events e JOIN meters m "
+               "ON m.id = e.meter_id WHERE e.ts >= ? AND e.ts <= ?")
+        args: list[object] = [-(1 << 62) if start is None else start,
+                              (1 << 62) if end is None else end]
+        if meter is not None:
+            sql += " AND m.meter = ?"
+            args.append(meter)
+        sql += " ORDER BY e.ts, m.meter LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [(r[0], r[1], r[2], r[3]) for r in self._conn.execute(sql, args)]
+
+    def rejects(self) -> dict[str, int]:
+        with self._lock:
+            return {r[0]: int(r[1]) for r in self._conn.execute(
+                "SELECT reason, sum(count) FROM rejects GROUP BY reason ORDER BY reason")}
+
+
+def _key(row: tuple[object, ...]) -> KeyRecord:
+    return KeyRecord(str(row[0]), int(str(row[1])), bytes(row[2]),  # type: ignore[call-overload]
+                     bool(row[3]), float(str(row[4])))
+
+
+class _Txn:
+    """``with store._write(sync):`` — lock, BEGIN IMMEDIATE, COMMIT or ROLLBACK."""
+
+    def __init__(self, store: SqliteStore, sync: str) -> None:
+        self.store = store
+        self.sync = sync
+
+    def __enter__(self) -> None:
+        self.store._lock.acquire()
+        try:
+            self.store._sync(self.sync)
+            self.store._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self.store._lock.release()
+            raise StoreError(f"cannot begin transaction: {e}", path=self.store.path) from e
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        conn = self.store._conn
+        try:
+            if exc_type is None:
+                conn.execute("COMMIT")
+            else:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self.store._forget_ids()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"write failed: {exc}", path=self.store.path) from exc
+        except sqlite3.OperationalError as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self.store._forget_ids()
+            raise StoreError(f"commit failed: {e}", path=self.store.path) from e
+        finally:
+            self.store._lock.release()
