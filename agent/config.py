@@ -1,0 +1,246 @@
+"""The concentrator's configuration: one TOML file, validated into typed
+objects with errors that name the bad key.
+
+Owns parsing and validation only. Example (see docs/agent.toml.example)::
+
+    [concentrator]
+    id = "DC-0001"
+    archive = "/var/lib/wum/archive.db"
+
+    [schedule]
+    period = 3600        # seconds; cycles start aligned to multiples of it
+    jitter = 120         # seconds of random delay after the boundary
+    meter_budget = 20    # seconds one meter may take per cycle
+    retries = 2
+    clock_threshold = 10 # set a meter's clock when it drifts more than this
+    initial_backfill = 86400  # seconds of profile to fetch from a meter seen first
+
+    [retention]
+    days = 45            # 30..45
+
+    [uplink]
+    transport = "http"   # or "mqtt"
+    url = "http://hes.example:8080"
+    key = "…64 hex…"     # the device root key (or key_file = "/etc/wum/key")
+    max_bytes_per_cycle = 200000
+
+    [[bus]]
+    name = "bus1"
+    port = "/dev/ttyUSB0"
+    baud = 9600
+    protocol = "dlms"    # default for its meters
+    discover = false
+
+    [[bus.meter]]
+    address = "17"
+    protocol = "modbus"  # overrides the bus default
+    profile = "eastron-sdm630"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import AgentError
+
+PROTOCOLS = ("dlms", "iec62056-21", "modbus")
+
+
+class ConfigError(AgentError):
+    """The configuration cannot be used; ``key`` names the offending entry."""
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    address: str
+    protocol: str
+    profile: str = ""
+    auth: str = "none"
+    password: str = ""
+    ek: str = ""
+    ak: str = ""
+    client: int = 16
+    logical_device: int = 1
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    name: str
+    port: str
+    baud: int
+    protocol: str
+    discover: bool
+    timeout: float
+    meters: tuple[MeterConfig, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    concentrator_id: str
+    archive: str
+    period: int = 3600
+    jitter: float = 0.0
+    meter_budget: float = 20.0
+    retries: int = 2
+    clock_threshold: float = 10.0
+    retention_days: int = 45
+    transport: str = "http"
+    url: str = ""
+    key_hex: str = ""
+    max_bytes_per_cycle: int = 1_000_000
+    initial_backfill: int = 86400
+    buses: tuple[BusConfig, ...] = field(default_factory=tuple)
+    log_file: str = ""
+
+
+def _get(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
+         default: Any = ..., ) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError("missing required key %s.%s" % (where, key), key="%s.%s" % (where, key))
+        return default
+    val = table[key]
+    if kind is float and isinstance(val, int) and not isinstance(val, bool):
+        val = float(val)
+    if isinstance(val, bool) and kind is not bool:
+        raise ConfigError("%s.%s must be %s, got a boolean" % (where, key, _kind_name(kind)),
+                          key="%s.%s" % (where, key))
+    if not isinstance(val, kind):
+        raise ConfigError("%s.%s must be %s, got %r" % (where, key, _kind_name(kind), val),
+                          key="%s.%s" % (where, key))
+    return val
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return {"str": "a string", "int": "an integer", "float": "a number",
+            "bool": "true or false", "list": "a list", "dict": "a table"}.get(kind.__name__,
+                                                                             kind.__name__)
+
+
+def _check_known(table: dict[str, Any], known: set[str], where: str) -> None:
+    for k in table:
+        if k not in known:
+            raise ConfigError("unknown key %s.%s (known: %s)" % (where, k, ", ".join(sorted(known))),
+                              key="%s.%s" % (where, k))
+
+
+def _meter(t: dict[str, Any], where: str, default_protocol: str) -> MeterConfig:
+    _check_known(t, {"address", "protocol", "profile", "auth", "password", "ek", "ak",
+                     "client", "logical_device"}, where)
+    addr = t.get("address")
+    if isinstance(addr, int) and not isinstance(addr, bool):
+        addr = str(addr)
+    if not isinstance(addr, str):
+        raise ConfigError("%s.address must be a string or integer" % where, key=where + ".address")
+    proto = _get(t, "protocol", where, str, default_protocol)
+    if proto not in PROTOCOLS:
+        raise ConfigError("%s.protocol must be one of %s, got %r" % (where, ", ".join(PROTOCOLS), proto),
+                          key=where + ".protocol")
+    auth = _get(t, "auth", where, str, "none")
+    if auth not in ("none", "lls", "hls"):
+        raise ConfigError("%s.auth must be none, lls or hls" % where, key=where + ".auth")
+    return MeterConfig(address=addr, protocol=proto, profile=_get(t, "profile", where, str, ""),
+                       auth=auth, password=_get(t, "password", where, str, ""),
+                       ek=_get(t, "ek", where, str, ""), ak=_get(t, "ak", where, str, ""),
+                       client=_get(t, "client", where, int, 16),
+                       logical_device=_get(t, "logical_device", where, int, 1))
+
+
+def _bus(t: dict[str, Any], i: int) -> BusConfig:
+    where = "bus[%d]" % i
+    _check_known(t, {"name", "port", "baud", "protocol", "discover", "timeout", "meter"}, where)
+    proto = _get(t, "protocol", where, str, "modbus")
+    if proto not in PROTOCOLS:
+        raise ConfigError("%s.protocol must be one of %s, got %r" % (where, ", ".join(PROTOCOLS), proto),
+                          key=where + ".protocol")
+    meters_t = _get(t, "meter", where, list, [])
+    meters = tuple(_meter(m, "%s.meter[%d]" % (where, j), proto) for j, m in enumerate(meters_t))
+    discover = _get(t, "discover", where, bool, False)
+    if not meters and not discover:
+        raise ConfigError("%s has no meters and discover is false" % where, key=where + ".meter")
+    addrs = [m.address for m in meters]
+    if len(set(addrs)) != len(addrs):
+        raise ConfigError("%s has duplicate meter addresses" % where, key=where + ".meter")
+    if len(meters) > 64:
+        raise ConfigError("%s has %d meters; an RS-485 bus carries at most 64" % (where, len(meters)),
+                          key=where + ".meter")
+    return BusConfig(name=_get(t, "name", where, str, "bus%d" % (i + 1)),
+                     port=_get(t, "port", where, str), baud=_get(t, "baud", where, int, 9600),
+                     protocol=proto, discover=discover,
+                     timeout=_get(t, "timeout", where, float, 1.0), meters=meters)
+
+
+def parse(data: dict[str, Any], base: Path | None = None) -> Config:
+    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log"}, "config")
+    c = _get(data, "concentrator", "config", dict)
+    _check_known(c, {"id", "archive"}, "concentrator")
+    s = _get(data, "schedule", "config", dict, {})
+    _check_known(s, {"period", "jitter", "meter_budget", "retries", "clock_threshold",
+                     "initial_backfill"}, "schedule")
+    r = _get(data, "retention", "config", dict, {})
+    _check_known(r, {"days"}, "retention")
+    u = _get(data, "uplink", "config", dict, {})
+    _check_known(u, {"transport", "url", "key", "key_file", "max_bytes_per_cycle"}, "uplink")
+    lg = _get(data, "log", "config", dict, {})
+    _check_known(lg, {"file"}, "log")
+    days = _get(r, "days", "retention", int, 45)
+    if not 30 <= days <= 45:
+        raise ConfigError("retention.days must be between 30 and 45, got %d" % days,
+                          key="retention.days")
+    transport = _get(u, "transport", "uplink", str, "http")
+    if transport not in ("http", "mqtt", "none"):
+        raise ConfigError("uplink.transport must be http, mqtt or none", key="uplink.transport")
+    key_hex = _get(u, "key", "uplink", str, "")
+    if "key_file" in u:
+        kf = Path(_get(u, "key_file", "uplink", str))
+        if base and not kf.is_absolute():
+            kf = base / kf
+        try:
+            key_hex = kf.read_text().strip()
+        except OSError as e:
+            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
+    if key_hex:
+        try:
+            if len(bytes.fromhex(key_hex)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
+                              key="uplink.key") from None
+    period = _get(s, "period", "schedule", int, 3600)
+    if period < 60:
+        raise ConfigError("schedule.period must be at least 60 s", key="schedule.period")
+    buses_t = _get(data, "bus", "config", list)
+    if not buses_t:
+        raise ConfigError("at least one [[bus]] is required", key="bus")
+    archive = _get(c, "archive", "concentrator", str)
+    if base and not Path(archive).is_absolute():
+        archive = str(base / archive)
+    return Config(
+        concentrator_id=_get(c, "id", "concentrator", str), archive=archive, period=period,
+        jitter=_get(s, "jitter", "schedule", float, 0.0),
+        meter_budget=_get(s, "meter_budget", "schedule", float, 20.0),
+        retries=_get(s, "retries", "schedule", int, 2),
+        initial_backfill=_get(s, "initial_backfill", "schedule", int, 86400),
+        clock_threshold=_get(s, "clock_threshold", "schedule", float, 10.0),
+        retention_days=days, transport=transport, url=_get(u, "url", "uplink", str, ""),
+        key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
+        buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
+        log_file=_get(lg, "file", "log", str, ""))
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError("cannot read config %s: %s" % (p, e.strerror), key="") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError("config %s is not valid TOML: %s" % (p, e), key="") from e
+    return parse(data, base=p.parent)

@@ -1,0 +1,177 @@
+"""One reading cycle of one RS-485 bus: every meter, one after another.
+
+Owns the per-meter procedure (identify once, registers, load profile since
+the last stored row — the backfill after any outage —, events, clock check
+and correction) with a per-meter time budget and bounded retries, and the
+recording of each meter's result (read / partial / failed, with the error).
+Runs in a worker thread (pyserial is blocking); buses run concurrently.
+
+Must not know transports or how the HES stores things; knows drivers only
+through ``drivers.<protocol>.open_client`` and ``drivers.meter.MeterClient``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agent.archive import Archive, ArchiveError
+from agent.clock import SystemClock
+from agent.config import BusConfig, Config, MeterConfig
+from drivers import DriverError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CLOCK_SET_EVENT = 4096     # our own event code: the concentrator corrected the meter's clock
+MODULES = {"dlms": "drivers.dlms", "iec62056-21": "drivers.iec62056_21", "modbus": "drivers.modbus"}
+
+
+@dataclass
+class MeterResult:
+    meter: int
+    address: str
+    status: str               # read | partial | failed | skipped
+    error: str | None
+    duration: float
+    rows: int
+    clock_offset: float | None
+
+
+def driver(protocol: str) -> Any:
+    return importlib.import_module(MODULES[protocol])
+
+
+class BusCycle:
+    """Reads one bus. ``stop`` is checked between meters (SIGTERM is clean)."""
+
+    def __init__(self, bus: BusConfig, cfg: Config, archive: Archive, clock: SystemClock,
+                 stop: threading.Event | None = None, archive_lock: threading.Lock | None = None
+                 ) -> None:
+        self.bus = bus
+        self.cfg = cfg
+        self.archive = archive
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.lock = archive_lock or threading.Lock()
+
+    def run(self, cycle: int) -> list[MeterResult]:
+        results = []
+        for m in self.bus.meters:
+            if self.stop.is_set():
+                break
+            results.append(self.read_meter(cycle, m))
+        return results
+
+    def _open(self, m: MeterConfig) -> Any:
+        opts: dict[str, Any] = {"timeout": self.bus.timeout, "retries": self.cfg.retries}
+        if m.protocol == "modbus":
+            opts["profile"] = m.profile or "generic"
+        elif m.protocol == "dlms":
+            opts.update(client=m.client, logical_device=m.logical_device, auth=m.auth)
+            if m.password:
+                opts["password"] = m.password
+            if m.ek:
+                opts.update(ek=m.ek, ak=m.ak)
+        elif m.protocol == "iec62056-21" and m.password:
+            opts["password"] = m.password
+        return driver(m.protocol).open_client(self.bus.port, m.address, baud=self.bus.baud, **opts)
+
+    def read_meter(self, cycle: int, m: MeterConfig) -> MeterResult:
+        t0 = time.monotonic()
+        with self.lock:
+            mid = self.archive.meter_id(self.bus.name, m.protocol, m.address)
+        errors: list[str] = []
+        rows = 0
+        offset: float | None = None
+        done = 0
+        client = None
+        try:
+            client = self._open(m)
+            budget_end = t0 + self.cfg.meter_budget
+            with self.lock:
+                known = self.archive.serial(mid)
+            if ":" in known:  # no serial stored yet
+                ident = client.identify()
+                with self.lock:
+                    self.archive.set_identity(mid, ident.id, ident.manufacturer, ident.model)
+            def attempt(name: str, fn: Callable[[Any, int], T]) -> T | None:
+                nonlocal done
+                if time.monotonic() > budget_end:
+                    errors.append("budget of %.0fs exhausted before %s" % (
+                        self.cfg.meter_budget, name))
+                    return None
+                try:
+                    out = fn(client, mid)
+                except DriverError as e:
+                    errors.append("%s: %s" % (name, e))
+                    log.warning("meter %s/%s %s failed: %s", self.bus.name, m.address, name, e)
+                    return None
+                done += 1
+                return out
+
+            snapshot = attempt("registers", self._registers)
+            profile = attempt("load profile", self._profile) or []
+            events = attempt("events", self._events) or []
+            clock = attempt("clock", self._clock)
+            if clock is not None:
+                offset = clock[0]
+                events.extend(clock[1])
+            with self.lock:
+                rows = self.archive.store_meter_read(mid, self.cfg.period, snapshot, profile, events)
+        except DriverError as e:
+            errors.append(str(e))
+            log.warning("meter %s/%s unreadable: %s", self.bus.name, m.address, e)
+        finally:
+            if client is not None:
+                try:
+                    client.close()
+                except DriverError:
+                    pass
+        status = "read" if not errors else ("partial" if done else "failed")
+        res = MeterResult(mid, m.address, status, "; ".join(errors) or None,
+                          time.monotonic() - t0, rows, offset)
+        try:
+            with self.lock:
+                self.archive.record_result(cycle, mid, res.status, res.error, res.duration,
+                                           res.clock_offset, res.rows)
+        except ArchiveError as e:
+            log.error("cannot record result of meter %s: %s", m.address, e)
+        return res
+
+    def _registers(self, client: Any, mid: int) -> tuple[int, dict[str, Any]]:
+        regs = client.read_registers()
+        ts = int(self.clock.now())
+        return ts, {r.obis: r.value for r in regs}
+
+    def _profile(self, client: Any, mid: int) -> list[tuple[int, dict[str, Any]]]:
+        now = int(self.clock.now())
+        with self.lock:
+            last = self.archive.last_profile_ts(mid)
+        floor = now - self.cfg.retention_days * 86400
+        start = max(last + 1, floor) if last is not None else max(floor, now - self.cfg.initial_backfill)
+        rows = client.read_load_profile(start, now)
+        return [(r.ts, dict(r.values)) for r in rows if r.ts >= start]
+
+    def _events(self, client: Any, mid: int) -> list[tuple[int, int]]:
+        now = int(self.clock.now())
+        with self.lock:
+            last = self.archive.last_event_ts(mid)
+        start = last + 1 if last is not None else now - self.cfg.initial_backfill
+        return [(e.ts, e.code) for e in client.read_events(start, now)]
+
+    def _clock(self, client: Any, mid: int) -> tuple[float, list[tuple[int, int]]]:
+        meter_ts = client.read_clock()
+        now = self.clock.now()
+        offset = float(meter_ts - now)
+        events = []
+        if abs(offset) > self.cfg.clock_threshold:
+            client.set_clock(self.clock.now())
+            log.info("meter clock off by %.1fs: set", offset)
+            events.append((int(now), CLOCK_SET_EVENT))
+        return offset, events

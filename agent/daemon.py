@@ -1,0 +1,272 @@
+"""``wum run``, ``wum status`` and ``wum archive``: the concentrator daemon and
+what a field engineer asks of it.
+
+Owns the hourly schedule (cycles aligned to the period boundary plus a
+random jitter, buses read concurrently in worker threads, meters on a bus one
+after another), the upload after each cycle, daily retention, and clean stop
+on SIGTERM/SIGINT between transactions. Must not know protocols (``cycle``)
+or wire formats (``uplink``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import AgentError
+from agent.archive import Archive
+from agent.clock import ScaledClock, SystemClock, clock_from_env
+from agent.config import Config, ConfigError, load
+from agent.cycle import BusCycle, MeterResult
+
+log = logging.getLogger(__name__)
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 / ISO 8601 (UTC if no offset) or epoch seconds."""
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AgentError("not a time: %r (use RFC 3339, e.g. 2026-11-28T00:00:00Z)" % text) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
+
+
+class Daemon:
+    def __init__(self, cfg: Config, clock: SystemClock, uplink: Any = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.archive = Archive(cfg.archive)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.uplink = uplink
+        self.cycles = 0
+        self._last_retention_day = -1
+
+    def open(self) -> Daemon:
+        self.archive.open()
+        if self.uplink is None and self.cfg.transport != "none" and self.cfg.url:
+            from agent.uplink import Uplink
+
+            self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock)
+        return self
+
+    def next_start(self, now: float) -> float:
+        period = self.cfg.period
+        boundary = (int(now) // period + 1) * period
+        return boundary + random.uniform(0, self.cfg.jitter)
+
+    async def run_cycle(self) -> list[MeterResult]:
+        started = self.clock.now()
+        with self.lock:
+            cid = self.archive.begin_cycle(started)
+        buses = [BusCycle(b, self.cfg, self.archive, self.clock, self.stop, self.lock)
+                 for b in self.cfg.buses]
+        per_bus = await asyncio.gather(*(asyncio.to_thread(b.run, cid) for b in buses))
+        results = [r for rs in per_bus for r in rs]
+        with self.lock:
+            self.archive.end_cycle(cid, self.clock.now())
+        self.cycles += 1
+        ok = sum(r.status == "read" for r in results)
+        log.info("cycle %d: %d/%d meters read, %d rows", cid, ok, len(results),
+                 sum(r.rows for r in results))
+        if self.uplink is not None and not self.stop.is_set():
+            await asyncio.to_thread(self.uplink.flush, self.stop)
+        day = int(self.clock.now()) // 86400
+        if day != self._last_retention_day:
+            with self.lock:
+                self.archive.apply_retention(self.clock.now(), self.cfg.retention_days)
+            self._last_retention_day = day
+        return results
+
+    async def run(self, cycles: int | None = None, at_start: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        if at_start:
+            await self.run_cycle()
+        while not self.stop.is_set() and (cycles is None or self.cycles < cycles):
+            start = self.next_start(self.clock.now())
+            while not self.stop.is_set():
+                wait = self.clock.wall_seconds(start - self.clock.now())
+                if wait <= 0:
+                    break
+                await asyncio.sleep(min(wait, 0.5))
+            if self.stop.is_set():
+                break
+            await self.run_cycle()
+        log.info("stopped after %d cycles", self.cycles)
+
+    def _on_signal(self, sig: int) -> None:
+        log.warning("signal %d: stopping after the current transaction", sig)
+        self.stop.set()
+
+    def close(self) -> None:
+        if self.uplink is not None:
+            self.uplink.close()
+        self.archive.close()
+
+
+# -- commands ---------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent import logs
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print("wum: %s" % e, file=sys.stderr)
+        return 2
+    logs.setup(args.verbose or 1, json_lines=args.log_json, file=cfg.log_file)
+    clock = ScaledClock.from_spec(args.clock) if args.clock else clock_from_env()
+    d = Daemon(cfg, clock)
+    try:
+        d.open()
+        asyncio.run(d.run(cycles=args.cycles, at_start=not args.no_initial))
+    except AgentError as e:
+        log.error("%s", e)
+        print("wum: %s" % e, file=sys.stderr)
+        return 1
+    finally:
+        d.close()
+    return 0
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    a = Archive(cfg.archive).open()
+    try:
+        meters = a.last_results()
+        out: dict[str, Any] = {
+            "concentrator": cfg.concentrator_id,
+            "archive": a.stats(),
+            "backlog": a.backlog(),
+            "meters": [{**m, "started": rfc3339(m["started"])} for m in meters],  # type: ignore[arg-type]
+            "failures": [m for m in meters if m["status"] in ("failed", "partial")],
+            "mesh": {"neighbours": []},
+        }
+        for k in ("oldest", "newest"):
+            out["archive"][k] = rfc3339(out["archive"][k])
+        hes_offset = a.meta("hes_clock_offset")
+        out["clock"] = {"hes_offset": float(hes_offset.decode()) if hes_offset else None}
+        return out
+    finally:
+        a.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+        st = status(cfg)
+    except AgentError as e:
+        print("wum: %s" % e, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    ar = st["archive"]
+    print("concentrator %s  archive %s: %.1f MB, %d rows, %s .. %s" % (
+        st["concentrator"], ar["path"], ar["bytes"] / 1e6, ar["rows"], ar["oldest"], ar["newest"]))
+    b = st["backlog"]
+    print("upload backlog: %d batches (%d bytes) pending, %d rows not yet batched" % (
+        b["batches_pending"], b["bytes_pending"], b["rows_unbatched"]))
+    print("%-6s %-8s %-12s %-6s %-10s %-9s %-8s %s" % (
+        "meter", "bus", "protocol", "addr", "serial", "status", "clock", "error"))
+    for m in st["meters"]:
+        off = m["clock_offset"]
+        print("%-6s %-8s %-12s %-6s %-10s %-9s %-8s %s" % (
+            m["meter"], m["bus"], m["protocol"], m["address"], m["serial"] or "-",
+            m["status"] or "-", "%+.1fs" % off if off is not None else "-", m["error"] or ""))
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+        a = Archive(cfg.archive).open()
+    except AgentError as e:
+        print("wum: %s" % e, file=sys.stderr)
+        return 2
+    try:
+        ids = {str(m["id"]): int(m["id"]) for m in a.meters()}  # type: ignore[call-overload]
+        ids.update({str(m["serial"]): int(m["id"]) for m in a.meters() if m["serial"]})  # type: ignore[call-overload]
+        meter = None
+        if args.meter:
+            if args.meter not in ids:
+                print("wum: no meter %r in the archive" % args.meter, file=sys.stderr)
+                return 2
+            meter = ids[args.meter]
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+        rows = a.rows(meter, start, end)
+        fmt = "csv" if args.action == "export" and args.format == "csv" else "json"
+        out = open(args.output, "w", newline="") if args.output else sys.stdout
+        try:
+            if fmt == "json":
+                for r in rows:
+                    out.write(json.dumps({"meter": a.serial(r.meter), "ts": rfc3339(r.ts),
+                                          "kind": "profile" if r.kind == 0 else "snapshot",
+                                          "values": r.values}) + "\n")
+            else:
+                w = csv.writer(out)
+                w.writerow(["meter", "ts", "kind", "obis", "value"])
+                for r in rows:
+                    serial = a.serial(r.meter)
+                    kind = "profile" if r.kind == 0 else "snapshot"
+                    for k, v in r.values.items():
+                        w.writerow([serial, rfc3339(r.ts), kind, k, v])
+        finally:
+            if args.output:
+                out.close()
+    finally:
+        a.close()
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the concentrator daemon (hourly cycles, upload)",
+                       description="Read every configured meter each period, archive, upload.")
+    p.add_argument("--config", required=True, help="agent TOML file")
+    p.add_argument("--cycles", type=int, help="stop after N scheduled cycles (default: forever)")
+    p.add_argument("--no-initial", action="store_true", help="do not run a cycle at start")
+    p.add_argument("--clock", help="simulated clock 't0,w0,speed' (demos and tests)")
+    p.add_argument("--log-json", action="store_true", help="JSON-lines logs on stderr")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("status", help="last cycle per meter, failures, archive, backlog, clocks",
+                       description="What a field engineer asks first.")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("archive", help="show or export archived readings",
+                       description="Rows of the local archive, by meter and time range.")
+    p.add_argument("action", choices=("show", "export"))
+    p.add_argument("--config", required=True)
+    p.add_argument("--meter", help="meter serial or archive id")
+    p.add_argument("--from", dest="start", help="RFC 3339 start (inclusive)")
+    p.add_argument("--to", dest="end", help="RFC 3339 end (inclusive)")
+    p.add_argument("--format", choices=("csv", "json"), default="json")
+    p.add_argument("-o", "--output", help="file (default: stdout)")
+    p.set_defaults(func=cmd_archive)
