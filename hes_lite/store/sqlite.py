@@ -286,7 +286,8 @@ class SqliteStore(Store):
 
     def units(self) -> dict[str, str]:
         with self._lock:
-            return {r[0]: r[1] for r in self._conn.execute("SELECT obis, unit FROM obis_codes")}
+            return {r[0]: r[1] for r in self._conn.execute(
+                "SELECT obis, unit FROM obis_codes ORDER BY id")}
 
     def readings(self, meter: str, start: int | None = None,
                  end: int | None = None) -> Iterator[tuple[str, int, Value, str]]:

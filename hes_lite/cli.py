@@ -1,0 +1,228 @@
+"""The ``hes-lite`` command line: serve, keys, ingest, export.
+
+Owns argument parsing and printing; each command is a thin shell over the
+store, the ingest pipeline, the exports and the HTTP app. Keys are never
+printed (``keys list`` shows a fingerprint) and never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from hes_lite import HesError, export
+from hes_lite.ingest import Ingestor, Rejected
+from hes_lite.store import fingerprint, open_store
+
+log = logging.getLogger("hes_lite.cli")
+INGEST_GROUP = 256  # batches per durable transaction in `hes-lite ingest`
+
+
+def _db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, metavar="URL",
+                   help="database: sqlite:///path/to/hes.db or a plain path "
+                        "(postgresql:// is not yet supported)")
+
+
+def _key_hex(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("key must be hex") from None
+    if not 16 <= len(key) <= 64:
+        raise argparse.ArgumentTypeError("key must be 16..64 bytes (32..128 hex digits)")
+    return key
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hes-lite",
+        description="HES-lite: the head end. Receives sealed batches from concentrators, "
+                    "verifies, decrypts and stores them; serves the API and exports.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP uplink receiver and API",
+                       description="Serve PUT /v1/batches/{device}/{seq} and the read API "
+                                   "(/v1/concentrators, /v1/meters, /v1/meters/{id}/readings, "
+                                   "/v1/events, /v1/health, /v1/export, /openapi.json).")
+    _db(s)
+    s.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="listen address (default 127.0.0.1:8080)")
+    s.add_argument("--mqtt", metavar="URL",
+                   help="also receive from an MQTT broker (not yet supported)")
+    s.set_defaults(func=cmd_serve)
+
+    k = sub.add_parser("keys", help="manage concentrator keys",
+                       description="The key registry: one root key per device and key epoch.")
+    ks = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    a = ks.add_parser("add", help="register a device's root key (epoch 1 by default)")
+    a.add_argument("device")
+    a.add_argument("--key", required=True, type=_key_hex, help="root key, hex")
+    a.add_argument("--epoch", type=int, default=1, help="key epoch (default 1)")
+    _db(a)
+    a.set_defaults(func=cmd_keys_add)
+    ls = ks.add_parser("list", help="list keys (fingerprints only, never the key)")
+    ls.add_argument("device", nargs="?")
+    _db(ls)
+    ls.set_defaults(func=cmd_keys_list)
+    r = ks.add_parser("revoke", help="revoke every key epoch of a device")
+    r.add_argument("device")
+    _db(r)
+    r.set_defaults(func=cmd_keys_revoke)
+    ro = ks.add_parser("rotate", help="add a new key epoch for a device")
+    ro.add_argument("device")
+    ro.add_argument("--key", required=True, type=_key_hex, help="new root key, hex")
+    _db(ro)
+    ro.set_defaults(func=cmd_keys_rotate)
+
+    i = sub.add_parser("ingest", help="ingest batch files as if uploaded",
+                       description="Ingest envelope files (or every file under a directory). "
+                                   'Prints {"accepted": n, "duplicates": n, "rejected": '
+                                   '{"<reason>": n}}; exits 1 when anything was rejected.')
+    i.add_argument("paths", nargs="+", metavar="FILES|DIR")
+    _db(i)
+    i.set_defaults(func=cmd_ingest)
+
+    e = sub.add_parser("export", help="export readings to a file",
+                       description="Streamed export. jsonl: one line per meter per hour, "
+                                   '{"meter", "ts" (RFC 3339 UTC), "values": {obis: number}}.')
+    _db(e)
+    e.add_argument("--format", required=True, choices=export.FORMATS)
+    e.add_argument("--meter", help="only this meter")
+    e.add_argument("--from", dest="start", type=export.parse_time,
+                   help="from this time (epoch seconds or RFC 3339), inclusive")
+    e.add_argument("--to", dest="end", type=export.parse_time,
+                   help="to this time (epoch seconds or RFC 3339), inclusive")
+    e.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, - = stdout")
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hes_lite.api import create_app
+    if args.mqtt:
+        print("hes-lite: --mqtt is not yet supported; serving HTTP only", file=sys.stderr)
+        return 2
+    host, _, port = args.http.rpartition(":")
+    store = open_store(args.db)
+    ingestor = Ingestor(store)
+    n = ingestor.recover()
+    if n:
+        log.warning("decoded %d stored batches left undecoded by the last run", n)
+    uvicorn.run(create_app(store, ingestor), host=host.strip("[]") or "127.0.0.1",
+                port=int(port), log_level="warning")
+    store.close()
+    return 0
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    store = open_store(args.db)
+    store.add_key(args.device, args.epoch, args.key, time.time())
+    print(f"{args.device} epoch {args.epoch} {fingerprint(args.key)}")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    for k in open_store(args.db).keys(args.device):
+        state = "revoked" if k.revoked else "active"
+        print(f"{k.device}\t{k.epoch}\t{fingerprint(k.root_key)}\t{state}\t"
+              f"{export.rfc3339(int(k.created))}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    n = open_store(args.db).revoke(args.device)
+    print(f"{args.device}: {n} key(s) revoked")
+    return 0 if n else 1
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    store = open_store(args.db)
+    epochs = [k.epoch for k in store.keys(args.device)]
+    if not epochs:
+        print(f"hes-lite: no key for {args.device}; use keys add", file=sys.stderr)
+        return 1
+    epoch = max(epochs) + 1
+    store.add_key(args.device, epoch, args.key, time.time())
+    print(f"{args.device} epoch {epoch} {fingerprint(args.key)}")
+    return 0
+
+
+def _files(paths: list[str]) -> Iterator[str]:
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, names in os.walk(p):
+                dirs.sort()
+                for name in sorted(names):
+                    yield os.path.join(root, name)
+        else:
+            yield p
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    store = open_store(args.db)
+    ingestor = Ingestor(store)
+    ingestor.recover()
+    summary: dict[str, object] = {"accepted": 0, "duplicates": 0}
+    rejected: dict[str, int] = {}
+    group: list[tuple[bytes, str | None, int | None]] = []
+
+    def flush() -> None:
+        for r in ingestor.submit_many(group):
+            if isinstance(r, Rejected):
+                rejected[r.reason] = rejected.get(r.reason, 0) + 1
+            else:
+                key = "accepted" if r.status == "accepted" else "duplicates"
+                summary[key] = int(str(summary[key])) + 1
+        group.clear()
+
+    for path in _files(args.paths):
+        with open(path, "rb") as f:
+            group.append((f.read(), None, None))
+        if len(group) >= INGEST_GROUP:
+            flush()
+    flush()
+    summary["rejected"] = dict(sorted(rejected.items()))
+    print(json.dumps(summary))
+    return 1 if rejected else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = open_store(args.db)
+    rows = store.rows(args.meter, args.start, args.end)
+    units = store.units()
+    if args.output == "-":
+        if args.format == "xlsx":
+            print("hes-lite: xlsx needs a file (-o FILE)", file=sys.stderr)
+            return 2
+        for piece in export.chunks(args.format, rows, units):
+            sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+    else:
+        export.write(args.format, args.output, rows, units)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rc: int = args.func(args)
+    except HesError as e:
+        print(f"hes-lite: {e}", file=sys.stderr)
+        return 2
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
