@@ -1,0 +1,161 @@
+"""A simulated Modbus RTU meter on the hil bus.
+
+Owns: serving one ``hil.model.MeterModel`` through a device profile's register
+map (``drivers.modbus.profile``): read holding/input registers (0x03/0x04),
+write single/multiple registers (0x06/0x10: relay, clock, load-profile cursor
+of the generic profile), exception responses (illegal function / data address
+/ data value), answering only its own unit address, and ``corrupt_address``
+for the fault injector.
+
+Built on our sans-IO ``drivers.modbus.rtu`` framer rather than pymodbus's
+server datastore: register values are computed from the model at the instant
+of each request (a datastore would need refreshing before every read), and
+the hunting framer keeps the meter deaf to other stations' traffic and noise.
+
+Must not know: the port or the timing (``hil.bus.Bus`` paces replies).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from drivers.modbus import rtu
+from drivers.modbus.profile import HOLDING, INPUT, Profile, load
+from hil.model import MeterModel
+
+log = logging.getLogger(__name__)
+
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
+
+
+class ModbusMeter:
+    def __init__(self, model: MeterModel, address: str | int, clock, profile: str = "generic",
+                 **options: object) -> None:
+        self.model = model
+        self.address = str(int(address))
+        self.unit = int(address)
+        self.clock = clock
+        self.profile: Profile = profile if isinstance(profile, Profile) else load(profile)
+        self.framer = rtu.Framer(rtu.REQUEST)
+        self.cursor = 0           # load-profile row selected by the master
+        self.requests = 0
+
+    # -- the bus interface ------------------------------------------------------
+    def feed(self, data: bytes, now: float) -> list[tuple[bytes, int | None]]:
+        self.framer.receive_data(data)
+        out = []
+        while True:
+            frame = self.framer.next_frame()
+            if frame is None:
+                return out
+            if frame.address != self.unit:
+                continue          # another meter's request, or a broadcast
+            self.requests += 1
+            try:
+                reply = self.answer(frame)
+            except (ValueError, OverflowError) as e:   # a model value the map cannot hold
+                log.warning("meter %s cannot encode: %s", self.address, e)
+                reply = rtu.exception_response(self.unit, frame.function, 4)
+            out.append((reply.to_bytes(), None))
+
+    def reset(self) -> None:
+        self.framer.reset()
+
+    def corrupt_address(self, reply: bytes) -> bytes:
+        if not reply:
+            return reply
+        other = (reply[0] % 247) + 1
+        return rtu.with_crc(bytes([other]) + reply[1:-2])
+
+    # -- requests ----------------------------------------------------------------
+    def answer(self, req: rtu.Frame) -> rtu.Frame:
+        fc = req.function
+        if fc in (rtu.READ_HOLDING, rtu.READ_INPUT):
+            start, count, _ = req.request_fields()
+            if not 1 <= count <= 125:
+                return rtu.exception_response(self.unit, fc, ILLEGAL_VALUE)
+            table = INPUT if fc == rtu.READ_INPUT else HOLDING
+            words = self.read(table, start, count)
+            if words is None:
+                return rtu.exception_response(self.unit, fc, ILLEGAL_ADDRESS)
+            return rtu.read_response(self.unit, fc, words)
+        if fc in (rtu.WRITE_SINGLE, rtu.WRITE_MULTIPLE):
+            start, second, words = req.request_fields()
+            if fc == rtu.WRITE_SINGLE:
+                words = [second]
+            elif len(words) != second or not 1 <= second <= 123:
+                return rtu.exception_response(self.unit, fc, ILLEGAL_VALUE)
+            code = self.write(start, words)
+            if code:
+                return rtu.exception_response(self.unit, fc, code)
+            return rtu.write_response(self.unit, fc, start, second)
+        return rtu.exception_response(self.unit, fc, ILLEGAL_FUNCTION)
+
+    def values(self, now: float) -> dict[str, int | float]:
+        vals = self.model.registers(now)
+        for reg in self.profile.registers:
+            if reg.derived:
+                vals[reg.obis] = sum(vals[o] for o in reg.derived)
+        return vals
+
+    @staticmethod
+    def _put(out: dict[int, int], start: int, words: list[int]) -> None:
+        for i, w in enumerate(words):
+            out[start + i] = w
+
+    def image(self, table: str, now: float) -> dict[int, int]:
+        """Register address -> word for every mapped register of ``table``."""
+        out: dict[int, int] = {}
+        p = self.profile
+        if table == INPUT:
+            vals = self.values(now)
+            for reg in p.registers:
+                if reg.table == INPUT:
+                    self._put(out, reg.address, reg.encode(vals[reg.obis]))
+        if p.identity is not None and p.identity.table == table:
+            ident = p.identity
+            self._put(out, ident.address, ident.encode(int(self.model.serial)))
+        ctl = p.controls
+        if table == HOLDING:
+            state = {"relay": 1 if self.model.relay_connected else 0,
+                     "clock": int(self.model.clock(now)), "profile_cursor": self.cursor}
+            for name, reg in ctl.items():
+                self._put(out, reg.address, reg.encode(state.get(name, 0)))
+        lp = p.load_profile
+        if lp and table == lp["table"] and self.cursor:
+            row = self.model.profile_row(self.cursor)
+            words = [self.cursor >> 16, self.cursor & 0xFFFF]
+            for obis in lp["columns"]:
+                v = row[obis]
+                words += [(v >> s) & 0xFFFF for s in (48, 32, 16, 0)]
+            self._put(out, lp["address"], words)
+        return out
+
+    def read(self, table: str, start: int, count: int) -> list[int] | None:
+        end = start + count
+        if end > 0x10000 or not self.profile.readable(table, start, end):
+            return None
+        img = self.image(table, self.clock())
+        return [img.get(a, 0) for a in range(start, end)]
+
+    def write(self, start: int, words: list[int]) -> int:
+        """Apply a write to the control registers; 0 or an exception code."""
+        now = self.clock()
+        for name, reg in self.profile.controls.items():
+            if reg.address == start and reg.words == len(words):
+                value = 0
+                for w in words:
+                    value = (value << 16) | w
+                if name == "relay":
+                    if value not in (0, 1):
+                        return ILLEGAL_VALUE
+                    self.model.set_relay(bool(value), now)
+                elif name == "clock":
+                    self.model.set_clock(value, now)
+                elif name == "profile_cursor":
+                    if value % 3600:
+                        return ILLEGAL_VALUE
+                    self.cursor = value
+                log.info("meter %s: %s <- %d", self.address, name, value)
+                return 0
+        return ILLEGAL_ADDRESS
