@@ -1,0 +1,149 @@
+"""The ``wum-hil`` command line: meter simulators on a serial port, and rigs.
+
+Owns: ``wum-hil simulate`` (N simulated meters of one protocol, or a mix, on
+one ``hil.bus.Bus`` served on a pty or a real port until SIGINT/SIGTERM) and
+``wum-hil rig`` (acceptance scenarios between two ports, see ``hil.rig``).
+The DLMS and IEC 62056-21 simulators are imported lazily so a missing one is
+a clear error, not an import crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from hil import HilError
+from hil.bus import Bus, FaultSpec
+from hil.model import MeterModel
+from hil.ports import open_port
+
+PROTOCOLS = ("dlms", "iec62056-21", "modbus")
+SIMULATORS = {  # protocol: (module, class)
+    "dlms": ("hil.dlms_meter", "DlmsMeter"),
+    "iec62056-21": ("hil.iec_meter", "IecMeter"),
+    "modbus": ("hil.modbus_meter", "ModbusMeter"),
+}
+
+
+def simulator_class(protocol: str) -> type:
+    module, name = SIMULATORS[protocol]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise HilError("no %s simulator: %s.%s is not available (%s)"
+                       % (protocol, module, name, e)) from e
+
+
+def make_clock(spec: str | None = None, speed: float | None = None):
+    """-> a clock object with ``now()``: shared spec, accelerated, or wall."""
+    from agent.clock import ScaledClock, SystemClock
+
+    if spec:
+        return ScaledClock.from_spec(spec)
+    if speed and speed != 1.0:
+        return ScaledClock(time.time(), speed)
+    return SystemClock()
+
+
+def build_meters(count: int, protocol: str, seed: int, clock, profile: str = "generic",
+                 first: int = 1) -> list:
+    """``count`` meters with addresses first..first+count-1; ``mix`` cycles the
+    protocols (address 1 DLMS, 2 IEC, 3 Modbus, ...)."""
+    meters = []
+    for i in range(first, first + count):
+        proto = protocol_of(i, protocol)
+        if proto not in SIMULATORS:
+            raise HilError("unknown protocol %r (known: %s, mix)" % (proto, ", ".join(PROTOCOLS)))
+        cls = simulator_class(proto)
+        model = MeterModel(i, seed)
+        opts = {"profile": profile} if proto == "modbus" else {}
+        meters.append(cls(model, str(i), clock.now, **opts))
+    return meters
+
+
+def protocol_of(address: int, protocol: str) -> str:
+    return PROTOCOLS[(address - 1) % 3] if protocol == "mix" else protocol
+
+
+def describe(meters: list, protocol: str, seed: int) -> list[dict]:
+    return [{"address": str(m.address), "protocol": protocol_of(int(m.address), protocol),
+             "serial": MeterModel(int(m.address), seed).serial} for m in meters]
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    clock = make_clock(args.clock, args.speed)
+    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile)
+    port = open_port(args.port, args.baud, link=args.link)
+    bus = Bus(port, meters, baud=args.baud, latency=args.latency_ms / 1000.0,
+              faults=FaultSpec.parse(args.faults, args.seed))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    bus.start()
+    print(port.agent_path, flush=True)
+    print(json.dumps({"port": port.agent_path, "baud": args.baud,
+                      "clock": clock.spec(), "meters": describe(meters, args.protocol, args.seed)}), flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        bus.stop()
+        port.close()
+    return 0
+
+
+def cmd_rig(args: argparse.Namespace) -> int:
+    from hil import rig
+
+    return rig.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wum-hil", description="Meter simulators and HIL rigs.")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    s = sub.add_parser("simulate", help="serve simulated meters on a port until SIGINT/SIGTERM")
+    s.add_argument("--port", default="pty", help="'pty' (a new pseudo-terminal pair) or a URL")
+    s.add_argument("--meters", type=int, default=8)
+    s.add_argument("--protocol", default="modbus", choices=PROTOCOLS + ("mix",))
+    s.add_argument("--profile", default="generic", help="Modbus device profile")
+    s.add_argument("--baud", type=int, default=9600)
+    s.add_argument("--latency-ms", type=float, default=0.0)
+    s.add_argument("--faults", default="", help="e.g. crc=0.05,dead@4 (see hil.bus)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speed", type=float, default=None, help="simulated seconds per second")
+    s.add_argument("--clock", default=None, help="ScaledClock spec t0,w0,speed to share")
+    s.add_argument("--link", default=None, help="symlink to create to the agent's end")
+    s.set_defaults(func=cmd_simulate)
+    r = sub.add_parser("rig", help="acceptance scenarios between two ports")
+    r.add_argument("--agent-port", default=None, help="URL the drivers read through")
+    r.add_argument("--sim-port", default=None, help="URL the simulator serves on")
+    r.add_argument("--pty", action="store_true", help="make a pty pair for both ends")
+    r.add_argument("--scenario", action="append", default=None,
+                   help="scenario name (repeatable; default: all available)")
+    r.add_argument("--junit", default=None, help="write JUnit XML here")
+    r.add_argument("--baud", type=int, default=9600)
+    r.add_argument("--seed", type=int, default=1)
+    r.set_defaults(func=cmd_rig)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except HilError as e:
+        print("wum-hil: error: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
