@@ -101,6 +101,8 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
                                "last_seq": c.last_seq, "age_s": round(now - c.last_seen, 3),
                                "backlog": c.pending} for c in conc],
             "backlog": sum(c.pending for c in conc),
+            **{("readings_rows" if k == "reading_rows" else k): v
+               for k, v in store.counts().items()},
             "silent_over_2h": sum(1 for c in conc if now - c.last_seen > 7200),
             "rejects": store.rejects()})
 

@@ -189,7 +189,7 @@ class Ingestor:
                           e.reason)
                 continue
             state = d.codec_state if d.codec_state is not None else state
-            done.append(DecodedBatch(device, seq, d.readings, d.events, d.codec_state))
+            done.append(DecodedBatch(device, seq, d.readings, d.events, d.codec_state, d.rows))
         return state
 
     def recover(self, device: str | None = None) -> int:

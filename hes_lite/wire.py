@@ -49,6 +49,7 @@ class Decoded:
     readings: list[Reading] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     codec_state: bytes | None = None
+    rows: int = 0  # meter-timestamp rows
 
 
 def header(envelope: bytes) -> Header:
@@ -99,6 +100,7 @@ def _rows(doc: dict[str, Any]) -> Decoded:
     for m in doc["meters"]:
         meter = str(m["id"])
         for ts, values in m.get("rows", ()):
+            out.rows += 1
             for obis, value in values.items():
                 readings.append((meter, obis, int(ts), value, units.get(obis, "")))
         for ts, code, name in m.get("events", ()):

@@ -59,7 +59,7 @@ def server(tmp_path_factory):
         except httpx.TransportError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
-                raise RuntimeError("server did not start: " + log.read())
+                raise RuntimeError("server did not start: " + log.read()) from None
             time.sleep(0.1)
     with httpx.Client(base_url=base, timeout=10) as client:
         yield client, db, log
@@ -127,6 +127,7 @@ def test_read_api(server):
     assert ev[0] == {"meter": "conc-a-m1", "ts": T0 + 3660, "code": 1, "name": "power_down"}
     h = client.get("/v1/health").json()
     assert h["status"] == "ok" and h["backlog"] == 0
+    assert h["readings"] == 3 * 4 * 2 and h["readings_rows"] == 3 * 4 and h["events"] == 3
     assert h["concentrators"][0]["device"] == "conc-a"
     assert h["concentrators"][0]["last_seq"] >= 3
     spec = client.get("/openapi.json").json()

@@ -33,6 +33,7 @@ def test_migrates_v1_fixture_without_losing_rows(tmp_path):
     (c,) = s.concentrators()
     assert (c.device, c.batches, c.pending, c.last_seq) == ("conc-old", 2, 1, 2)
     assert s.keys()[0].root_key == bytes(range(16))
+    assert s.counts() == {"events": 1, "reading_rows": 2, "readings": 4}
     # the migrated schema takes new writes the same way as a fresh one
     s.count_reject("conc-old", "bad_tag", 1.0)
     assert s.rejects()["bad_tag"] == 4
@@ -90,6 +91,7 @@ def test_idempotent_writes_and_wal(tmp_path):
     s.apply([d])
     s.apply([d])
     assert list(s.rows()) == [("m", 3600, {"1.0.1.8.0.255": 5})]
+    assert s.counts() == {"events": 1, "reading_rows": 0, "readings": 1}
     assert s.codec_state("c") == b"state" and s.replay_state("c", 1) == b"w"
     assert s.stored_seqs("c", range(1000)) == {1}
     assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -66,6 +66,7 @@ class DecodedBatch:
     readings: Sequence[Reading] = ()
     events: Sequence[Event] = ()
     codec_state: bytes | None = None
+    rows: int = 0  # meter-timestamp rows the readings form (for the counters)
 
 
 @dataclass
@@ -98,6 +99,10 @@ class Store:
 
     # -- keys ---------------------------------------------------------------
     def add_key(self, device: str, epoch: int, root_key: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    def add_keys(self, keys: Sequence[tuple[str, int, bytes]], now: float) -> None:
+        """Many ``(device, epoch, root key)`` in one transaction (provisioning)."""
         raise NotImplementedError
 
     def key(self, device: str, epoch: int) -> KeyRecord | None:
@@ -163,6 +168,10 @@ class Store:
         raise NotImplementedError
 
     def rejects(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def counts(self) -> dict[str, int]:
+        """Running totals: readings, reading_rows, events."""
         raise NotImplementedError
 
 

@@ -125,12 +125,18 @@ class SqliteStore(Store):
 
     # -- keys ------------------------------------------------------------------
     def add_key(self, device: str, epoch: int, root_key: bytes, now: float) -> None:
+        self.add_keys([(device, epoch, root_key)], now)
+
+    def add_keys(self, keys: Sequence[tuple[str, int, bytes]], now: float) -> None:
         with self._write("FULL"):
-            try:
-                self._conn.execute("INSERT INTO keys (device, epoch, root_key, revoked, created) "
-                                   "VALUES (?, ?, ?, 0, ?)", (device, epoch, root_key, now))
-            except sqlite3.IntegrityError as e:
-                raise StoreError("key epoch already exists", device=device, epoch=epoch) from e
+            for device, epoch, root_key in keys:
+                try:
+                    self._conn.execute("INSERT INTO keys (device, epoch, root_key, revoked, "
+                                       "created) VALUES (?, ?, ?, 0, ?)",
+                                       (device, epoch, root_key, now))
+                except sqlite3.IntegrityError:
+                    raise StoreError("key epoch already exists", device=device,
+                                     epoch=epoch) from None
 
     def key(self, device: str, epoch: int) -> KeyRecord | None:
         with self._lock:
@@ -248,10 +254,14 @@ class SqliteStore(Store):
             marks.append((cid, d.seq))
             if d.codec_state is not None:
                 states.append((cid, d.seq, d.codec_state))
-        c.executemany("INSERT OR IGNORE INTO readings (meter_id, ts, obis_id, value) "
-                      "VALUES (?, ?, ?, ?)", rows)
-        c.executemany("INSERT OR IGNORE INTO events (meter_id, ts, code, name) "
-                      "VALUES (?, ?, ?, ?)", events)
+        new_values = c.executemany("INSERT OR IGNORE INTO readings (meter_id, ts, obis_id, "
+                                   "value) VALUES (?, ?, ?, ?)", rows).rowcount
+        new_events = c.executemany("INSERT OR IGNORE INTO events (meter_id, ts, code, name) "
+                                   "VALUES (?, ?, ?, ?)", events).rowcount
+        new_rows = sum(d.rows for d in decoded) if new_values > 0 else 0
+        c.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
+                      [(new_values, "readings"), (new_rows, "reading_rows"),
+                       (new_events, "events")])
         c.executemany("INSERT OR REPLACE INTO codec_states (concentrator_id, seq, state) "
                       "VALUES (?, ?, ?)", states)
         c.executemany("UPDATE raw_batches SET decoded = 1 WHERE concentrator_id = ? AND seq = ?",
@@ -345,6 +355,11 @@ class SqliteStore(Store):
         args.append(limit)
         with self._lock:
             return [(r[0], r[1], r[2], r[3]) for r in self._conn.execute(sql, args)]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {r[0]: int(r[1]) for r in
+                    self._conn.execute("SELECT name, value FROM counters ORDER BY name")}
 
     def rejects(self) -> dict[str, int]:
         with self._lock:

@@ -1,0 +1,190 @@
+"""The MQTT receiver of HES-lite: batches in on ``wum/up/{device_id}/{seq}``,
+acknowledgements out on ``wum/ack/{device_id}``.
+
+Owns the broker connection (paho-mqtt 2.x, MQTT 5), the subscription (an
+MQTT 5 shared subscription ``$share/<group>/wum/up/+/+`` when several HES
+workers split the load), turning a message into a ``handle(device_id, seq,
+payload)`` call and its outcome into the ack JSON:
+
+    handle returns a dict            → that dict (``{"device", "seq", "status",
+                                       "server_time"}``) QoS 1 to the ack topic
+    handle raises with a ``reason``  → ``{"device", "seq", "error": reason}``
+    handle raises anything else      → no ack (a transient failure: the agent
+                                       times out and retransmits)
+
+``handle`` runs in paho's network thread and the broker's PUBACK for the
+upload goes out only after it returns, so the ingest's durable write happens
+before anything is acknowledged to anyone. The broker is only a pipe: nothing
+here assumes a message survives a broker restart.
+
+Must not know how batches are decoded or stored (that is ``handle``), nor
+serial ports or radios.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hes_lite import HesError
+
+log = logging.getLogger(__name__)
+
+UP_FILTER = "wum/up/+/+"
+ACK_TOPIC = "wum/ack/%s"
+
+Handle = Callable[[str, int, bytes], dict[str, Any]]
+
+
+class ReceiverError(HesError):
+    """The receiver could not connect or subscribe (fields: url, detail)."""
+
+
+def _endpoint(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ReceiverError("not an mqtt(s) URL: %r" % url, url=url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return {
+        "host": parts.hostname,
+        "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+        "tls": parts.scheme == "mqtts",
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "client_id": query.get("client_id") or "hes-%d-%s" % (os.getpid(), os.urandom(4).hex()),
+    }
+
+
+def parse_up_topic(topic: str) -> tuple[str, int] | None:
+    """``wum/up/{device}/{seq}`` → (device, seq), or None if it is not one."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "wum" or parts[1] != "up" or not parts[2]:
+        return None
+    if not parts[3].isdigit():
+        return None
+    return parts[2], int(parts[3])
+
+
+class MqttReceiver:
+    def __init__(self, url: str, handle: Handle, shared_group: str | None = None,
+                 qos: int = 1) -> None:
+        self.url = url
+        self.handle = handle
+        self.shared_group = shared_group
+        self.qos = qos
+        self.topic = ("$share/%s/%s" % (shared_group, UP_FILTER)) if shared_group else UP_FILTER
+        self.endpoint = _endpoint(url)
+        self._client: mqtt.Client | None = None
+        self._cond = threading.Condition()
+        self._subscribed = False
+        self._error = ""
+        self.counts = {"received": 0, "acked": 0, "rejected": 0, "failed": 0, "malformed": 0}
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> MqttReceiver:
+        """Connect and subscribe; ``ReceiverError`` if that takes longer than
+        ``timeout`` (paho keeps retrying in the background until ``stop``)."""
+        if self._client is None:
+            ep = self.endpoint
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ep["client_id"],
+                                 protocol=mqtt.MQTTv5)
+            if ep["username"]:
+                client.username_pw_set(ep["username"], ep["password"])
+            if ep["tls"]:
+                client.tls_set_context(ssl.create_default_context())
+            client.reconnect_delay_set(1, 4)
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_subscribe = self._on_subscribe
+            client.on_message = self._on_message
+            client.connect_async(ep["host"], ep["port"], keepalive=30)
+            client.loop_start()
+            self._client = client
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._subscribed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ReceiverError("%s: not subscribed within %.1fs %s" % (
+                        self.url, timeout, self._error), url=self.url, detail=self._error)
+                self._cond.wait(left)
+        log.info("mqtt receiver %s: listening on %s", self.url, self.topic)
+        return self
+
+    def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        with self._cond:
+            self._subscribed = False
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed
+
+    # -- paho callbacks (network thread) -----------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    properties: Any = None) -> None:
+        if rc.is_failure:
+            with self._cond:
+                self._error = str(rc)
+                self._cond.notify_all()
+            log.warning("mqtt receiver %s: broker refused connection: %s", self.url, rc)
+            return
+        client.subscribe(self.topic, qos=self.qos)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       properties: Any = None) -> None:
+        with self._cond:
+            self._subscribed = False
+        log.info("mqtt receiver %s: disconnected (%s)", self.url, rc)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any,
+                      properties: Any = None) -> None:
+        with self._cond:
+            if codes and not codes[0].is_failure:
+                self._subscribed = True
+            else:
+                self._error = "subscription refused: %s" % (codes,)
+            self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.counts["received"] += 1
+        where = parse_up_topic(msg.topic)
+        if where is None:
+            self.counts["malformed"] += 1
+            log.warning("mqtt receiver %s: ignoring message on %r", self.url, msg.topic)
+            return
+        device, seq = where
+        answer = self._ingest(device, seq, bytes(msg.payload))
+        if answer is None:
+            return
+        client.publish(ACK_TOPIC % device, json.dumps(answer, separators=(",", ":")),
+                       qos=self.qos)
+
+    def _ingest(self, device: str, seq: int, payload: bytes) -> dict[str, Any] | None:
+        try:
+            ack = self.handle(device, seq, payload)
+            answer = dict(ack.as_dict() if hasattr(ack, "as_dict") else ack)
+        except Exception as e:  # noqa: BLE001 - every failure is sorted below, none lost
+            reason = getattr(e, "reason", None)
+            if isinstance(reason, str) and reason:
+                self.counts["rejected"] += 1
+                log.info("mqtt receiver: %s/%d rejected: %s", device, seq, reason)
+                return {"device": device, "seq": seq, "error": reason}
+            self.counts["failed"] += 1
+            log.exception("mqtt receiver: ingest of %s/%d failed; not acknowledged", device, seq)
+            return None
+        self.counts["acked"] += 1
+        return answer
