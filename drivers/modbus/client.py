@@ -106,7 +106,7 @@ class SerialBus:
         self.pm.close()
 
     def execute(self, unit: int, call: Callable[[], object], timeout: float, retries: int,
-                what: str) -> object:
+                what: str, quiet: bool = False) -> object:
         """Run one pymodbus request with up to ``retries`` retransmissions."""
         with self.lock:
             self.pm.comm_params.timeout_connect = timeout
@@ -117,7 +117,8 @@ class SerialBus:
                     resp = call()
                 except ModbusException as e:
                     err = self._failure(unit, what, self.pm.bytes_rx > mark, e)
-                    log.warning("modbus unit %d %s attempt %d: %s", unit, what, attempt + 1, err)
+                    log.log(logging.DEBUG if quiet else logging.WARNING,
+                            "modbus unit %d %s attempt %d: %s", unit, what, attempt + 1, err)
                     continue
                 if resp.isError():  # type: ignore[attr-defined]
                     code = getattr(resp, "exception_code", 0)
@@ -126,7 +127,8 @@ class SerialBus:
                         meter=str(unit), code=code, port=self.url)
                 return resp
             assert err is not None
-            log.error("modbus unit %d %s failed; flight recorder:\n%s", unit, what,
+            log.log(logging.DEBUG if quiet else logging.ERROR,
+                    "modbus unit %d %s failed; flight recorder:\n%s", unit, what,
                       "\n".join(self.recorder.dump()[-8:]))
             raise err
 
@@ -186,12 +188,13 @@ class ModbusClient(MeterClient):
         self.clock = clock
         self.serial: str | None = None
         self.round_trips = 0
+        self.quiet = False        # scans expect silence: log failures at DEBUG
         self._closed = False
 
     # -- requests ---------------------------------------------------------------
     def _call(self, what: str, call: Callable[[], object]) -> object:
         self.round_trips += 1
-        return self.bus.execute(self.unit, call, self.timeout, self.retries, what)
+        return self.bus.execute(self.unit, call, self.timeout, self.retries, what, self.quiet)
 
     def read_block(self, block: Block) -> list[int]:
         pm = self.bus.pm
@@ -326,8 +329,19 @@ def scan(url: str, baud: int | None = None, addresses: object = None, timeout: f
     register; a unit that answers, even with an exception, is present."""
     found = []
     units = [int(a) for a in (addresses or range(1, 248))]  # type: ignore[attr-defined]
+    hold = shared_bus(url, baud, options.get("link"))   # one open port for the whole scan
+    try:
+        _scan_units(url, baud, units, timeout, found, options)
+    finally:
+        release_bus(hold)
+    return found
+
+
+def _scan_units(url: str, baud: int | None, units: list[int], timeout: float,
+                found: list[MeterIdentity], options: dict) -> None:
     for unit in units:
         client = open_client(url, unit, baud, timeout=timeout, retries=0, **options)
+        client.quiet = True
         try:
             found.append(client.identify())
         except MeterRefused:
@@ -337,4 +351,3 @@ def scan(url: str, baud: int | None = None, addresses: object = None, timeout: f
             log.debug("scan: unit %d: %s", unit, e)
         finally:
             client.close()
-    return found
