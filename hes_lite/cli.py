@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="listen address (default 127.0.0.1:8080)")
     s.add_argument("--mqtt", metavar="URL",
-                   help="also receive from an MQTT broker (not yet supported)")
+                   help="also receive batches from an MQTT 5 broker: "
+                        "mqtt(s)://[user:pass@]host[:port][?client_id=ID&group=NAME] "
+                        "(shared subscription $share/NAME/wum/up/+/+, acks on wum/ack/DEVICE)")
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keys", help="manage concentrator keys",
@@ -108,18 +110,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hes_lite.api import create_app
-    if args.mqtt:
-        print("hes-lite: --mqtt is not yet supported; serving HTTP only", file=sys.stderr)
-        return 2
     host, _, port = args.http.rpartition(":")
     store = open_store(args.db)
     ingestor = Ingestor(store)
     n = ingestor.recover()
     if n:
         log.warning("decoded %d stored batches left undecoded by the last run", n)
-    uvicorn.run(create_app(store, ingestor), host=host.strip("[]") or "127.0.0.1",
-                port=int(port), log_level="warning")
-    store.close()
+    receiver = None
+    if args.mqtt:
+        from hes_lite.mqtt import MqttReceiver
+        receiver = MqttReceiver(args.mqtt, ingestor).start()
+    try:
+        uvicorn.run(create_app(store, ingestor), host=host.strip("[]") or "127.0.0.1",
+                    port=int(port), log_level="warning")
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        store.close()
     return 0
 
 
