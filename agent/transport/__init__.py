@@ -1,0 +1,151 @@
+"""Uplink transports: the pipes a sealed batch travels to HES-lite.
+
+Owns moving one opaque payload ``(device_id, seq, bytes)`` to the head end
+and bringing back its acknowledgement: the ``Transport`` interface, ``Ack``,
+``TransportError`` and ``transport_for(url)`` live here; the pipes are
+``agent.transport.http`` (stdlib ``http.client``: the agent pulls in no web
+framework) and ``agent.transport.mqtt`` (paho-mqtt 2.x, MQTT 5). Every
+failure is a ``TransportError`` whose ``reason`` says what the store-and-
+forward loop should do:
+
+    unreachable  no connection / server error (5xx) / broker down: retry later
+    timeout      sent, but no answer in time: retransmit the same bytes
+    rejected     the HES refused the batch (``hes_reason`` names why): do not
+                 retransmit these bytes
+    protocol     the answer made no sense (bad JSON, wrong device/seq)
+
+Brokers are pipes: an MQTT ack that never comes (broker restarted, message
+dropped) is a ``timeout`` and costs one retransmission; the HES acknowledges a
+retransmitted ``(device, seq)`` as ``duplicate``.
+
+Must not know what is inside a payload (batch codec, envelope) nor how the
+HES stores it. Never blocks longer than the ``timeout`` given to ``send``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from agent import AgentError
+
+log = logging.getLogger(__name__)
+
+REASONS = ("unreachable", "timeout", "rejected", "protocol")
+STATUSES = ("accepted", "duplicate")
+UP_TOPIC = "wum/up/%s/%d"
+ACK_TOPIC = "wum/ack/%s"
+
+
+class TransportError(AgentError):
+    """A batch could not be delivered; ``reason`` is one of ``REASONS``.
+
+    Fields: ``reason``, ``device``, ``seq``, ``url``, and for ``rejected``
+    the HES's ``hes_reason``; ``status`` (HTTP status) when there was one.
+    """
+
+    reason: str
+    hes_reason: str | None
+
+    def __init__(self, message: str, reason: str, **fields: object) -> None:
+        fields.setdefault("hes_reason", None)
+        super().__init__(message, reason=reason, **fields)
+
+    @property
+    def retryable(self) -> bool:
+        """False only when the HES refused these exact bytes."""
+        return self.reason != "rejected"
+
+
+@dataclass(frozen=True)
+class Ack:
+    device: str
+    seq: int
+    status: str  # "accepted" | "duplicate"
+    server_time: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"device": self.device, "seq": self.seq, "status": self.status,
+                "server_time": self.server_time}
+
+
+def parse_ack(answer: Any, device: str, seq: int, url: str) -> Ack:
+    """Check an answer document against the batch it acknowledges."""
+    def bad(why: str) -> TransportError:
+        return TransportError("bad acknowledgement from %s: %s" % (url, why), "protocol",
+                              device=device, seq=seq, url=url)
+
+    if not isinstance(answer, dict):
+        raise bad("not a JSON object")
+    if "error" in answer:
+        reason = str(answer["error"])
+        raise TransportError("HES rejected batch %s/%d: %s" % (device, seq, reason), "rejected",
+                             device=device, seq=seq, url=url, hes_reason=reason)
+    status = answer.get("status")
+    t = answer.get("server_time")
+    if answer.get("device") != device or answer.get("seq") != seq:
+        raise bad("acknowledges %r/%r" % (answer.get("device"), answer.get("seq")))
+    if status not in STATUSES:
+        raise bad("status %r" % (status,))
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise bad("server_time %r" % (t,))
+    return Ack(device, seq, str(status), float(t))
+
+
+def check_device(device: str, seq: int, url: str) -> None:
+    if not device or any(c in device for c in "/+#\x00") or seq < 0:
+        raise TransportError("device id %r / seq %r cannot be sent" % (device, seq), "protocol",
+                             device=device, seq=seq, url=url)
+
+
+class Transport:
+    """One way to the HES. ``send`` is blocking and thread-safe."""
+
+    url = ""
+
+    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def transport_for(url: str) -> Transport:
+    """``http(s)://host[:port][/prefix]`` or ``mqtt(s)://[user:pass@]host[:port]``."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("http", "https"):
+        from agent.transport.http import HttpTransport
+
+        return HttpTransport(url)
+    if scheme in ("mqtt", "mqtts"):
+        from agent.transport.mqtt import MqttTransport
+
+        return MqttTransport(url)
+    raise TransportError("no transport for %r (http, https, mqtt, mqtts)" % url, "protocol",
+                         url=url)
+
+
+def mqtt_endpoint(url: str) -> dict[str, Any]:
+    """Split an MQTT URL into what paho needs (shared with HES-lite's receiver)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise TransportError("not an mqtt(s) URL: %r" % url, "protocol", url=url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return {
+        "host": parts.hostname,
+        "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+        "tls": parts.scheme == "mqtts",
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "client_id": query.get("client_id") or "wum-%d-%s" % (os.getpid(), os.urandom(4).hex()),
+        "keepalive": int(query.get("keepalive", "30")),
+    }

@@ -1,0 +1,131 @@
+"""HTTP(S) uplink: ``PUT {base}/v1/batches/{device_id}/{seq}`` with the sealed
+envelope as body; the JSON answer is the acknowledgement (docs/INTERFACES.md).
+
+Owns one kept-alive ``http.client`` connection per transport (stdlib only:
+the agent image carries no web framework), HTTPS with the default ``ssl``
+context, and mapping statuses onto ``TransportError`` reasons: 200 → ``Ack``;
+4xx ``{"error": reason}`` → ``rejected``; 408 → ``timeout``; 429/5xx and
+connection failures → ``unreachable``; socket timeouts → ``timeout``.
+
+Must not know what is inside a payload.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from agent.transport import Ack, Transport, TransportError, check_device, parse_ack
+
+log = logging.getLogger(__name__)
+
+MAX_ANSWER = 64 * 1024
+
+
+class HttpTransport(Transport):
+    """``PUT {base}/v1/batches/{device_id}/{seq}`` over one kept-alive connection."""
+
+    def __init__(self, base_url: str, context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError("not an http(s) URL: %r" % base_url, "protocol", url=base_url)
+        self.url = base_url
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port
+        self.prefix = parts.path.rstrip("/")
+        self.context = context
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        if self._conn is not None:
+            self._conn.timeout = timeout
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(timeout)
+            return self._conn, True
+        if self.scheme == "https":
+            ctx = self.context or ssl.create_default_context()
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self._conn = conn
+        return conn, False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
+        check_device(device_id, seq, self.url)
+        path = "%s/v1/batches/%s/%d" % (self.prefix, quote(device_id, safe=""), seq)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                conn, reused = self._connection(max(0.001, deadline - time.monotonic()))
+                try:
+                    status, body = self._exchange(conn, path, payload)
+                    break
+                except (http.client.RemoteDisconnected, BrokenPipeError,
+                        ConnectionResetError) as e:
+                    self._drop()
+                    if reused and time.monotonic() < deadline:
+                        continue  # the server closed an idle kept-alive connection
+                    raise self._error(e, device_id, seq) from e
+                except (OSError, http.client.HTTPException) as e:
+                    self._drop()
+                    raise self._error(e, device_id, seq) from e
+        return self._answer(status, body, device_id, seq)
+
+    def _exchange(self, conn: http.client.HTTPConnection, path: str,
+                  payload: bytes) -> tuple[int, bytes]:
+        conn.request("PUT", path, body=payload, headers={
+            "Content-Type": "application/octet-stream", "Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read(MAX_ANSWER)
+        if resp.will_close or not resp.isclosed():
+            self._drop()
+        return resp.status, body
+
+    def _error(self, e: BaseException, device: str, seq: int) -> TransportError:
+        if isinstance(e, TimeoutError):
+            reason = "timeout"
+        elif isinstance(e, (ssl.SSLError, http.client.HTTPException)):
+            reason = "protocol"
+        else:
+            reason = "unreachable"
+        log.info("uplink %s %s/%d: %s (%s)", self.url, device, seq, reason, e)
+        return TransportError("%s: %s" % (self.url, e), reason, device=device, seq=seq,
+                              url=self.url)
+
+    def _answer(self, status: int, body: bytes, device: str, seq: int) -> Ack:
+        try:
+            doc: Any = json.loads(body.decode("utf-8")) if body else None
+        except (UnicodeDecodeError, ValueError):
+            doc = None
+        if status == 200:
+            return parse_ack(doc, device, seq, self.url)
+        if status == 408:
+            reason = "timeout"
+        elif 400 <= status < 500 and status != 429:
+            hes = doc.get("error") if isinstance(doc, dict) else None
+            hes_reason = str(hes) if hes else "http_%d" % status
+            raise TransportError("HES rejected batch %s/%d: %s" % (device, seq, hes_reason),
+                                 "rejected", device=device, seq=seq, url=self.url,
+                                 status=status, hes_reason=hes_reason)
+        else:
+            reason = "unreachable"  # 5xx, 429, or a status we do not know: retry later
+        raise TransportError("HES answered %d for %s/%d" % (status, device, seq), reason,
+                             device=device, seq=seq, url=self.url, status=status)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,0 +1,204 @@
+"""MQTT uplink (paho-mqtt 2.x, MQTT 5): publish the sealed envelope QoS 1 to
+``wum/up/{device_id}/{seq}`` and wait for the HES's application-level ack on
+``wum/ack/{device_id}`` (the same JSON as the HTTP answer, or
+``{"device", "seq", "error": reason}`` for a refusal).
+
+Owns one broker connection kept open across sends (paho's network thread
+reconnects on its own), the ack subscriptions (re-made on every reconnect),
+and matching acks to ``(device, seq)``. The broker is only a pipe: a PUBACK
+from the broker proves nothing, only the HES's ack does; no ack within the
+timeout is a ``timeout`` and the caller retransmits the same bytes (the HES
+answers ``duplicate`` if the first copy did arrive). An ack that arrives
+late is remembered, so the retransmission of that batch returns at once.
+
+The session asks the broker to keep it for ``SESSION_EXPIRY`` seconds, so an
+ack published while the agent's link blinks is delivered on reconnect (a
+broker *restart* still loses it: that costs one retransmission).
+
+Must not know what is inside a payload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.transport import (
+    ACK_TOPIC,
+    UP_TOPIC,
+    Ack,
+    Transport,
+    TransportError,
+    check_device,
+    mqtt_endpoint,
+    parse_ack,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY = 300  # s the broker keeps our subscriptions while we are away
+KEEP_ACKS = 4096      # late acks remembered
+
+
+class MqttTransport(Transport):
+    def __init__(self, url: str, qos: int = 1) -> None:
+        self.url = url
+        self.qos = qos
+        self.endpoint = mqtt_endpoint(url)
+        self._cond = threading.Condition()
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._connect_error = ""
+        self._devices: set[str] = set()       # ack topics we want
+        self._subscribed: set[str] = set()    # ... and have on this connection
+        self._pending_sub: dict[int, str] = {}
+        self._acks: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.published = 0
+        self.acks_received = 0
+
+    # -- connection (paho's thread calls the on_* methods) ----------------------
+    def connect(self) -> MqttTransport:
+        if self._client is not None:
+            return self
+        ep = self.endpoint
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ep["client_id"],
+                             protocol=mqtt.MQTTv5)
+        if ep["username"]:
+            client.username_pw_set(ep["username"], ep["password"])
+        if ep["tls"]:
+            client.tls_set_context(ssl.create_default_context())
+        client.reconnect_delay_set(1, 4)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY
+        client.connect_async(ep["host"], ep["port"], keepalive=ep["keepalive"],
+                             properties=props)
+        client.loop_start()
+        self._client = client
+        return self
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    properties: Any = None) -> None:
+        with self._cond:
+            if rc.is_failure:
+                self._connect_error = str(rc)
+                log.warning("uplink %s: broker refused connection: %s", self.url, rc)
+                return
+            self._connected = True
+            self._connect_error = ""
+            self._subscribed.clear()
+            self._pending_sub.clear()
+            for device in self._devices:
+                self._subscribe(client, device)
+            self._cond.notify_all()
+        log.info("uplink %s: connected", self.url)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       properties: Any = None) -> None:
+        with self._cond:
+            self._connected = False
+            self._subscribed.clear()
+            self._cond.notify_all()
+        log.info("uplink %s: disconnected (%s)", self.url, rc)
+
+    def _subscribe(self, client: mqtt.Client, device: str) -> None:
+        rc, mid = client.subscribe(ACK_TOPIC % device, qos=1)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            self._pending_sub[mid] = device
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any,
+                      properties: Any = None) -> None:
+        with self._cond:
+            device = self._pending_sub.pop(mid, None)
+            if device is not None and codes and not codes[0].is_failure:
+                self._subscribed.add(device)
+            elif device is not None:
+                log.warning("uplink %s: ack subscription for %s refused: %s", self.url,
+                            device, codes)
+            self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            doc = json.loads(msg.payload.decode("utf-8"))
+            key = (str(doc["device"]), int(doc["seq"]))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            log.warning("uplink %s: unreadable ack on %s: %r", self.url, msg.topic,
+                        msg.payload[:200])
+            return
+        with self._cond:
+            self._acks[key] = doc
+            self._acks.move_to_end(key)
+            while len(self._acks) > KEEP_ACKS:
+                self._acks.popitem(last=False)
+            self.acks_received += 1
+            self._cond.notify_all()
+
+    # -- sending -----------------------------------------------------------------
+    def _wait(self, ready: Callable[[], bool], deadline: float) -> bool:
+        """Wait (holding ``_cond``) until ``ready()`` or the deadline."""
+        while not ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._cond.wait(left)
+        return True
+
+    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
+        check_device(device_id, seq, self.url)
+        deadline = time.monotonic() + timeout
+        self.connect()
+        client = self._client
+        assert client is not None
+        key = (device_id, seq)
+        with self._cond:
+            if key in self._acks:
+                if "error" not in self._acks[key]:   # a late ack of an earlier copy came
+                    return parse_ack(self._acks[key], device_id, seq, self.url)
+                del self._acks[key]                  # a refusal is asked again
+            if not self._wait(lambda: self._connected, deadline):
+                why = self._connect_error or "broker not reachable"
+                raise TransportError("%s: %s" % (self.url, why), "unreachable",
+                                     device=device_id, seq=seq, url=self.url)
+            if device_id not in self._devices:
+                self._devices.add(device_id)
+                self._subscribe(client, device_id)
+            if not self._wait(lambda: device_id in self._subscribed or not self._connected,
+                              deadline) or device_id not in self._subscribed:
+                raise TransportError("%s: no ack subscription for %s" % (self.url, device_id),
+                                     "unreachable" if not self._connected else "timeout",
+                                     device=device_id, seq=seq, url=self.url)
+        info = client.publish(UP_TOPIC % (device_id, seq), payload, qos=self.qos)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError("%s: publish failed: %s" % (self.url, mqtt.error_string(info.rc)),
+                                 "unreachable", device=device_id, seq=seq, url=self.url)
+        self.published += 1
+        with self._cond:
+            if not self._wait(lambda: key in self._acks, deadline):
+                raise TransportError("%s: no ack for %s/%d within %.1fs" % (
+                    self.url, device_id, seq, timeout), "timeout", device=device_id, seq=seq,
+                    url=self.url)
+            doc = self._acks[key]
+        return parse_ack(doc, device_id, seq, self.url)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        with self._cond:
+            self._connected = False
+            self._subscribed.clear()

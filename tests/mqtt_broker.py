@@ -1,0 +1,160 @@
+"""A real Mosquitto broker for tests and bench scripts.
+
+Starts ``mosquitto`` on a free loopback port with a generated config in a
+temporary directory, waits until it accepts connections, and kills it.
+``kill()`` is ``kill -9`` (a crash: in-memory messages are lost);
+``restart()`` starts it again on the same port. Installs nothing: ``make
+test`` gets mosquitto through scripts/sysdeps.sh; without it the pytest
+fixture skips with the reason.
+
+    with MosquittoBroker() as broker:
+        url = broker.url          # "mqtt://127.0.0.1:<port>"
+
+In pytest: ``from tests.mqtt_broker import mosquitto`` and use the
+``mosquitto`` fixture. From a bench script: put the repository root on
+``sys.path`` and ``from tests.mqtt_broker import MosquittoBroker``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+CONFIG = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+"""
+
+
+def mosquitto_binary() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+class MosquittoBroker:
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = mosquitto_binary()
+        self.port = port or free_port()
+        self.dir = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return "mqtt://127.0.0.1:%d" % self.port
+
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
+        if self.binary is None:
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        if not self.dir:
+            self.dir = tempfile.mkdtemp(prefix="wum-mosquitto-")
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(CONFIG.format(port=self.port, log=os.path.join(self.dir, "mosquitto.log")))
+        deadline = time.monotonic() + timeout
+        while True:
+            self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            if self._wait_ready(deadline):
+                return self
+            self._reap()
+            if time.monotonic() >= deadline:   # e.g. the port is still held
+                raise BrokerError("mosquitto did not start on port %d: %s" % (
+                    self.port, self.log_tail()))
+            time.sleep(0.2)
+
+    def _wait_ready(self, deadline: float) -> bool:
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def _reap(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """``kill -9``: the broker dies with whatever it held in memory."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self._reap()
+
+    def restart(self, timeout: float = 10.0) -> MosquittoBroker:
+        self.kill()
+        return self.start(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._reap()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = ""
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            with open(os.path.join(self.dir, "mosquitto.log")) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+try:
+    import pytest
+except ImportError:  # bench scripts need no pytest
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+    @pytest.fixture
+    def mosquitto():
+        """A running broker for one test; skipped when mosquitto is missing."""
+        if mosquitto_binary() is None:
+            pytest.skip("mosquitto not installed (make sysdeps / apt-get install mosquitto)")
+        broker = MosquittoBroker().start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
