@@ -1,0 +1,265 @@
+"""The thin IO adapter: drives a ``client.Association`` over a
+``drivers.serialio.Link`` and implements ``drivers.meter.MeterClient``.
+
+Owns the blocking loop (send, read until an event, turn deadlines into
+``Association.timeout()``) and the choice of what to read in one request:
+registers as a single GET-with-list of values, scaler_units and the meter
+clock; the load profile and event log as one GET-with-list of capture
+objects, capture period and the buffer by range. Scalers and capture
+objects are cached for the session. Must not know HDLC or APDU byte
+layouts. CPython only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from drivers import DriverError, MeterRefused, RemoteProtocolError
+from drivers.dlms import client as core
+from drivers.dlms import cosem, security, xdlms
+from drivers.dlms.axdr import INTEGER, OCTET_STRING, VISIBLE_STRING
+from drivers.meter import MeterClient, MeterEvent, MeterIdentity, ProfileRow, RegisterValue
+from drivers.serialio import Link
+
+log = logging.getLogger(__name__)
+CLIENT_TITLE = b"WUMCONC1"
+
+
+def _key(value: bytes | str | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return bytes.fromhex(value)
+
+
+def _text(data: Any) -> str:
+    tag, value = data
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return str(value) if tag in (OCTET_STRING, VISIBLE_STRING) or value is not None else ""
+
+
+class DlmsClient(MeterClient):
+    protocol = "dlms"
+
+    def __init__(self, link: Link, address: str, client: int = 16, logical_device: int = 1,
+                 auth: str = "none", password: bytes | str | None = None,
+                 ek: bytes | str | None = None, ak: bytes | str | None = None,
+                 system_title: bytes = CLIENT_TITLE, timeout: float = 1.5, retries: int = 3,
+                 registers: list[str] | None = None, own_link: bool = False,
+                 max_info: int = 2030, window: int = 7, challenge: bytes | None = None,
+                 **_ignored: Any) -> None:
+        from drivers.dlms.hdlc import LinkParameters
+
+        self.link, self.address, self.own_link = link, str(address), own_link
+        self.timeout = timeout
+        self.registers = list(registers or cosem.DEFAULT_REGISTERS)
+        ctx = None
+        if ek is not None:
+            ctx = security.SecurityContext(_key(ek), _key(ak) or b"", system_title)
+        if isinstance(password, str):
+            password = password.encode()
+        self.assoc = core.Association(client, logical_device, int(address), auth, password, ctx,
+                                      LinkParameters(max_info, max_info, window, window),
+                                      retries=retries, challenge=challenge or _challenge())
+        self.scalers: dict[str, tuple[int, str]] = {}
+        self.columns: dict[str, list[cosem.CaptureObject]] = {}
+        self.periods: dict[str, int] = {}
+        self.deviation = 0
+        self.round_trips = 0
+
+    # -- session ----------------------------------------------------------------
+    def open(self) -> DlmsClient:
+        self._guard(self._open)
+        return self
+
+    def _open(self) -> None:
+        self._exchange(self.assoc.connect())
+        ev = self._exchange(self.assoc.associate())
+        if isinstance(ev, core.Associated) and ev.challenge is not None:
+            resp = self._exchange(self.assoc.hls_reply())
+            self.assoc.check_hls_reply(resp.apdu)
+
+    def _exchange(self, data: bytes) -> Any:
+        """Send, then read until the core yields an event that is not a Send."""
+        self.link.send(data)
+        self.round_trips += 1
+        deadline = time.monotonic() + self.timeout
+        while True:
+            ev = self.assoc.next_event()
+            if ev is core.NEED_DATA:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.debug("meter %s: timeout, retransmitting", self.address)
+                    self.link.send(self.assoc.timeout())
+                    self.round_trips += 1
+                    deadline = time.monotonic() + self.timeout
+                    continue
+                chunk = self.link.recv(left)
+                if chunk:
+                    self.assoc.receive_data(chunk)
+                continue
+            if isinstance(ev, core.Send):
+                self.link.send(ev.data)
+                self.round_trips += 1
+                deadline = time.monotonic() + self.timeout
+                continue
+            return ev
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except DriverError as e:
+            e.fields.setdefault("meter", self.address)
+            e.fields.setdefault("flight", self.link.recorder.dump()[-16:])
+            e.meter = self.address  # type: ignore[attr-defined]
+            raise
+
+    def _get(self, descriptors: list[xdlms.Descriptor]) -> list[Any]:
+        """One GET (normal or with-list) -> list of Data tuples / int errors."""
+        kind = xdlms.NORMAL if len(descriptors) == 1 else xdlms.WITH_LIST
+        ev = self._exchange(self.assoc.request(xdlms.GetRequest(kind, descriptors)))
+        resp = ev.apdu
+        if not isinstance(resp, xdlms.GetResponse) or len(resp.results) != len(descriptors):
+            raise RemoteProtocolError("GET answered with %r" % (resp,))
+        return resp.results
+
+    # -- MeterClient ---------------------------------------------------------------
+    def identify(self) -> MeterIdentity:
+        return self._guard(self._identify)
+
+    def _identify(self) -> MeterIdentity:
+        res = self._get([_desc(cosem.DATA, cosem.SERIAL_NUMBER),
+                         _desc(cosem.DATA, cosem.LOGICAL_DEVICE_NAME)])
+        serial = _text(res[0]) if not isinstance(res[0], int) else ""
+        ldn = _text(res[1]) if not isinstance(res[1], int) else ""
+        return MeterIdentity("dlms", self.address, serial, ldn[:3], ldn)
+
+    def read_registers(self, obis: list[str] | None = None) -> list[RegisterValue]:
+        return self._guard(self._read_registers, [str(o) for o in (obis or self.registers)])
+
+    def _read_registers(self, codes: list[str]) -> list[RegisterValue]:
+        descs = [_desc(cosem.CLOCK, cosem.CLOCK_OBIS)]
+        descs += [_desc(cosem.register_class(o), o) for o in codes]
+        need = [o for o in codes if cosem.has_scaler(cosem.register_class(o))
+                and o not in self.scalers]
+        descs += [_desc(cosem.register_class(o), o, cosem.SCALER_UNIT) for o in need]
+        res = self._get(descs)
+        for o, r in zip(need, res[1 + len(codes):], strict=False):
+            if not isinstance(r, int):
+                self.scalers[o] = cosem.scaler_unit(r)
+        ts = self._clock_ts(res[0])
+        out = []
+        for o, r in zip(codes, res[1:1 + len(codes)], strict=False):
+            if isinstance(r, int):
+                log.warning("meter %s refused %s: %s", self.address, o,
+                            xdlms.DATA_ACCESS_RESULTS.get(r, r))
+                continue
+            scaler, unit = self.scalers.get(o, (0, ""))
+            out.append(RegisterValue(o, cosem.reading_value(r, scaler), unit, ts))
+        return out
+
+    def _clock_ts(self, data: Any) -> int:
+        if isinstance(data, int):
+            return int(time.time())
+        dt = cosem.clock_time(data)
+        if dt.deviation != 0x8000:
+            self.deviation = dt.deviation
+        return dt.to_epoch()
+
+    def _buffer(self, obis: str, start: int, end: int) -> tuple[list[cosem.CaptureObject],
+                                                               int, Any]:
+        descs = []
+        if obis not in self.columns:
+            descs += [_desc(cosem.PROFILE_GENERIC, obis, cosem.CAPTURE_OBJECTS),
+                      _desc(cosem.PROFILE_GENERIC, obis, cosem.CAPTURE_PERIOD)]
+        access = cosem.range_access(start, end, self.deviation)
+        descs.append(_desc(cosem.PROFILE_GENERIC, obis, cosem.BUFFER, access))
+        res = self._get(descs)
+        for r in res:
+            if isinstance(r, int):
+                raise MeterRefused("profile %s refused: %s" % (
+                    obis, xdlms.DATA_ACCESS_RESULTS.get(r, r)), obis=obis, code=r)
+        if obis not in self.columns:
+            self.columns[obis] = cosem.capture_objects(res[0])
+            self.periods[obis] = int(res[1][1] or 0)
+        return self.columns[obis], self.periods[obis], res[-1]
+
+    def read_load_profile(self, start: int, end: int) -> list[ProfileRow]:
+        return self._guard(self._read_load_profile, int(start), int(end))
+
+    def _read_load_profile(self, start: int, end: int) -> list[ProfileRow]:
+        cols, period, buf = self._buffer(cosem.LOAD_PROFILE, start, end)
+        need = [c.obis for c in cols if cosem.has_scaler(c.class_id) and c.obis not in self.scalers]
+        if need:
+            res = self._get([_desc(cosem.REGISTER, o, cosem.SCALER_UNIT) for o in need])
+            for o, r in zip(need, res, strict=False):
+                if not isinstance(r, int):
+                    self.scalers[o] = cosem.scaler_unit(r)
+        scalers = {o: s[0] for o, s in self.scalers.items()}
+        rows = cosem.profile_rows(buf, cols, period, scalers)
+        return [r for r in rows if start <= r.ts <= end]
+
+    def read_events(self, start: int, end: int) -> list[MeterEvent]:
+        return self._guard(self._read_events, int(start), int(end))
+
+    def _read_events(self, start: int, end: int) -> list[MeterEvent]:
+        cols, period, buf = self._buffer(cosem.EVENT_LOG, start, end)
+        code_col = next((i for i, c in enumerate(cols) if c.class_id != cosem.CLOCK), None)
+        out = []
+        for ts, values in cosem.buffer_rows(buf, cols, period):
+            if code_col is not None and start <= ts <= end:
+                out.append(MeterEvent(ts, int(values[code_col] or 0),
+                                      cosem.EVENT_NAMES.get(values[code_col], "")))
+        return out
+
+    def read_clock(self) -> int:
+        return self._guard(lambda: self._clock_ts(
+            self._get([_desc(cosem.CLOCK, cosem.CLOCK_OBIS)])[0]))
+
+    def set_clock(self, ts: float) -> None:
+        def run() -> None:
+            req = xdlms.SetRequest(_desc(cosem.CLOCK, cosem.CLOCK_OBIS),
+                                   cosem.date_time_data(int(ts), self.deviation))
+            resp = self._exchange(self.assoc.request(req)).apdu
+            if not isinstance(resp, xdlms.SetResponse) or resp.result != 0:
+                raise MeterRefused("clock set refused", code=getattr(resp, "result", None))
+        self._guard(run)
+
+    def _action(self, method: int) -> None:
+        desc = xdlms.Descriptor(cosem.DISCONNECT_CONTROL, cosem.obis_bytes(cosem.DISCONNECTOR),
+                                method)
+        resp = self._exchange(self.assoc.request(xdlms.ActionRequest(desc, (INTEGER, 0)))).apdu
+        if not isinstance(resp, xdlms.ActionResponse) or resp.result != 0:
+            raise MeterRefused("disconnect control method %d refused" % method,
+                               code=getattr(resp, "result", None))
+
+    def disconnect(self) -> None:
+        self._guard(self._action, cosem.REMOTE_DISCONNECT)
+
+    def reconnect(self) -> None:
+        self._guard(self._action, cosem.REMOTE_RECONNECT)
+
+    def close(self) -> None:
+        """DISC (releases the association with the link, Green Book 9.4.4.2)."""
+        try:
+            if self.assoc.state not in (core.IDLE, core.RELEASING):
+                self.assoc.retries = 1
+                self._exchange(self.assoc.release())
+        except DriverError as e:
+            log.debug("meter %s: DISC unanswered: %s", self.address, e)
+        finally:
+            if self.own_link:
+                self.link.close()
+
+
+def _desc(class_id: int, obis: str, attribute: int = 2,
+          access: Any = None) -> xdlms.Descriptor:
+    return xdlms.Descriptor(class_id, cosem.obis_bytes(obis), attribute, access)
+
+
+def _challenge() -> bytes:
+    import os
+
+    return os.urandom(16)
