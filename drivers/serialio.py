@@ -51,17 +51,23 @@ class Link:
 
     def configure(self, baudrate: int | None = None, bytesize: int | None = None,
                   parity: str | None = None) -> None:
-        """Carry out a protocol's line-setting event (e.g. IEC 62056-21 baud switch)."""
-        if baudrate:
-            self.baudrate = baudrate
-        if bytesize:
-            self.bytesize = bytesize
-        if parity:
-            self.parity = parity
+        """Carry out a protocol's line-setting event (e.g. IEC 62056-21 baud switch).
+
+        All-or-nothing: the settings are applied in one step, and a port that
+        refuses them (a pty refuses 7 data bits) keeps its previous settings
+        and raises ``DriverError``.
+        """
+        new = (baudrate or self.baudrate, bytesize or self.bytesize, parity or self.parity)
         if self._ser is not None:
-            self._ser.baudrate = self.baudrate
-            self._ser.bytesize = self.bytesize
-            self._ser.parity = self.parity
+            old = self._ser.get_settings()
+            try:
+                self._ser.apply_settings({"baudrate": new[0], "bytesize": new[1],
+                                          "parity": new[2]})
+            except Exception as e:  # termios.error, SerialException, ValueError
+                self._ser.apply_settings(old)
+                raise DriverError("%s refuses %d %d%s: %s" % (self.url, new[0], new[1], new[2], e),
+                                  port=self.url) from e
+        self.baudrate, self.bytesize, self.parity = new
 
     def send(self, data: bytes) -> None:
         if self._ser is None:
