@@ -10,8 +10,7 @@ fixture skips with the reason.
     with MosquittoBroker() as broker:
         url = broker.url          # "mqtt://127.0.0.1:<port>"
 
-In pytest: ``from tests.mqtt_broker import mosquitto`` and use the
-``mosquitto`` fixture. From a bench script: put the repository root on
+In pytest: wrap ``running_broker()`` in a fixture (see its docstring). From a bench script: put the repository root on
 ``sys.path`` and ``from tests.mqtt_broker import MosquittoBroker``.
 """
 
@@ -142,19 +141,20 @@ class MosquittoBroker:
         self.stop()
 
 
-try:
-    import pytest
-except ImportError:  # bench scripts need no pytest
-    pytest = None  # type: ignore[assignment]
+def running_broker():
+    """Generator for a pytest fixture: a broker for one test, skipped (with
+    the reason) when mosquitto is missing. In a test module::
 
-if pytest is not None:
-    @pytest.fixture
-    def mosquitto():
-        """A running broker for one test; skipped when mosquitto is missing."""
-        if mosquitto_binary() is None:
-            pytest.skip("mosquitto not installed (make sysdeps / apt-get install mosquitto)")
-        broker = MosquittoBroker().start()
-        try:
-            yield broker
-        finally:
-            broker.stop()
+        @pytest.fixture
+        def mosquitto():
+            yield from running_broker()
+    """
+    if mosquitto_binary() is None:
+        import pytest
+
+        pytest.skip("mosquitto not installed (make sysdeps / apt-get install mosquitto)")
+    broker = MosquittoBroker().start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
