@@ -189,7 +189,7 @@ class Ingestor:
                           e.reason)
                 continue
             state = d.codec_state if d.codec_state is not None else state
-            done.append(DecodedBatch(device, seq, d.readings, d.events, d.codec_state, d.rows))
+            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units))
         return state
 
     def recover(self, device: str | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hes_lite import HesError
 from hes_lite import wire_stub as _impl
-from hes_lite.store import Event, Reading
+from hes_lite.store import Event, MeterRow
 
 # Reasons the envelope gives, plus the HES's own.
 REASONS = ("bad_tag", "replay", "unknown_key", "revoked_key", "truncated", "bad_length",
@@ -46,10 +46,10 @@ class Header:
 @dataclass
 class Decoded:
     seq: int
-    readings: list[Reading] = field(default_factory=list)
+    rows: list[MeterRow] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     codec_state: bytes | None = None
-    rows: int = 0  # meter-timestamp rows
+    units: dict[str, str] = field(default_factory=dict)
 
 
 def header(envelope: bytes) -> Header:
@@ -94,15 +94,12 @@ def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
 
 
 def _rows(doc: dict[str, Any]) -> Decoded:
-    units: dict[str, str] = doc.get("units", {})
-    out = Decoded(int(doc["seq"]))
-    readings, events = out.readings, out.events
+    out = Decoded(int(doc["seq"]), units=doc.get("units", {}))
+    rows, events = out.rows, out.events
     for m in doc["meters"]:
         meter = str(m["id"])
         for ts, values in m.get("rows", ()):
-            out.rows += 1
-            for obis, value in values.items():
-                readings.append((meter, obis, int(ts), value, units.get(obis, "")))
+            rows.append((meter, int(ts), tuple(values), list(values.values())))
         for ts, code, name in m.get("events", ()):
             events.append((meter, int(ts), int(code), str(name)))
     return out

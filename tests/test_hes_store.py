@@ -86,12 +86,13 @@ def test_idempotent_writes_and_wal(tmp_path):
     s = open_store(str(tmp_path / "h.db"))
     raw = RawBatch("c", 1, b"payload", 10.0, 1, b"w")
     assert s.store_raw([raw, raw]) == [True, False]
-    d = DecodedBatch("c", 1, [("m", "1.0.1.8.0.255", 3600, 5, "Wh")], [("m", 3600, 1, "x")],
-                     b"state")
+    d = DecodedBatch("c", 1, [("m", 3600, ("1.0.1.8.0.255",), [5])], [("m", 3600, 1, "x")],
+                     b"state", {"1.0.1.8.0.255": "Wh"})
     s.apply([d])
     s.apply([d])
     assert list(s.rows()) == [("m", 3600, {"1.0.1.8.0.255": 5})]
-    assert s.counts() == {"events": 1, "reading_rows": 0, "readings": 1}
+    assert s.counts() == {"events": 1, "reading_rows": 1, "readings": 1}
+    assert s.units() == {"1.0.1.8.0.255": "Wh"}
     assert s.codec_state("c") == b"state" and s.replay_state("c", 1) == b"w"
     assert s.stored_seqs("c", range(1000)) == {1}
     assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from hes_lite import HesError
 
 Value = int | float
-# (meter id, OBIS, ts, value, unit)
-Reading = tuple[str, str, int, Value, str]
+# One meter's readings at one instant, columnar: (meter id, ts, OBIS codes,
+# values) with codes[i] naming values[i]. Decoders hand these over as they
+# come out of a columnar batch, and the store turns them into readings keyed
+# (meter, OBIS, ts) without a Python step per value.
+MeterRow = tuple[str, int, tuple[str, ...], Sequence[Value]]
 # (meter id, ts, event code, name)
 Event = tuple[str, int, int, str]
 
@@ -63,10 +66,10 @@ class DecodedBatch:
 
     device: str
     seq: int
-    readings: Sequence[Reading] = ()
+    rows: Sequence[MeterRow] = ()
     events: Sequence[Event] = ()
     codec_state: bytes | None = None
-    rows: int = 0  # meter-timestamp rows the readings form (for the counters)
+    units: dict[str, str] = field(default_factory=dict)  # OBIS -> unit, when the batch says
 
 
 @dataclass

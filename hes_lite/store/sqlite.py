@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 
 from hes_lite.store import (
     ConcentratorInfo,
@@ -68,6 +69,7 @@ class SqliteStore(Store):
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._sync("NORMAL")
+        self._conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk inserts stay in memory
         self.migrated_from = migrate(self._conn)
         self._conc_ids: dict[str, int] = {}
         self._meter_ids: dict[str, int] = {}
@@ -116,12 +118,37 @@ class SqliteStore(Store):
         self._meter_ids[meter] = mid
         return mid
 
+    def _meters_bulk(self, decoded: Sequence[DecodedBatch]) -> None:
+        """Give every new meter of these batches an id in a few statements."""
+        known = self._meter_ids
+        new: dict[str, int] = {}
+        for d in decoded:
+            for row in d.rows:
+                if row[0] not in known and row[0] not in new:
+                    new[row[0]] = self._concentrator(d.device, 0.0)
+        if not new:
+            return
+        c = self._conn
+        c.executemany("INSERT OR IGNORE INTO meters (meter, concentrator_id) VALUES (?, ?)",
+                      new.items())
+        names = list(new)
+        for i in range(0, len(names), 500):
+            part = names[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for mid, name in c.execute(f"SELECT id, meter FROM meters WHERE meter IN ({marks})",
+                                       part):
+                known[name] = int(mid)
+
     def _obis(self, obis: str, unit: str) -> int:
         c = self._conn
         c.execute("INSERT OR IGNORE INTO obis_codes (obis, unit) VALUES (?, ?)", (obis, unit))
         oid = int(c.execute("SELECT id FROM obis_codes WHERE obis = ?", (obis,)).fetchone()[0])
         self._obis_ids[obis] = oid
         return oid
+
+    def _codes(self, codes: tuple[str, ...], units: dict[str, str]) -> tuple[int, ...]:
+        ids = self._obis_ids
+        return tuple(ids[o] if o in ids else self._obis(o, units.get(o, "")) for o in codes)
 
     # -- keys ------------------------------------------------------------------
     def add_key(self, device: str, epoch: int, root_key: bytes, now: float) -> None:
@@ -231,21 +258,25 @@ class SqliteStore(Store):
 
     def _apply(self, decoded: Sequence[DecodedBatch]) -> None:
         c = self._conn
-        meter_ids, obis_ids = self._meter_ids, self._obis_ids
+        meter_ids = self._meter_ids
         rows: list[tuple[int, int, int, Value]] = []
         events: list[tuple[int, int, int, str]] = []
         marks: list[tuple[int, int]] = []
         states: list[tuple[int, int, bytes]] = []
+        code_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
+        extend = rows.extend
+        self._meters_bulk(decoded)
         for d in decoded:
             cid = self._concentrator(d.device, 0.0)
-            for meter, obis, ts, value, unit in d.readings:
+            for meter, ts, codes, values in d.rows:
                 mid = meter_ids.get(meter)
                 if mid is None:
                     mid = self._meter(meter, cid)
-                oid = obis_ids.get(obis)
-                if oid is None:
-                    oid = self._obis(obis, unit)
-                rows.append((mid, ts, oid, value))
+                oids = code_ids.get(codes)
+                if oids is None:
+                    oids = code_ids[codes] = self._codes(codes, d.units)
+                n = len(values)
+                extend(zip(repeat(mid, n), repeat(ts, n), oids, values, strict=True))
             for meter, ts, code, name in d.events:
                 mid = meter_ids.get(meter)
                 if mid is None:
@@ -258,7 +289,7 @@ class SqliteStore(Store):
                                    "value) VALUES (?, ?, ?, ?)", rows).rowcount
         new_events = c.executemany("INSERT OR IGNORE INTO events (meter_id, ts, code, name) "
                                    "VALUES (?, ?, ?, ?)", events).rowcount
-        new_rows = sum(d.rows for d in decoded) if new_values > 0 else 0
+        new_rows = sum(len(d.rows) for d in decoded) if new_values > 0 else 0
         c.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
                       [(new_values, "readings"), (new_rows, "reading_rows"),
                        (new_events, "events")])
