@@ -63,6 +63,7 @@ class MqttTransport(Transport):
         self._devices: set[str] = set()       # ack topics we want
         self._subscribed: set[str] = set()    # ... and have on this connection
         self._pending_sub: dict[int, str] = {}
+        self._early_subacks: dict[int, bool] = {}
         self._acks: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self.published = 0
         self.acks_received = 0
@@ -102,9 +103,11 @@ class MqttTransport(Transport):
             self._connect_error = ""
             self._subscribed.clear()
             self._pending_sub.clear()
-            for device in self._devices:
-                self._subscribe(client, device)
+            self._early_subacks.clear()
+            devices = sorted(self._devices)
             self._cond.notify_all()
+        for device in devices:      # paho's thread: SUBACKs cannot overtake these
+            self._subscribe(client, device)
         log.info("uplink %s: connected", self.url)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
@@ -116,17 +119,29 @@ class MqttTransport(Transport):
         log.info("uplink %s: disconnected (%s)", self.url, rc)
 
     def _subscribe(self, client: mqtt.Client, device: str) -> None:
+        """Never called by ``send`` with ``_cond`` held: paho takes its callback
+        lock inside ``subscribe`` while its thread may be waiting for ``_cond``."""
         rc, mid = client.subscribe(ACK_TOPIC % device, qos=1)
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-            self._pending_sub[mid] = device
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return
+        with self._cond:
+            if mid in self._early_subacks:      # the SUBACK overtook us
+                if self._early_subacks.pop(mid):
+                    self._subscribed.add(device)
+                self._cond.notify_all()
+            else:
+                self._pending_sub[mid] = device
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any,
                       properties: Any = None) -> None:
+        ok = bool(codes) and not codes[0].is_failure
         with self._cond:
             device = self._pending_sub.pop(mid, None)
-            if device is not None and codes and not codes[0].is_failure:
+            if device is None:
+                self._early_subacks[mid] = ok
+            elif ok:
                 self._subscribed.add(device)
-            elif device is not None:
+            else:
                 log.warning("uplink %s: ack subscription for %s refused: %s", self.url,
                             device, codes)
             self._cond.notify_all()
@@ -173,9 +188,11 @@ class MqttTransport(Transport):
                 why = self._connect_error or "broker not reachable"
                 raise TransportError("%s: %s" % (self.url, why), "unreachable",
                                      device=device_id, seq=seq, url=self.url)
-            if device_id not in self._devices:
-                self._devices.add(device_id)
-                self._subscribe(client, device_id)
+            new = device_id not in self._devices
+            self._devices.add(device_id)
+        if new:
+            self._subscribe(client, device_id)
+        with self._cond:
             if not self._wait(lambda: device_id in self._subscribed or not self._connected,
                               deadline) or device_id not in self._subscribed:
                 raise TransportError("%s: no ack subscription for %s" % (self.url, device_id),
