@@ -169,14 +169,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def guess_layer(data: bytes) -> str:
-    """Which dissector fits: HDLC flag, IEC start characters, Modbus CRC, else APDU."""
+    """Which dissector fits: HDLC flag, a good Modbus CRC, IEC start characters,
+    an xDLMS APDU tag; else Modbus RTU (whose dissector explains garbage)."""
     if data[:1] == b"\x7e":
         return "hdlc"
-    if data[:1] in (b"/", b"\x06", b"\x01", b"\x02") or data.endswith(b"\r\n"):
-        return "iec62056-21"
     rtu = importlib.import_module("drivers.modbus.rtu")   # dynamic: drivers stay untyped
     if len(data) >= 4 and rtu.crc16(data[:-2]) == int.from_bytes(data[-2:], "little"):
         return "modbus-rtu"
+    if data[:1] in (b"/", b"\x06", b"\x01", b"\x02") or data.endswith(b"\r\n"):
+        return "iec62056-21"
     return "apdu" if data[:1] in (b"\x60", b"\x61", b"\xc0", b"\xc4", b"\xdb") else "modbus-rtu"
 
 
