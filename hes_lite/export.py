@@ -59,7 +59,7 @@ def parse_time(text: str) -> int:
 
 
 def _num(v: Value) -> str:
-    return repr(v) if isinstance(v, float) else str(v)
+    return str(v)  # str(float) is repr(float) in Python 3: the shortest round-trip form
 
 
 def chunks(fmt: str, rows: Iterable[Row], units: dict[str, str],
@@ -100,7 +100,8 @@ def _header(units: dict[str, str]) -> list[str]:
 def _table(rows: Iterable[Row], units: dict[str, str]) -> Iterator[list[str]]:
     cols = list(units)
     for meter, ts, values in rows:
-        yield [meter, rfc3339(ts)] + [_num(values[c]) if c in values else "" for c in cols]
+        get = values.get
+        yield [meter, rfc3339(ts), *[str(get(c, "")) for c in cols]]
 
 
 def _csv(rows: Iterable[Row], units: dict[str, str]) -> Iterator[str]:

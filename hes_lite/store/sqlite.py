@@ -13,7 +13,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import repeat
+from itertools import groupby, repeat
+from operator import itemgetter
 
 from hes_lite.store import (
     ConcentratorInfo,
@@ -332,29 +333,29 @@ class SqliteStore(Store):
 
     def readings(self, meter: str, start: int | None = None,
                  end: int | None = None) -> Iterator[tuple[str, int, Value, str]]:
-        for _m, ts, obis, value, unit in self._stream(meter, start, end):
-            yield obis, ts, value, unit
+        for _name, cur, codes in self._per_meter(meter, start, end):
+            for ts, oid, value in cur:
+                obis, unit = codes[oid]
+                yield obis, ts, value, unit
 
     def rows(self, meter: str | None = None, start: int | None = None,
              end: int | None = None) -> Iterator[tuple[str, int, dict[str, Value]]]:
-        cur_key: tuple[str, int] | None = None
-        values: dict[str, Value] = {}
-        for m, ts, obis, value, _unit in self._stream(meter, start, end):
-            if (m, ts) != cur_key:
-                if cur_key is not None:
-                    yield cur_key[0], cur_key[1], values
-                cur_key, values = (m, ts), {}
-            values[obis] = value
-        if cur_key is not None:
-            yield cur_key[0], cur_key[1], values
+        obis: dict[int, str] = {}
+        for name, cur, codes in self._per_meter(meter, start, end):
+            if len(obis) != len(codes):
+                obis = {oid: code for oid, (code, _) in codes.items()}
+            for ts, group in groupby(cur, key=itemgetter(0)):
+                yield name, ts, {obis[oid]: value for _, oid, value in group}
 
-    def _stream(self, meter: str | None, start: int | None,
-                end: int | None) -> Iterator[tuple[str, int, str, Value, str]]:
-        """Readings by meter (name order), ts, OBIS id, on a connection of its
-        own so a long export neither holds the write lock nor loads it all."""
+    def _per_meter(self, meter: str | None, start: int | None, end: int | None
+                   ) -> Iterator[tuple[str, Iterator[tuple[int, int, Value]],
+                                       dict[int, tuple[str, str]]]]:
+        """Per meter (name order) a cursor over (ts, OBIS id, value) by ts, on a
+        connection of its own so a long export neither holds the write lock
+        nor loads everything: rows are fetched as the consumer asks."""
         conn = _connect(self.path) if self.path != ":memory:" else self._conn
         try:
-            codes = {r[0]: (r[1], r[2]) for r in
+            codes = {int(r[0]): (str(r[1]), str(r[2])) for r in
                      conn.execute("SELECT id, obis, unit FROM obis_codes")}
             msql = "SELECT id, meter FROM meters"
             margs: tuple[object, ...] = ()
@@ -366,9 +367,7 @@ class SqliteStore(Store):
             q = ("SELECT ts, obis_id, value FROM readings WHERE meter_id = ? "
                  "AND ts >= ? AND ts <= ? ORDER BY ts, obis_id")
             for mid, name in meters:
-                for ts, oid, value in conn.execute(q, (mid, lo, hi)):
-                    obis, unit = codes[oid]
-                    yield name, ts, obis, value, unit
+                yield name, conn.execute(q, (mid, lo, hi)), codes
         finally:
             if conn is not self._conn:
                 conn.close()
