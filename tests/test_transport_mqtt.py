@@ -5,6 +5,7 @@ is a small idempotent store standing in for the ingest: accepted once per
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -236,3 +237,94 @@ def test_parse_up_topic_any_string(topic):
     if out is not None:
         device, seq = out
         assert topic == "wum/up/%s/%s" % (device, topic.rsplit("/", 1)[1]) and seq >= 0
+
+
+class TcpCutter:
+    """A TCP proxy in front of the broker whose ``cut()`` drops every open
+    connection (the concentrator's LTE link blinks) but keeps accepting."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            self.pairs.append((down, up))
+            self.accepted += 1
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_link_blink_keeps_the_session_so_the_ack_still_arrives(mosquitto):
+    """The agent's link drops while the HES ingests; the broker keeps the
+    agent's session (SessionExpiryInterval), queues the ack, and delivers it
+    on reconnect: the send in flight succeeds with no retransmission."""
+    hes = FakeIngest()
+    hes.release = threading.Event()
+    rx = MqttReceiver(mosquitto.url, hes).start()
+    proxy = TcpCutter(mosquitto.port)
+    t = MqttTransport("mqtt://127.0.0.1:%d?client_id=conc-blink" % proxy.port)
+    outcome: list[object] = []
+
+    def send() -> None:
+        try:
+            outcome.append(t.send("conc-b", 5, b"envelope", timeout=15))
+        except TransportError as e:
+            outcome.append(e)
+
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        assert hes.entered.wait(10)
+        proxy.cut()                      # link down while the HES holds the batch
+        time.sleep(0.2)
+        hes.release.set()                # ack published while the agent is away
+        sender.join(20)
+    finally:
+        hes.release.set()
+        t.close()
+        rx.stop()
+        proxy.close()
+    assert proxy.accepted >= 2, "the agent never reconnected"
+    ack = outcome[0]
+    assert not isinstance(ack, TransportError), ack
+    assert ack.status == "accepted" and t.published == 1
+    assert hes.statuses == [("conc-b", 5, "accepted")]
