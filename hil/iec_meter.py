@@ -9,7 +9,9 @@ of the full register set (EDIS codes such as ``1.8.0``, ``32.7.0``,
 profile in partial blocks, B0 break, NAK → repeat), and the
 ``honour_baud=False`` quirk: the meter proposes ``max_baud`` but keeps its UART
 at ``quirk_baud``. A master on a different speed then hears what a UART hears
-across a speed mismatch (``uart_view``), not clean bytes.
+across a speed mismatch (``uart_view``), not clean bytes; what the master
+sends is garbled the same way unless ``line_speed`` (``pty_line_speed``)
+shows it really talks at our speed.
 
 Uses the portable frames of ``drivers.iec62056_21``; must not know the
 client (``drivers.iec62056_21.io``).
@@ -18,6 +20,7 @@ client (``drivers.iec62056_21.io``).
 from __future__ import annotations
 
 import logging
+import termios
 
 from drivers.iec62056_21.dataset import DataSet, Readout
 from drivers.iec62056_21.errors import BccError, IecProtocolError
@@ -116,6 +119,21 @@ def uart_view(data: bytes, tx_baud: int, rx_baud: int) -> bytes:
     return bytes(out)
 
 
+def pty_line_speed(port):
+    """A ``line_speed`` sensor for a ``hil.ports.PtyPort``: the speed the agent set
+    on its end (a pty shares one termios between both ends), or None."""
+    speeds = {getattr(termios, "B%d" % b): b
+              for b in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)}
+
+    def sense() -> int | None:
+        try:
+            return speeds.get(termios.tcgetattr(port.master)[5])
+        except (termios.error, OSError):
+            return None
+
+    return sense
+
+
 class IecMeter:
     """One simulated meter; give it to ``hil.bus.Bus`` (``bits=10`` for 7E1)."""
 
@@ -123,7 +141,7 @@ class IecMeter:
                  honour_baud: bool = True, password: str = "00000000", mode: str = "C",
                  quirk_baud: int = INITIAL_BAUD, ident: str | None = None,
                  answer_empty: bool = True, block_size: int = 512,
-                 session_timeout: float = 60.0) -> None:
+                 session_timeout: float = 60.0, line_speed=None) -> None:
         self.model = model
         self.address = str(address)
         self.clock = clock
@@ -140,6 +158,10 @@ class IecMeter:
         self.answer_empty = answer_empty
         self.block_size = block_size
         self.session_timeout = session_timeout
+        # Where the master's real speed can be sensed (pty_line_speed), what it
+        # sends is garbled only if it really talks at another speed than our
+        # UART; otherwise we assume it talks at the speed it selected.
+        self.line_speed = line_speed
         self.framer = Framer("meter")
         self.state = IDLE
         self.authed = False
@@ -162,8 +184,9 @@ class IecMeter:
             self._idle()
         self.last_heard = now
         data = bytes(b & 0x7F for b in data)        # a 7E1 UART strips the parity bit
-        if self.master_baud != self.own_baud:
-            data = uart_view(data, self.master_baud, self.own_baud)
+        talking = (self.line_speed() if self.line_speed else None) or self.master_baud
+        if talking != self.own_baud:
+            data = uart_view(data, talking, self.own_baud)
         self.framer.feed(data)
         out: list[tuple[bytes, int | None]] = []
         while True:

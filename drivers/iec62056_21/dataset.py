@@ -24,7 +24,7 @@ PREFIXED = {
     "kvar": ("var", 3), "kVAr": ("var", 3), "kVA": ("VA", 3), "kV": ("V", 3), "mA": ("A", -3),
 }
 # Data sets that describe the meter rather than measure: not registers.
-META = ("0.0.0", "0.0.1", "0.0.2", "C.1.0", "C.1.1", "96.1.0", "0.9.1", "0.9.2", "0.9.4",
+META = ("0.0.0", "0.0.1", "0.0.2", "C.1.0", "C.1.1", "96.1.0", "96.1.1", "0.9.1", "0.9.2", "0.9.4",
         "1.0.0")
 
 
