@@ -62,6 +62,8 @@ def build_meters(count: int, protocol: str, seed: int, clock, profile: str = "ge
             raise HilError("unknown protocol %r (known: %s, mix)" % (proto, ", ".join(PROTOCOLS)))
         cls = simulator_class(proto)
         model = MeterModel(i, seed)
+        model.registers(clock.now())    # warm the energy cache: the first read of a
+        #                                 meter must cost wire time, not bookkeeping
         opts = {"profile": profile} if proto == "modbus" else {}
         meters.append(cls(model, str(i), clock.now, **opts))
     return meters
