@@ -123,13 +123,11 @@ def transport_for(url: str) -> Transport:
     """``http(s)://host[:port][/prefix]`` or ``mqtt(s)://[user:pass@]host[:port]``."""
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
-        from agent.transport.http import HttpTransport
-
         return HttpTransport(url)
     if scheme in ("mqtt", "mqtts"):
-        from agent.transport.mqtt import MqttTransport
+        from agent.transport.mqtt import MqttTransport as Mqtt  # needs paho-mqtt
 
-        return MqttTransport(url)
+        return Mqtt(url)
     raise TransportError("no transport for %r (http, https, mqtt, mqtts)" % url, "protocol",
                          url=url)
 
@@ -149,3 +147,15 @@ def mqtt_endpoint(url: str) -> dict[str, Any]:
         "client_id": query.get("client_id") or "wum-%d-%s" % (os.getpid(), os.urandom(4).hex()),
         "keepalive": int(query.get("keepalive", "30")),
     }
+
+
+# The pipes, importable from here too (they import the names above).
+from agent.transport.http import HttpTransport  # noqa: E402
+
+try:
+    from agent.transport.mqtt import MqttTransport  # noqa: E402
+except ImportError:  # pragma: no cover - an image without paho-mqtt has HTTP only
+    pass
+
+__all__ = ["REASONS", "Ack", "HttpTransport", "MqttTransport", "Transport", "TransportError",
+           "mqtt_endpoint", "parse_ack", "transport_for"]
