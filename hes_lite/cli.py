@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mqtt", metavar="URL",
                    help="also receive batches from an MQTT 5 broker: "
                         "mqtt(s)://[user:pass@]host[:port][?client_id=ID&group=NAME] "
-                        "(shared subscription $share/NAME/wum/up/+/+, acks on wum/ack/DEVICE)")
+                        "(shared subscription $share/NAME/wum/up/+/+, acks on wum/ack/DEVICE; "
+                        "a client_id makes the session persistent)")
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keys", help="manage concentrator keys",
@@ -118,8 +119,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("decoded %d stored batches left undecoded by the last run", n)
     receiver = None
     if args.mqtt:
-        from hes_lite.mqtt import MqttReceiver
-        receiver = MqttReceiver(args.mqtt, ingestor).start()
+        from hes_lite.mqtt_receiver import MqttReceiver, _endpoint
+
+        def handle(device: str, seq: int, payload: bytes) -> dict[str, object]:
+            return ingestor.submit(payload, device, seq).as_dict()
+
+        group = _endpoint(args.mqtt)["group"] or "hes-lite"
+        receiver = MqttReceiver(args.mqtt, handle, shared_group=group).start(timeout=30)
     try:
         uvicorn.run(create_app(store, ingestor), host=host.strip("[]") or "127.0.0.1",
                     port=int(port), log_level="warning")

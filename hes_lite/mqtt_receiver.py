@@ -15,7 +15,11 @@ payload)`` call and its outcome into the ack JSON:
 ``handle`` runs in paho's network thread and the broker's PUBACK for the
 upload goes out only after it returns, so the ingest's durable write happens
 before anything is acknowledged to anyone. The broker is only a pipe: nothing
-here assumes a message survives a broker restart.
+here assumes a message survives a broker restart. With a stable
+``?client_id=`` in the URL the session is persistent (clean start off,
+session expiry ``SESSION_EXPIRY``), so batches published while this HES was
+down are delivered when it comes back; without one the id is random and the
+session clean.
 
 Must not know how batches are decoded or stored (that is ``handle``), nor
 serial ports or radios.
@@ -35,6 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hes_lite import HesError
 
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 
 UP_FILTER = "wum/up/+/+"
 ACK_TOPIC = "wum/ack/%s"
+SESSION_EXPIRY = 3600  # s the broker keeps a named HES's session and its messages
 
 Handle = Callable[[str, int, bytes], dict[str, Any]]
 
@@ -62,6 +69,8 @@ def _endpoint(url: str) -> dict[str, Any]:
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "client_id": query.get("client_id") or "hes-%d-%s" % (os.getpid(), os.urandom(4).hex()),
+        "persistent": bool(query.get("client_id")),
+        "group": query.get("group"),
     }
 
 
@@ -107,7 +116,13 @@ class MqttReceiver:
             client.on_disconnect = self._on_disconnect
             client.on_subscribe = self._on_subscribe
             client.on_message = self._on_message
-            client.connect_async(ep["host"], ep["port"], keepalive=30)
+            if ep["persistent"]:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = SESSION_EXPIRY
+                client.connect_async(ep["host"], ep["port"], keepalive=30, clean_start=False,
+                                     properties=props)
+            else:
+                client.connect_async(ep["host"], ep["port"], keepalive=30)
             client.loop_start()
             self._client = client
         deadline = time.monotonic() + timeout
