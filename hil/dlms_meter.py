@@ -350,12 +350,12 @@ class DlmsMeter:
             end = last if sel[1] == 0 else first + (sel[1] - 1) * HOUR
         elif access is not None:
             return DENIED
-        start, end = max(start, first), min(end, last, int(now))
         if obis == cosem.EVENT_LOG:
+            start, end = max(start, int(now) - 30 * DAY), min(end, int(now))
             rows = [[cosem.date_time_data(t, self.deviation), (UNSIGNED, c)]
-                    for t, c in self.model.events(max(start, int(now) - 30 * DAY), end)]
+                    for t, c in self.model.events(start, end)]
             return (ARRAY, [(STRUCTURE, r) for r in rows])
-        return (ARRAY, self._profile_rows(start, end))
+        return (ARRAY, self._profile_rows(max(start, first), min(end, last)))
 
     def _profile_rows(self, start: int, end: int) -> list[Any]:
         rows, prev = [], None

@@ -244,7 +244,7 @@ class DlmsClient(MeterClient):
     def close(self) -> None:
         """DISC (releases the association with the link, Green Book 9.4.4.2)."""
         try:
-            if self.assoc.state not in (core.IDLE, core.RELEASING):
+            if self.assoc.state not in (core.IDLE, core.LINKING, core.RELEASING):
                 self.assoc.retries = 1
                 self._exchange(self.assoc.release())
         except DriverError as e:
