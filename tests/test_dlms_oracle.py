@@ -6,7 +6,7 @@ and regenerated here to prove they still come from it."""
 
 import json
 import pathlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -116,8 +116,8 @@ def test_oracle_decodes_our_get_requests():
     ranged = xdlms.GetRequest(xdlms.NORMAL, [_desc(
         7, "1.0.99.1.0.255", 2, cosem.range_access(1780272000, 1780293600, -60))]).to_bytes()
     o = oget.GetRequestFactory.from_bytes(ranged)
-    assert o.access_selection.from_value == datetime(2026, 6, 1, 0, 0, tzinfo=timezone.utc)
-    assert o.access_selection.to_value == datetime(2026, 6, 1, 6, 0, tzinfo=timezone.utc)
+    assert o.access_selection.from_value == datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
+    assert o.access_selection.to_value == datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
     listed = xdlms.GetRequest(xdlms.WITH_LIST, [_desc(3, "1.0.1.8.0.255"),
                                                 _desc(8, "0.0.1.0.0.255")]).to_bytes()
     o = oget.GetRequestFactory.from_bytes(listed)

@@ -117,7 +117,7 @@ def test_hls_gmac_with_suite0_ciphering():
     assert [(r.ts, r.values) for r in rows] == model.profile(T - 24 * HOUR, T)
     # Every data APDU on the wire was glo-ciphered: no plain GET request went out.
     tags = set()
-    for _, direction, raw in link.recorder.entries():
+    for _, _direction, raw in link.recorder.entries():
         framer = hdlc.Framer()
         framer.receive_data(raw)
         while (f := framer.next_event()) is not None:
