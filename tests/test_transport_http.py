@@ -87,6 +87,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._answer(400, raw=b"nope")
         if s.mode == "down":
             return self._answer(503, {"error": "overloaded"})
+        if s.mode == "drip":               # headers, then a byte every 0.2 s
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                time.sleep(0.2)
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            return
         if s.mode == "garbage":
             return self._answer(200, raw=b"\x00not json")
         if s.mode == "wrong_seq":
@@ -176,6 +188,15 @@ def test_slow_server_is_timeout_within_the_deadline(hes):
         hes.delay = 0
         time.sleep(1.3)                    # the slow first copy lands: retransmit = duplicate
         assert t.send("c", 1, b"p", timeout=5).status == "duplicate"
+
+
+def test_a_dripping_answer_cannot_stretch_the_deadline(hes):
+    hes.mode = "drip"
+    t0 = time.monotonic()
+    with HttpTransport(hes.url) as t, pytest.raises(TransportError) as e:
+        t.send("c", 1, b"p", timeout=1.0)
+    assert e.value.reason == "timeout"
+    assert time.monotonic() - t0 < 1.5
 
 
 def test_nonsense_answers_are_protocol_errors(hes):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -70,20 +71,44 @@ class HttpTransport(Transport):
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                conn, reused = self._connection(max(0.001, deadline - time.monotonic()))
+                left = max(0.001, deadline - time.monotonic())
+                conn, reused = self._connection(left)
+                # Socket timeouts bound each read, not the whole answer (a server
+                # dripping bytes could stretch it): a watchdog cuts the socket at
+                # the deadline.
+                expired = threading.Event()
+                watchdog = threading.Timer(left, self._expire, args=(conn, expired))
+                watchdog.daemon = True
+                watchdog.start()
                 try:
                     status, body = self._exchange(conn, path, payload)
+                    if expired.is_set():    # cut mid-answer: what we read is partial
+                        self._drop()
+                        raise TimeoutError("answer cut at the deadline")
                     break
-                except (http.client.RemoteDisconnected, BrokenPipeError,
-                        ConnectionResetError) as e:
-                    self._drop()
-                    if reused and time.monotonic() < deadline:
-                        continue  # the server closed an idle kept-alive connection
-                    raise self._error(e, device_id, seq) from e
                 except (OSError, http.client.HTTPException) as e:
                     self._drop()
+                    if expired.is_set():
+                        raise self._error(TimeoutError("no answer in %.1fs" % timeout),
+                                          device_id, seq) from e
+                    stale = isinstance(e, (http.client.RemoteDisconnected, BrokenPipeError,
+                                           ConnectionResetError))
+                    if stale and reused and time.monotonic() < deadline:
+                        continue  # the server closed an idle kept-alive connection
                     raise self._error(e, device_id, seq) from e
+                finally:
+                    watchdog.cancel()
         return self._answer(status, body, device_id, seq)
+
+    @staticmethod
+    def _expire(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _exchange(self, conn: http.client.HTTPConnection, path: str,
                   payload: bytes) -> tuple[int, bytes]:
