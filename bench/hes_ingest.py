@@ -55,7 +55,7 @@ def generate(n: int, meters: int, values: int, key: bytes) -> list[bytes]:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    key = bytes(range(16))
+    key = bytes(range(32))
     work = tempfile.mkdtemp(prefix="hes-bench-", dir=args.workdir)
     try:
         t = time.perf_counter()

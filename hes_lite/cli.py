@@ -34,8 +34,8 @@ def _key_hex(text: str) -> bytes:
         key = bytes.fromhex(text)
     except ValueError:
         raise argparse.ArgumentTypeError("key must be hex") from None
-    if not 16 <= len(key) <= 64:
-        raise argparse.ArgumentTypeError("key must be 16..64 bytes (32..128 hex digits)")
+    if len(key) != 32:
+        raise argparse.ArgumentTypeError("a root key is 32 bytes (64 hex digits)")
     return key
 
 
@@ -64,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="manage concentrator keys",
                        description="The key registry: one root key per device and key epoch.")
     ks = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    a = ks.add_parser("add", help="register a device's root key (epoch 1 by default)")
+    a = ks.add_parser("add", help="register a device's root key (key epoch 0 by default)")
     a.add_argument("device")
-    a.add_argument("--key", required=True, type=_key_hex, help="root key, hex")
-    a.add_argument("--epoch", type=int, default=1, help="key epoch (default 1)")
+    a.add_argument("--key", required=True, type=_key_hex, help="root key, 64 hex digits")
+    a.add_argument("--epoch", type=int, default=0, help="key epoch (default 0)")
     _db(a)
     a.set_defaults(func=cmd_keys_add)
     ls = ks.add_parser("list", help="list keys (fingerprints only, never the key)")
@@ -78,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("device")
     _db(r)
     r.set_defaults(func=cmd_keys_revoke)
-    ro = ks.add_parser("rotate", help="add a new key epoch for a device")
+    ro = ks.add_parser("rotate", help="add the next key epoch for a device (older epochs "
+                                      "stay valid until revoked)")
     ro.add_argument("device")
-    ro.add_argument("--key", required=True, type=_key_hex, help="new root key, hex")
+    ro.add_argument("--key", required=True, type=_key_hex, help="new root key, 64 hex digits")
     _db(ro)
     ro.set_defaults(func=cmd_keys_rotate)
 

@@ -144,7 +144,7 @@ class Ingestor:
                 if epoch not in windows:
                     windows[epoch] = self.store.replay_state(device, epoch)
                 try:
-                    state = wire.check_replay(windows[epoch], o.header.counter)
+                    state = wire.check_replay(windows[epoch], o.header)
                 except wire.WireError as e:
                     results[o.index] = self._reject(Rejected(e.reason, device, o.seq),
                                                     o.envelope, now)

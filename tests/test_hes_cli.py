@@ -49,7 +49,7 @@ def write_batches(folder, devices=("c1", "c2"), hours=3, meters=5):
             rows = {ln["meter"]: [(T0 + 3600 * h, ln["values"])] for ln in lines
                     if ln["meter"].startswith(d + "-") and ln["ts"] == export.rfc3339(T0 + 3600 * h)}
             with open(os.path.join(folder, f"{d}-{h:04d}.bin"), "wb") as f:
-                f.write(wire.seal_batch(KEY, d, 1, h, h, rows, units={"1.0.1.8.0.255": "Wh"}))
+                f.write(wire.seal_batch(KEY, d, 0, h, h, rows, units={"1.0.1.8.0.255": "Wh"}))
     return lines
 
 
@@ -72,15 +72,16 @@ def test_help_describes_every_command():
 
 def test_keys_never_printed(db):
     out = hes("keys", "list", "--db", db).stdout
-    assert "c1\t1\t" in out and KEY_HEX not in out.lower() and KEY_HEX[:16] not in out
-    rot = hes("keys", "rotate", "c1", "--key", "11" * 16, "--db", db).stdout
-    assert rot.startswith("c1 epoch 2 ") and "11" * 16 not in rot
+    assert "c1\t0\t" in out and KEY_HEX not in out.lower() and KEY_HEX[:16] not in out
+    rot = hes("keys", "rotate", "c1", "--key", "11" * 32, "--db", db).stdout
+    assert rot.startswith("c1 epoch 1 ") and "11" * 16 not in rot
     assert "revoked" in hes("keys", "revoke", "c2", "--db", db).stdout
     out = hes("keys", "list", "--db", db).stdout.splitlines()
-    assert [ln.split("\t")[1:4:2] for ln in out] == [["1", "active"], ["2", "active"],
-                                                     ["1", "revoked"]]
+    assert [ln.split("\t")[1:4:2] for ln in out] == [["0", "active"], ["1", "active"],
+                                                     ["0", "revoked"]]
     assert hes("keys", "add", "c3", "--key", "zz", "--db", db, ok=False).returncode == 2
-    assert hes("keys", "rotate", "c9", "--key", "11" * 16, "--db", db, ok=False).returncode == 1
+    assert hes("keys", "add", "c3", "--key", "11" * 16, "--db", db, ok=False).returncode == 2
+    assert hes("keys", "rotate", "c9", "--key", "11" * 32, "--db", db, ok=False).returncode == 1
 
 
 def test_ingest_then_export_reproduces_input(db, tmp_path):

@@ -12,7 +12,7 @@ from hes_lite import wire
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import RawBatch, open_store
 
-KEY = bytes.fromhex("8f3a1c5e7d9b2f4a6c8e0a1b3d5f7e9c")
+KEY = bytes.fromhex("8f3a1c5e7d9b2f4a6c8e0a1b3d5f7e9c" * 2)
 T0 = 1780272000
 REASONS = {"bad_tag", "replay", "unknown_key", "revoked_key", "truncated", "bad_length",
            "bad_version", "device_mismatch", "seq_mismatch", "bad_batch"}
@@ -100,7 +100,7 @@ def test_every_reason_counted_and_logged_without_key(store, caplog):
     assert _reject(ing, batch(2, epoch=7)) == "unknown_key"
     assert _reject(ing, env, "conc-2", 2) == "device_mismatch"
     assert _reject(ing, env, "conc-1", 3) == "seq_mismatch"
-    other = os.urandom(16)
+    other = os.urandom(32)
     store.add_key("conc-9", 1, other, 0.0)
     store.revoke("conc-9")
     assert _reject(ing, batch(1, device="conc-9", key=other)) == "revoked_key"
@@ -133,7 +133,7 @@ def test_replay_window(store):
 def test_rotation_and_revocation(store):
     ing = Ingestor(store)
     ing.submit(batch(1))
-    new = os.urandom(16)
+    new = os.urandom(32)
     store.add_key("conc-1", 2, new, 0.0)
     assert ing.submit(batch(2, epoch=2, key=new, counter=1)).status == "accepted"
     assert _reject(ing, batch(3, epoch=2, key=KEY)) == "bad_tag"

@@ -20,7 +20,7 @@ from hes_lite.store import open_store
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
-KEY = bytes.fromhex("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+KEY = bytes.fromhex("a1b2c3d4e5f60718293a4b5c6d7e8f90" * 2)
 T0 = 1780272000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

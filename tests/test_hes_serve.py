@@ -19,7 +19,7 @@ import pytest
 from hes_lite import wire
 from hes_lite.store import open_store
 
-KEY = bytes.fromhex("5b2e9d0c4a7f1e3b6d8c0f2a4e6b8d1c")
+KEY = bytes.fromhex("5b2e9d0c4a7f1e3b6d8c0f2a4e6b8d1c" * 2)
 T0 = 1780272000
 
 
