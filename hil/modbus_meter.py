@@ -43,7 +43,7 @@ class ModbusMeter:
     # -- the bus interface ------------------------------------------------------
     def feed(self, data: bytes, now: float) -> list[tuple[bytes, int | None]]:
         self.framer.receive_data(data)
-        out = []
+        out: list[tuple[bytes, int | None]] = []
         while True:
             frame = self.framer.next_frame()
             if frame is None:

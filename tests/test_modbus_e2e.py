@@ -190,3 +190,26 @@ def test_link_option_runs_over_the_agents_port():
             assert any(d == "rx" for _, d, _ in link.recorder.entries())
         finally:
             link.close()
+
+
+def test_adapter_echo_is_discarded_when_asked():
+    with bus("echo") as path:
+        c = open_client(path, 2, timeout=0.5, retries=1, echo=True)
+        try:
+            assert {r.obis: r.value for r in c.read_registers()} == MeterModel(2, 1).registers(T0)
+        finally:
+            c.close()
+
+
+def test_hold_port_keeps_one_port_across_clients():
+    from drivers.modbus import hold_port
+
+    with bus("") as path:
+        with hold_port(path) as held:
+            for unit in (1, 2, 3):
+                c = open_client(path, unit, timeout=0.5)
+                assert c.bus is held
+                c.identify()
+                c.close()
+            assert held.pm.connected and held.users == 1
+        assert not held.pm.connected

@@ -28,3 +28,10 @@ def dissect(data, **keys):
     from drivers.modbus.dissect import dissect as _dissect
 
     return _dissect(data, **keys)
+
+
+def hold_port(url, baud=None, **line):
+    """Context manager keeping ``url`` open while clients come and go."""
+    from drivers.modbus.client import hold_port as _hold
+
+    return _hold(url, baud, **line)

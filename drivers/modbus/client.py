@@ -19,10 +19,11 @@ Must not know: schedules, archives, the HES.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
@@ -76,7 +77,7 @@ class SerialBus:
     """One open port shared by every ``ModbusClient`` on it (one at a time)."""
 
     def __init__(self, url: str, baud: int = 9600, link: object = None, parity: str = "N",
-                 stopbits: int = 1) -> None:
+                 stopbits: int = 1, echo: bool = False) -> None:
         self.url = url
         self.lock = threading.RLock()
         self.users = 0
@@ -85,7 +86,8 @@ class SerialBus:
         if link is not None and handle is None:
             raise DriverError("link %s is not connected" % url, port=url)
         self.pm = _RecordingClient(url, self.recorder, handle, baudrate=baud, parity=parity,
-                                   stopbits=stopbits, timeout=DEFAULT_TIMEOUT, retries=0)
+                                   stopbits=stopbits, timeout=DEFAULT_TIMEOUT, retries=0,
+                                   handle_local_echo=echo)
         self.pm.transaction.max_until_disconnect = 1 << 30
         self.link = link
 
@@ -133,13 +135,13 @@ class SerialBus:
             raise err
 
     def _failure(self, unit: int, what: str, heard: bool, e: Exception) -> DriverError:
-        fields = {"meter": str(unit), "port": self.url, "request": what,
+        fields: dict[str, object] = {"meter": str(unit), "port": self.url, "request": what,
                   "flight": self.recorder.as_json()[-6:]}
         if heard:
             return RemoteProtocolError("garbled reply from unit %d to %s" % (unit, what),
-                                       **fields)  # type: ignore[arg-type]
+                                       **fields)
         return MeterTimeout("unit %d did not answer %s" % (unit, what),
-                            **fields)  # type: ignore[arg-type]
+                            **fields)
 
 
 _BUSES: dict[str, SerialBus] = {}
@@ -149,9 +151,9 @@ _BUSES_LOCK = threading.Lock()
 def shared_bus(url: str, baud: int | None = None, link: object = None, **line: object) -> SerialBus:
     """The ``SerialBus`` for ``url`` (opened on first use), one more user."""
     if link is not None:
-        bus = SerialBus(url, baud or getattr(link, "baudrate", 9600), link).connect()
-        bus.users += 1
-        return bus
+        own = SerialBus(url, baud or int(getattr(link, "baudrate", 9600)), link).connect()
+        own.users += 1
+        return own
     with _BUSES_LOCK:
         bus = _BUSES.get(url)
         if bus is None or not bus.pm.connected:
@@ -159,6 +161,17 @@ def shared_bus(url: str, baud: int | None = None, link: object = None, **line: o
             _BUSES[url] = bus
         bus.users += 1
         return bus
+
+
+@contextlib.contextmanager
+def hold_port(url: str, baud: int | None = None, **line: object) -> Iterator[SerialBus]:
+    """Keep ``url`` open across a cycle: clients opened and closed inside
+    reuse this one port instead of reopening it per meter."""
+    bus = shared_bus(url, baud, **line)
+    try:
+        yield bus
+    finally:
+        release_bus(bus)
 
 
 def release_bus(bus: SerialBus) -> None:
@@ -303,16 +316,19 @@ class ModbusClient(MeterClient):
 
 def open_client(url: str, address: str | int, baud: int | None = None,
                 **options: object) -> ModbusClient:
-    """Options: profile (name or Profile, default "generic"), timeout (s),
-    retries (retransmissions per request), link (a connected
-    ``drivers.serialio.Link`` to share), clock (callable -> epoch s)."""
+    """Options: profile (name, or a JSON file path, or a Profile; default
+    "generic"), timeout (s per attempt), retries (retransmissions per request:
+    a silent meter costs at most timeout × (retries + 1)), link (a connected
+    ``drivers.serialio.Link`` to share), clock (callable -> epoch s, for the
+    readings' ts), parity/stopbits, echo (discard the adapter's local echo)."""
     prof = options.get("profile") or "generic"
     profile = prof if isinstance(prof, Profile) else load(str(prof))
     try:
         unit = int(address)
     except ValueError:
         raise ProfileError("Modbus unit address must be a number, got %r" % address) from None
-    bus = shared_bus(url, baud, options.get("link"))
+    line = {k: options[k] for k in ("parity", "stopbits", "echo") if k in options}
+    bus = shared_bus(url, baud, options.get("link"), **line)
     try:
         return ModbusClient(bus, unit, profile,
                             timeout=float(options.get("timeout") or DEFAULT_TIMEOUT),  # type: ignore[arg-type]
