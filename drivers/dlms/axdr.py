@@ -40,6 +40,7 @@ NAMES = {
     DATE: "date", TIME: "time", DONT_CARE: "dont-care",
 }
 MAX_DEPTH = 24
+_STRUCT_ERROR = getattr(struct, "error", ValueError)   # MicroPython has no struct.error
 
 
 # -- lengths (A-XDR / BER definite form) ----------------------------------------------------
@@ -232,7 +233,7 @@ def _encode_value(tag, value):
             tdesc, rows = value
             contents = b"".join(_encode_typed(tdesc, r) for r in rows)
             return _encode_type(tdesc) + encode_length(len(contents)) + contents
-    except (struct.error, TypeError, ValueError, OverflowError) as e:
+    except (_STRUCT_ERROR, TypeError, ValueError, OverflowError) as e:
         raise LocalProtocolError("cannot encode %r as %s: %s" % (value, NAMES.get(tag), e)) from e
     raise LocalProtocolError("unknown A-XDR tag %r" % (tag,))
 

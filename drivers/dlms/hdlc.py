@@ -245,32 +245,36 @@ class Framer:
 
     def __init__(self, dest=None, src=None, cap=4 * (MAX_FRAME + 2)):
         self.dest, self.src, self.cap = dest, src, cap
-        self.buf = bytearray()
+        self.buf = b""                  # bytes, not bytearray: MicroPython cannot del a slice
         self.skipped = 0
         self.foreign = 0
         self.errors = 0
 
     def receive_data(self, data):
-        self.buf.extend(data)
+        self.buf += bytes(data)
         if len(self.buf) > self.cap:
             drop = len(self.buf) - self.cap
             self.skipped += drop
-            del self.buf[:drop]
+            self.buf = self.buf[drop:]
 
     def reset(self):
         self.skipped += len(self.buf)
-        self.buf = bytearray()
+        self.buf = b""
 
     def _drop(self, n):
         self.skipped += n
-        del self.buf[:n]
+        self.buf = self.buf[n:]
+
+    def _rehunt(self):
+        """Skip the flag we stand on and everything up to the next one."""
+        j = self.buf.find(b"\x7e", 1)
+        self._drop(j if j > 0 else len(self.buf))
 
     def next_event(self):
         while True:
-            buf = self.buf
-            i = buf.find(b"\x7e")
+            i = self.buf.find(b"\x7e")
             if i < 0:
-                self._drop(len(buf))
+                self._drop(len(self.buf))
                 return None
             if i:
                 self._drop(i)
@@ -278,11 +282,11 @@ class Framer:
             if ev is None:
                 return None
             if ev is _SKIP:
-                self._drop(1)
+                self._rehunt()
                 continue
             if isinstance(ev, FrameError):
                 self.errors += 1
-                self._drop(1)
+                self._rehunt()
                 return ev
             if (self.dest is not None and ev.dest != self.dest) or \
                     (self.src is not None and ev.src != self.src):
@@ -322,7 +326,7 @@ class Framer:
             frame = Frame.from_bytes(raw)
         except RemoteProtocolError as e:
             return FrameError(raw, str(e), dest, src)
-        del buf[:length + 1]            # keep the closing flag: it may open the next frame
+        self.buf = buf[length + 1:]     # keep the closing flag: it may open the next frame
         return frame
 
 
