@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from drivers.dlms import acse, apdu, axdr, hdlc, xdlms
-from drivers.dlms.dissect import dissect
+from drivers.dlms.dissector import dissect
 
 VECTOR_DIR = pathlib.Path(__file__).parent / "vectors" / "dlms"
 

@@ -62,7 +62,7 @@ def scan(url, baud=None, addresses=None, timeout=0.5, link=None, **options):
 
 
 def dissect(data, ek=None, ak=None, system_title=None):
-    """Layer-by-layer decode of HDLC frames or a bare APDU (see ``dissect``)."""
-    from drivers.dlms.dissect import dissect as run
+    """Layer-by-layer decode of HDLC frames or a bare APDU (see ``dissector``)."""
+    from drivers.dlms.dissector import dissect as run
 
     return run(data, ek=ek, ak=ak, system_title=system_title)
