@@ -213,3 +213,15 @@ def test_hold_port_keeps_one_port_across_clients():
                 c.close()
             assert held.pm.connected and held.users == 1
         assert not held.pm.connected
+
+
+def test_garbled_and_misaddressed_replies_end_an_attempt_early():
+    with bus("crc@2=1.0,wrongaddr@3=1.0") as path:
+        for unit in (2, 3):
+            c = open_client(path, unit, timeout=1.0, retries=1)
+            t = time.monotonic()
+            with pytest.raises(RemoteProtocolError) as ei:
+                c.read_registers()
+            c.close()
+            assert time.monotonic() - t < 1.0, "a bad reply must not cost the timeout"
+            assert ei.value.raw and ei.value.meter == str(unit)

@@ -32,6 +32,6 @@ def dissect(data, **keys):
 
 def hold_port(url, baud=None, **line):
     """Context manager keeping ``url`` open while clients come and go."""
-    from drivers.modbus.client import hold_port as _hold
+    from drivers.modbus.transport import hold_port as _hold
 
     return _hold(url, baud, **line)

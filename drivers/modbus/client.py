@@ -1,186 +1,39 @@
-"""The Modbus RTU reading path: pymodbus's serial client over pyserial,
-behind ``drivers.meter.MeterClient``.
+"""The Modbus meter client behind ``drivers.meter.MeterClient``.
 
-Owns: one shared pymodbus ``ModbusSerialClient`` per open port (``SerialBus``)
-so many meters on one RS-485 bus are read one after another through one
-file descriptor; reading a profile's registers in few grouped requests;
-bounded retries; turning every pymodbus outcome into a typed
-``drivers.DriverError`` (a silent meter -> ``MeterTimeout``, a garbled reply
--> ``RemoteProtocolError``, an exception response -> ``MeterRefused``) with
-the port's flight recorder attached.
+Owns: reading a device profile's registers in few grouped requests, the
+identity (serial) register, load-profile rows through the generic profile's
+cursor, relay and clock control, ``open_client`` and ``scan``. The wire and
+its retries are ``drivers.modbus.transport``.
 
 Sharing a port: ``open_client(url, ...)`` reuses the ``SerialBus`` already
-open for ``url`` (reference counted; the last ``close()`` closes the port), or
-pass ``link=<drivers.serialio.Link>`` (connected) to run over the agent's
-own port, which is then never closed here.
+open for ``url`` (reference counted; the last ``close()`` closes the port);
+``hold_port(url)`` keeps it open across a whole cycle; or pass
+``link=<drivers.serialio.Link>`` (connected) to run over the agent's own
+port, which is then never closed here.
 
 Must not know: schedules, archives, the HES.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-
-from pymodbus.client import ModbusSerialClient
-from pymodbus.exceptions import ModbusException
+from collections.abc import Callable
 
 from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError
-from drivers.flight import FlightRecorder
 from drivers.meter import MeterClient, MeterIdentity, ProfileRow, RegisterValue
 from drivers.modbus import rtu
 from drivers.modbus.profile import INPUT, Block, Profile, ProfileError, load
+from drivers.modbus.transport import (  # noqa: F401  (re-exported for callers)
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    SerialBus,
+    hold_port,
+    release_bus,
+    shared_bus,
+)
 
 log = logging.getLogger(__name__)
-if logging.getLogger("pymodbus").level == logging.NOTSET:
-    # pymodbus logs every silent unit at ERROR; we raise typed errors instead.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-DEFAULT_TIMEOUT = 1.0
-DEFAULT_RETRIES = 2
-
-
-class _RecordingClient(ModbusSerialClient):
-    """pymodbus's serial client that records raw bytes into our flight recorder
-    and can run over an already open pyserial handle."""
-
-    def __init__(self, port: str, recorder: FlightRecorder, handle: object = None,
-                 **kw: object) -> None:
-        super().__init__(port, **kw)  # type: ignore[arg-type]
-        self.recorder = recorder
-        self.bytes_tx = self.bytes_rx = 0
-        self.external = handle is not None
-        if handle is not None:
-            self.socket = handle
-
-    def send(self, request: bytes, addr: tuple | None = None) -> int:
-        self.recorder.record("tx", request, time.monotonic())
-        self.bytes_tx += len(request)
-        return super().send(request, addr)
-
-    def recv(self, size: int | None) -> bytes:
-        data = super().recv(size)
-        if data:
-            self.recorder.record("rx", data, time.monotonic())
-            self.bytes_rx += len(data)
-        return data
-
-    def close(self) -> None:
-        if not self.external:
-            super().close()
-
-
-class SerialBus:
-    """One open port shared by every ``ModbusClient`` on it (one at a time)."""
-
-    def __init__(self, url: str, baud: int = 9600, link: object = None, parity: str = "N",
-                 stopbits: int = 1, echo: bool = False) -> None:
-        self.url = url
-        self.lock = threading.RLock()
-        self.users = 0
-        self.recorder = getattr(link, "recorder", None) or FlightRecorder()
-        handle = getattr(link, "_ser", None) if link is not None else None
-        if link is not None and handle is None:
-            raise DriverError("link %s is not connected" % url, port=url)
-        self.pm = _RecordingClient(url, self.recorder, handle, baudrate=baud, parity=parity,
-                                   stopbits=stopbits, timeout=DEFAULT_TIMEOUT, retries=0,
-                                   handle_local_echo=echo)
-        self.pm.transaction.max_until_disconnect = 1 << 30
-        self.link = link
-
-    def connect(self) -> SerialBus:
-        if not self.pm.connect():
-            raise DriverError("cannot open %s" % self.url, port=self.url)
-        return self
-
-    @property
-    def bytes_tx(self) -> int:
-        return self.pm.bytes_tx
-
-    @property
-    def bytes_rx(self) -> int:
-        return self.pm.bytes_rx
-
-    def close(self) -> None:
-        self.pm.close()
-
-    def execute(self, unit: int, call: Callable[[], object], timeout: float, retries: int,
-                what: str, quiet: bool = False) -> object:
-        """Run one pymodbus request with up to ``retries`` retransmissions."""
-        with self.lock:
-            self.pm.comm_params.timeout_connect = timeout
-            err: DriverError | None = None
-            for attempt in range(retries + 1):
-                mark = self.pm.bytes_rx
-                try:
-                    resp = call()
-                except ModbusException as e:
-                    err = self._failure(unit, what, self.pm.bytes_rx > mark, e)
-                    log.log(logging.DEBUG if quiet else logging.WARNING,
-                            "modbus unit %d %s attempt %d: %s", unit, what, attempt + 1, err)
-                    continue
-                if resp.isError():  # type: ignore[attr-defined]
-                    code = getattr(resp, "exception_code", 0)
-                    raise MeterRefused("unit %d refused %s: %s" % (
-                        unit, what, rtu.EXCEPTIONS.get(code, "code %d" % code)),
-                        meter=str(unit), code=code, port=self.url)
-                return resp
-            assert err is not None
-            log.log(logging.DEBUG if quiet else logging.ERROR,
-                    "modbus unit %d %s failed; flight recorder:\n%s", unit, what,
-                      "\n".join(self.recorder.dump()[-8:]))
-            raise err
-
-    def _failure(self, unit: int, what: str, heard: bool, e: Exception) -> DriverError:
-        fields: dict[str, object] = {"meter": str(unit), "port": self.url, "request": what,
-                  "flight": self.recorder.as_json()[-6:]}
-        if heard:
-            return RemoteProtocolError("garbled reply from unit %d to %s" % (unit, what),
-                                       **fields)
-        return MeterTimeout("unit %d did not answer %s" % (unit, what),
-                            **fields)
-
-
-_BUSES: dict[str, SerialBus] = {}
-_BUSES_LOCK = threading.Lock()
-
-
-def shared_bus(url: str, baud: int | None = None, link: object = None, **line: object) -> SerialBus:
-    """The ``SerialBus`` for ``url`` (opened on first use), one more user."""
-    if link is not None:
-        own = SerialBus(url, baud or int(getattr(link, "baudrate", 9600)), link).connect()
-        own.users += 1
-        return own
-    with _BUSES_LOCK:
-        bus = _BUSES.get(url)
-        if bus is None or not bus.pm.connected:
-            bus = SerialBus(url, baud or 9600, **line).connect()  # type: ignore[arg-type]
-            _BUSES[url] = bus
-        bus.users += 1
-        return bus
-
-
-@contextlib.contextmanager
-def hold_port(url: str, baud: int | None = None, **line: object) -> Iterator[SerialBus]:
-    """Keep ``url`` open across a cycle: clients opened and closed inside
-    reuse this one port instead of reopening it per meter."""
-    bus = shared_bus(url, baud, **line)
-    try:
-        yield bus
-    finally:
-        release_bus(bus)
-
-
-def release_bus(bus: SerialBus) -> None:
-    with _BUSES_LOCK:
-        bus.users -= 1
-        if bus.users <= 0:
-            bus.close()
-            if _BUSES.get(bus.url) is bus:
-                del _BUSES[bus.url]
 
 
 class ModbusClient(MeterClient):
@@ -205,15 +58,18 @@ class ModbusClient(MeterClient):
         self._closed = False
 
     # -- requests ---------------------------------------------------------------
-    def _call(self, what: str, call: Callable[[], object]) -> object:
+    def _call(self, what: str, call: Callable[[], object], expect: tuple[int, int]) -> object:
         self.round_trips += 1
-        return self.bus.execute(self.unit, call, self.timeout, self.retries, what, self.quiet)
+        return self.bus.execute(self.unit, call, self.timeout, self.retries, what, self.quiet,
+                                expect)
 
     def read_block(self, block: Block) -> list[int]:
         pm = self.bus.pm
         fn = pm.read_input_registers if block.table == INPUT else pm.read_holding_registers
         what = "read %s %d+%d" % (block.table, block.start, block.count)
-        resp = self._call(what, lambda: fn(block.start, count=block.count, device_id=self.unit))
+        fc = rtu.READ_INPUT if block.table == INPUT else rtu.READ_HOLDING
+        resp = self._call(what, lambda: fn(block.start, count=block.count, device_id=self.unit),
+                          (fc, 5 + 2 * block.count))
         words = list(getattr(resp, "registers", []))[:block.count]
         if len(words) != block.count:
             raise RemoteProtocolError("unit %d sent %d registers for %s" % (
@@ -227,10 +83,12 @@ class ModbusClient(MeterClient):
         addr = reg.address  # type: ignore[attr-defined]
         if len(words) == 1:
             self._call("write %d" % addr,
-                       lambda: pm.write_register(addr, words[0], device_id=self.unit))
+                       lambda: pm.write_register(addr, words[0], device_id=self.unit),
+                       (rtu.WRITE_SINGLE, 8))
         else:
             self._call("write %d+%d" % (addr, len(words)),
-                       lambda: pm.write_registers(addr, words, device_id=self.unit))
+                       lambda: pm.write_registers(addr, words, device_id=self.unit),
+                       (rtu.WRITE_MULTIPLE, 8))
 
     def _read(self, registers: list) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
