@@ -377,6 +377,14 @@ class Archive:
             ).fetchone()[0],
         }
 
+    def unbatch(self, seq: int) -> None:
+        """Forget an unacknowledged batch: its rows become unbatched again."""
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE reading SET batch=NULL WHERE batch=?", (seq,))
+            db.execute("UPDATE event SET batch=NULL WHERE batch=?", (seq,))
+            db.execute("DELETE FROM batch WHERE seq=? AND acked IS NULL", (seq,))
+        self._write(tx)
+
     # -- retention -----------------------------------------------------------
     def apply_retention(self, now: float, days: int) -> dict[str, int]:
         """Delete whole days older than the window whose data the HES acknowledged.
@@ -417,3 +425,4 @@ class Archive:
 
 def now() -> float:
     return time.time()
+

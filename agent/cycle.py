@@ -166,12 +166,15 @@ class BusCycle:
         return [(e.ts, e.code) for e in client.read_events(start, now)]
 
     def _clock(self, client: Any, mid: int) -> tuple[float, list[tuple[int, int]]]:
+        before = self.clock.now()
         meter_ts = client.read_clock()
         now = self.clock.now()
-        offset = float(meter_ts - now)
+        # The meter sampled its clock somewhere in the round trip: compare with the middle.
+        offset = float(meter_ts - (before + now) / 2)
         events = []
         if abs(offset) > self.cfg.clock_threshold:
             client.set_clock(self.clock.now())
-            log.info("meter clock off by %.1fs: set", offset)
+            log.info("meter clock off by %.1fs (threshold %.0fs): set", offset,
+                     self.cfg.clock_threshold)
             events.append((int(now), CLOCK_SET_EVENT))
         return offset, events

@@ -108,6 +108,8 @@ class Demo:
         lines = ['[concentrator]', 'id = "%s"' % DEVICE, 'archive = "archive.db"',
                  '[schedule]', 'period = 3600', 'jitter = 0', 'meter_budget = 600',
                  'retries = 2', 'initial_backfill = 21600',
+                 # accelerated time: one real millisecond is ~1 simulated second
+                 'clock_threshold = %d' % max(10, int(self.args.speed / 10)),
                  '[uplink]', 'transport = "http"', 'url = "http://127.0.0.1:%d"' % self.port,
                  'key = "%s"' % self.key,
                  '[[bus]]', 'name = "bus1"', 'port = "%s"' % port, 'baud = %d' % self.args.baud,
