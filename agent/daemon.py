@@ -62,6 +62,7 @@ class Daemon:
         self.lock = threading.Lock()
         self.uplink = uplink
         self.cycles = 0
+        self.retry_interval = 300.0   # simulated/real seconds between backlog retries
         self._last_retention_day = -1
 
     def open(self) -> Daemon:
@@ -111,11 +112,19 @@ class Daemon:
             await self.run_cycle()
         while not self.stop.is_set() and (cycles is None or self.cycles < cycles):
             start = self.next_start(self.clock.now())
+            last_try = self.clock.now()
             while not self.stop.is_set():
                 wait = self.clock.wall_seconds(start - self.clock.now())
                 if wait <= 0:
                     break
                 await asyncio.sleep(min(wait, 0.5))
+                if self.uplink is not None and self.clock.now() - last_try >= self.retry_interval:
+                    # Between cycles, retry a backlog (the link may be back).
+                    last_try = self.clock.now()
+                    with self.lock:
+                        pending = self.archive.backlog()["batches_pending"]
+                    if pending:
+                        await asyncio.to_thread(self.uplink.flush, self.stop)
             if self.stop.is_set():
                 break
             await self.run_cycle()
