@@ -1,0 +1,324 @@
+"""The batch codec: one hour of a concentrator's readings, events and cycle
+results as a few hundred bytes, delta-coded against what the HES acknowledged.
+
+Portable (CPython and MicroPython). Owns ``Batch``, ``CodecState`` and the
+format (docs/batch-format.md): a byte header naming the base state, then one
+bit stream: meter and OBIS tables as deltas of the state's tables, row shapes,
+timestamps against the hourly grid, one column per register (exact decimal
+mantissas, residuals against the acknowledged state, Rice or fixed-width
+codes; ``agent.batch_columns``), events and cycle results. Must not know the
+envelope, the transport or how the HES stores anything.
+
+API (stable):
+    Batch(device, seq, created, readings=(), events=(), statuses=())
+        readings: (meter, ts, {obis: int | float | None}); events: (meter, ts, code);
+        statuses: (meter, status, error | None); ``keyframe`` is set by the codec.
+    encode_batch(batch, base, keyframe=False) -> bytes
+        base: the CodecState both ends hold (None: a keyframe). A keyframe is also
+        sent when the base's last keyframe is a day old.
+    decode_batch(data, base) -> Batch        (raises BatchError; ``base_mismatch``
+        when the batch is a delta against a state other than ``base``)
+    peek_batch(data) -> BatchHeader          (seq, created, keyframe, base_seq, digest)
+    CodecState(device=""): .advance(batch) after the HES acknowledged ``batch``;
+        .seq, .digest(), .to_bytes(), CodecState.from_bytes(data), .copy()
+"""
+
+import hashlib
+
+from agent.batch_bits import BATCH_REASONS, BatchError, BitReader, BitWriter
+from agent.batch_columns import _read_raw, _write_raw, step
+from agent.batch_sections import (
+    MAX_METERS,
+    MAX_OBIS,
+    _obis,
+    _put_obis,
+    _put_text,
+    _text,
+    read_body,
+    write_body,
+)
+
+__all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", "decode_batch",
+           "encode_batch", "peek_batch"]
+
+FORMAT = 1
+DAY = 86400
+
+
+class Batch:
+    __slots__ = ("device", "seq", "created", "readings", "events", "statuses", "keyframe")
+
+    def __init__(self, device: str, seq: int, created: int, readings: "object" = (),
+                 events: "object" = (), statuses: "object" = ()) -> None:
+        self.device = device
+        self.seq = int(seq)
+        self.created = int(created)
+        self.readings = [(str(m), int(ts), dict(vals))
+                         for m, ts, vals in readings]  # type: ignore[attr-defined]
+        self.events = [(str(m), int(ts), int(c)) for m, ts, c in events]  # type: ignore[attr-defined]
+        self.statuses = [(str(m), str(s), None if e is None else str(e))
+                         for m, s, e in statuses]  # type: ignore[attr-defined]
+        self.keyframe: "bool | None" = None
+
+    def canonical(self) -> "tuple[list, list, list]":
+        """Rows by (meter, ts), events by (meter, ts, code), statuses by meter
+        (stable): the order ``decode_batch`` returns."""
+        return (sorted(self.readings, key=lambda r: (r[0], r[1])), sorted(self.events),
+                sorted(self.statuses, key=lambda s: s[0]))
+
+    def meters(self) -> "list[str]":
+        s = set(r[0] for r in self.readings)
+        s.update(e[0] for e in self.events)
+        s.update(x[0] for x in self.statuses)
+        return sorted(s)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Batch):
+            return False
+        return (self.device, self.seq, self.created) == (other.device, other.seq,
+                                                          other.created) \
+            and self.canonical() == other.canonical()
+
+    def __repr__(self) -> str:
+        return "Batch(%r, seq=%d, created=%d, %d rows, %d events, %d statuses)" % (
+            self.device, self.seq, self.created, len(self.readings), len(self.events),
+            len(self.statuses))
+
+
+class BatchHeader:
+    __slots__ = ("version", "keyframe", "seq", "created", "base_seq", "digest", "size")
+
+    def __init__(self, keyframe: bool, seq: int, created: int, base_seq: int, digest: bytes,
+                 size: int) -> None:
+        self.version = FORMAT
+        self.keyframe = keyframe
+        self.seq = seq
+        self.created = created
+        self.base_seq = base_seq
+        self.digest = digest
+        self.size = size          # bytes of header
+
+    def __repr__(self) -> str:
+        return "BatchHeader(seq=%d, keyframe=%r, base_seq=%d)" % (self.seq, self.keyframe,
+                                                                   self.base_seq)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _get_varint(data: bytes, pos: int) -> "tuple[int, int]":
+    n, shift = 0, 0
+    while True:
+        if pos >= len(data):
+            raise BatchError("truncated", "header ends early")
+        if shift > 63:
+            raise BatchError("bad_value", "varint too long")
+        b = data[pos]
+        n |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            return n, pos
+
+
+def peek_batch(data: bytes) -> BatchHeader:
+    """Read the byte header: version, keyframe flag, seq, created, base."""
+    if len(data) < 2:
+        raise BatchError("truncated", "no header")
+    if data[0] != FORMAT:
+        raise BatchError("bad_version", "format %d" % data[0], version=data[0])
+    if data[1] & 0xFE:
+        raise BatchError("bad_value", "unknown flags 0x%02x" % data[1])
+    keyframe = bool(data[1] & 1)
+    seq, pos = _get_varint(data, 2)
+    created, pos = _get_varint(data, pos)
+    base_seq, digest = -1, b""
+    if not keyframe:
+        base_seq, pos = _get_varint(data, pos)
+        if pos + 4 > len(data):
+            raise BatchError("truncated", "no base digest")
+        digest = bytes(data[pos:pos + 4])
+        pos += 4
+    return BatchHeader(keyframe, seq, created, base_seq, digest, pos)
+
+
+class CodecState:
+    """What the HES acknowledged, identical at both ends: the meter and OBIS
+    tables, per meter the last row's ts and OBIS set and the last cycle result,
+    per (meter, OBIS) the last value and step. Both ends call ``advance`` with
+    each acknowledged batch, in order."""
+
+    def __init__(self, device: str = "") -> None:
+        self.device = device
+        self.seq = -1
+        self.keyframe_ts = -1
+        self.meters: "list[str]" = []
+        self.obis: "list[str]" = []
+        self.cells: "dict[tuple[str, str], tuple]" = {}
+        self.last_ts: "dict[str, int]" = {}
+        self.schema: "dict[str, tuple]" = {}
+        self.status: "dict[str, tuple]" = {}
+
+    def __repr__(self) -> str:
+        return "CodecState(%r, seq=%d, %d meters, %d registers)" % (
+            self.device, self.seq, len(self.meters), len(self.obis))
+
+    def copy(self) -> "CodecState":
+        return CodecState.from_bytes(self.to_bytes())
+
+    def advance(self, batch: Batch) -> None:
+        """Apply an acknowledged batch (``batch.keyframe`` set by the codec)."""
+        if batch.keyframe is None:
+            raise BatchError("bad_value", "advance() needs a batch that was encoded or decoded")
+        if batch.keyframe:
+            self.__init__(batch.device)  # type: ignore[misc]
+            self.keyframe_ts = batch.created
+        readings, _, statuses = batch.canonical()
+        known = set(self.meters)
+        self.meters.extend(m for m in batch.meters() if m not in known)
+        ko = set(self.obis)
+        self.obis.extend(sorted(set(o for r in readings for o in r[2] if o not in ko)))
+        for m, ts, vals in readings:
+            for o in sorted(vals):
+                v = vals[o]
+                if v is not None:
+                    self.cells[(m, o)] = step(self.cells.get((m, o)), v)
+            self.last_ts[m] = ts
+            self.schema[m] = tuple(sorted(vals))
+        for m, s, e in statuses:
+            self.status[m] = (s, e)
+        self.seq = batch.seq
+
+    def digest(self) -> bytes:
+        return bytes(hashlib.sha256(self.to_bytes()).digest()[:4])
+
+    def to_bytes(self) -> bytes:
+        w = BitWriter()
+        w.raw(b"WCS\x01")
+        _put_text(w, self.device)
+        w.count(self.seq + 1)
+        w.count(self.keyframe_ts + 1)
+        w.count(len(self.meters))
+        for m in self.meters:
+            _put_text(w, m)
+        w.count(len(self.obis))
+        for o in self.obis:
+            _put_obis(w, o)
+        oi = dict((o, i) for i, o in enumerate(self.obis))
+        for m in self.meters:
+            _state_meter(w, self, m, oi)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CodecState":
+        try:
+            return _read_state(cls, BitReader(bytes(data)))
+        except BatchError:
+            raise
+        except (IndexError, ValueError, KeyError, UnicodeError, OverflowError):
+            raise BatchError("bad_value", "not a codec state") from None
+
+
+def _state_meter(w: BitWriter, st: CodecState, m: str, oi: dict) -> None:
+    ts = st.last_ts.get(m)
+    w.bits(0 if ts is None else 1, 1)
+    if ts is not None:
+        _write_raw(w, ts)
+    sch = st.schema.get(m)
+    w.bits(0 if sch is None else 1, 1)
+    if sch is not None:
+        w.count(len(sch))
+        for o in sch:
+            w.count(oi[o])
+    s = st.status.get(m)
+    w.bits(0 if s is None else 1, 1)
+    if s is not None:
+        _put_text(w, s[0])
+        w.bits(0 if s[1] is None else 1, 1)
+        if s[1] is not None:
+            _put_text(w, s[1])
+    for o in st.obis:
+        e = st.cells.get((m, o))
+        w.bits(0 if e is None else 1, 1)
+        if e is not None:
+            _write_raw(w, e[0])
+            w.bits(0 if e[1] is None else 1, 1)
+            if e[1] is not None:
+                _write_raw(w, e[1])
+                w.count(e[2])
+
+
+def _read_state(cls: "type[CodecState]", r: BitReader) -> CodecState:
+    if r.raw(4) != b"WCS\x01":
+        raise BatchError("bad_version", "not a codec state")
+    st = cls(_text(r))
+    st.seq = r.count(1 << 62) - 1
+    st.keyframe_ts = r.count(1 << 62) - 1
+    st.meters = [_text(r) for _ in range(r.count(MAX_METERS))]
+    st.obis = [_obis(r) for _ in range(r.count(MAX_OBIS))]
+    for m in st.meters:
+        if r.bit():
+            st.last_ts[m] = int(_read_raw(r))
+        if r.bit():
+            st.schema[m] = tuple(st.obis[r.count(MAX_OBIS)] for _ in range(r.count(MAX_OBIS)))
+        if r.bit():
+            s = _text(r)
+            st.status[m] = (s, _text(r) if r.bit() else None)
+        for o in st.obis:
+            if r.bit():
+                v = _read_raw(r)
+                st.cells[(m, o)] = (v, _read_raw(r), r.count(64)) if r.bit() else (v, None, 0)
+    return st
+
+
+def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False) -> bytes:
+    """Encode ``batch`` as a delta against ``base`` (not modified), or as a
+    keyframe when ``keyframe``, ``base`` is None, has never seen a keyframe, or
+    its keyframe is a day older than ``batch.created``. Sets ``batch.keyframe``."""
+    kf = keyframe or base is None or base.keyframe_ts < 0 \
+        or batch.created - base.keyframe_ts >= DAY
+    st = CodecState(batch.device) if kf or base is None else base
+    head = bytes((FORMAT, 1 if kf else 0)) + _varint(batch.seq) + _varint(batch.created)
+    if not kf:
+        head += _varint(st.seq) + st.digest()
+    w = BitWriter()
+    if kf:
+        _put_text(w, batch.device)
+    write_body(w, batch, st)
+    batch.keyframe = kf
+    return head + w.getvalue()
+
+
+def decode_batch(data: bytes, base: "CodecState | None") -> Batch:
+    """Decode a batch; ``base`` is the receiver's CodecState (None when it has
+    none: only keyframes decode then). Any input gives a Batch or BatchError."""
+    data = bytes(data)
+    h = peek_batch(data)
+    if not h.keyframe:
+        if base is None or base.seq != h.base_seq or base.digest() != h.digest:
+            raise BatchError("base_mismatch", "delta against a state not held here",
+                             seq=h.seq, base_seq=h.base_seq,
+                             held_seq=-1 if base is None else base.seq)
+    r = BitReader(data, h.size)
+    try:
+        device = _text(r) if h.keyframe else base.device  # type: ignore[union-attr]
+        st = CodecState(device) if h.keyframe else base
+        batch = read_body(r, Batch(device, h.seq, h.created), st)  # type: ignore[arg-type]
+    except BatchError:
+        raise
+    except (IndexError, ValueError, KeyError, UnicodeError, OverflowError, TypeError):
+        raise BatchError("bad_value", "malformed body", seq=h.seq) from None
+    if r.remaining() >= 8 or r.bits(r.remaining()):
+        raise BatchError("bad_length", "bytes after the batch", seq=h.seq)
+    batch.keyframe = h.keyframe
+    return batch
+

@@ -1,0 +1,280 @@
+"""The body of a batch, section by section (docs/batch-format.md §3): meter
+table, OBIS table, row counts, row shapes, timestamps, register columns,
+events, cycle results.
+
+Portable (CPython and MicroPython). Owns the order of the sections and the
+small string/OBIS codes; value columns are ``agent.batch_columns``. Reads
+the state (never changes it: ``CodecState.advance`` does, after an ack). Must
+not know the byte header or the envelope.
+"""
+# ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
+
+from agent.batch_bits import BatchError, BitReader, BitWriter, read_column, write_column
+from agent.batch_columns import decode_column, encode_column
+
+HOUR = 3600
+MAX_METERS = 4096
+MAX_OBIS = 1024
+MAX_ROWS = 1 << 17
+MAX_ITEMS = 1 << 17
+MAX_STR = 255
+
+
+def _text(r: BitReader) -> str:
+    return r.raw(r.count(MAX_STR)).decode()
+
+
+def _put_text(w: BitWriter, s: str) -> None:
+    b = s.encode()
+    if len(b) > MAX_STR:
+        raise BatchError("bad_length", "string longer than %d bytes" % MAX_STR)
+    w.count(len(b))
+    w.raw(b)
+
+
+def _is_obis(o: str) -> bool:
+    parts = o.split(".")
+    return len(parts) == 6 and all(p.isdigit() and str(int(p)) == p and int(p) < 256
+                                   for p in parts)
+
+
+def _put_obis(w: BitWriter, o: str) -> None:
+    if _is_obis(o):
+        w.bits(1, 1)
+        w.raw(bytes(int(p) for p in o.split(".")))
+    else:
+        w.bits(0, 1)
+        _put_text(w, o)
+
+
+def _obis(r: BitReader) -> str:
+    if r.bit():
+        return "%d.%d.%d.%d.%d.%d" % tuple(r.raw(6))
+    return _text(r)
+
+
+def _bitmap(w: BitWriter, flags: list) -> None:
+    for f in flags:
+        w.bits(1 if f else 0, 1)
+
+
+def _group(items: list, meters: list) -> dict:
+    out: dict = {}
+    for it in items:
+        out.setdefault(it[0], []).append(it)
+    return out
+
+
+def write_body(w: BitWriter, batch: "object", st: "object") -> None:
+    readings, events, statuses = batch.canonical()  # type: ignore[attr-defined]
+    # 1. meters: the state's table (presence), then new ones, sorted.
+    present = set(batch.meters())  # type: ignore[attr-defined]
+    old = st.meters  # type: ignore[attr-defined]
+    if old:
+        flags = [m in present for m in old]
+        w.bits(1 if all(flags) else 0, 1)
+        if not all(flags):
+            _bitmap(w, flags)
+    known = set(old)
+    new = sorted(m for m in present if m not in known)
+    w.count(len(new))
+    for m in new:
+        _put_text(w, m)
+    meters = [m for m in old if m in present] + new
+    # 2. OBIS codes new to the state's table, sorted.
+    ko = set(st.obis)  # type: ignore[attr-defined]
+    new_obis = sorted(set(o for r in readings for o in r[2] if o not in ko))
+    w.count(len(new_obis))
+    for o in new_obis:
+        _put_obis(w, o)
+    table = st.obis + new_obis  # type: ignore[attr-defined]
+    by_meter = _group(readings, meters)
+    rows = [r for m in meters for r in by_meter.get(m, [])]
+    # 3. rows per meter.
+    counts = [len(by_meter.get(m, [])) for m in meters]
+    if meters:
+        one = all(c == 1 for c in counts)
+        w.bits(1 if one else 0, 1)
+        if not one:
+            write_column(w, counts)
+    if rows:
+        _write_rows(w, rows, table, st, batch.created)  # type: ignore[attr-defined]
+        _write_columns(w, meters, by_meter, table, st)
+    _write_events(w, events, meters, batch.created)  # type: ignore[attr-defined]
+    _write_statuses(w, statuses, meters, st)
+
+
+def _write_rows(w: BitWriter, rows: list, table: list, st: "object", created: int) -> None:
+    # 4. row shapes: the set of OBIS codes of each row.
+    prev = dict(st.schema)  # type: ignore[attr-defined]
+    same = []
+    for m, _, vals in rows:
+        s = tuple(sorted(vals))
+        same.append(prev.get(m) == s)
+        prev[m] = s
+    w.bits(1 if all(same) else 0, 1)
+    if not all(same):
+        for (_, _, vals), sm in zip(rows, same):
+            w.bits(1 if sm else 0, 1)
+            if not sm:
+                _bitmap(w, [o in vals for o in table])
+    # 5. timestamps against the hourly grid.
+    last = dict(st.last_ts)  # type: ignore[attr-defined]
+    grid = created - created % HOUR
+    res = []
+    for m, ts, _ in rows:
+        t0 = last.get(m)
+        res.append(ts - (grid if t0 is None else t0 + HOUR))
+        last[m] = ts
+    write_column(w, res)
+
+
+def _write_columns(w: BitWriter, meters: list, by_meter: dict, table: list,
+                   st: "object") -> None:
+    # 6. one column per register used in this batch, in table order.
+    used = set(o for m in meters for r in by_meter.get(m, []) for o in r[2])
+    cells_of = st.cells  # type: ignore[attr-defined]
+    for o in table:
+        if o not in used:
+            continue
+        cells = [[r[2][o] for r in by_meter.get(m, []) if o in r[2]] for m in meters]
+        encode_column(w, cells, [cells_of.get((m, o)) for m in meters])
+
+
+def _write_events(w: BitWriter, events: list, meters: list, created: int) -> None:
+    # 7. events: meter index, ts - created, code.
+    w.count(len(events))
+    if events:
+        idx = dict((m, i) for i, m in enumerate(meters))
+        write_column(w, [idx[e[0]] for e in events])
+        write_column(w, [e[1] - created for e in events])
+        write_column(w, [e[2] for e in events])
+
+
+def _write_statuses(w: BitWriter, statuses: list, meters: list, st: "object") -> None:
+    # 8. cycle results: one bit when every meter repeats its acknowledged one.
+    by = _group(statuses, meters)
+    held = st.status  # type: ignore[attr-defined]
+    fast = bool(meters) and all(
+        len(by.get(m, [])) == 1 and held.get(m) == by[m][0][1:] for m in meters)
+    w.bits(1 if fast else 0, 1)
+    if fast:
+        return
+    strings = sorted(set([s[1] for s in statuses] + [s[2] for s in statuses if s[2] is not None]))
+    w.count(len(strings))
+    for s in strings:
+        _put_text(w, s)
+    si = dict((s, i) for i, s in enumerate(strings))
+    write_column(w, [len(by.get(m, [])) for m in meters])
+    entries = [e for m in meters for e in by.get(m, [])]
+    write_column(w, [si[e[1]] for e in entries])
+    write_column(w, [0 if e[2] is None else si[e[2]] + 1 for e in entries])
+
+
+def read_body(r: BitReader, batch: "object", st: "object") -> "object":
+    old = st.meters  # type: ignore[attr-defined]
+    if old and not r.bit():
+        keep = [r.bit() for _ in old]
+    else:
+        keep = [1] * len(old)
+    new = [_text(r) for _ in range(r.count(MAX_METERS))]
+    meters = [m for m, k in zip(old, keep) if k] + new
+    if len(set(meters)) != len(meters) or len(meters) > MAX_METERS:
+        raise BatchError("bad_value", "meter table")
+    new_obis = [_obis(r) for _ in range(r.count(MAX_OBIS))]
+    table = st.obis + new_obis  # type: ignore[attr-defined]
+    if len(set(table)) != len(table):
+        raise BatchError("bad_value", "OBIS table")
+    counts = [1] * len(meters)
+    if meters and not r.bit():
+        counts = read_column(r, len(meters))
+    if any(c < 0 for c in counts) or sum(counts) > MAX_ROWS:
+        raise BatchError("bad_value", "row counts")
+    rows: list = []
+    if sum(counts):
+        rows = _read_rows(r, meters, counts, table, st, batch.created)  # type: ignore[attr-defined]
+        _read_columns(r, meters, rows, table, st)
+    batch.readings = [(m, ts, vals) for m, ts, vals in rows]  # type: ignore[attr-defined]
+    batch.readings.sort(key=lambda x: (x[0], x[1]))  # type: ignore[attr-defined]
+    batch.events = _read_events(r, meters, batch.created)  # type: ignore[attr-defined]
+    batch.statuses = _read_statuses(r, meters, st)  # type: ignore[attr-defined]
+    return batch
+
+
+def _read_rows(r: BitReader, meters: list, counts: list, table: list, st: "object",
+               created: int) -> list:
+    order = [m for m, c in zip(meters, counts) for _ in range(c)]
+    prev = dict(st.schema)  # type: ignore[attr-defined]
+    all_same = r.bit()
+    shapes = []
+    for m in order:
+        if all_same or r.bit():
+            s = prev.get(m)
+            if s is None:
+                raise BatchError("bad_value", "row shape refers to an unknown one")
+        else:
+            s = tuple(sorted(o for o in table if r.bit()))
+        shapes.append(s)
+        prev[m] = s
+    res = read_column(r, len(order))
+    last = dict(st.last_ts)  # type: ignore[attr-defined]
+    grid = created - created % HOUR
+    rows = []
+    for m, s, d in zip(order, shapes, res):
+        t0 = last.get(m)
+        ts = d + (grid if t0 is None else t0 + HOUR)
+        last[m] = ts
+        rows.append((m, ts, dict((o, None) for o in s)))
+    return rows
+
+
+def _read_columns(r: BitReader, meters: list, rows: list, table: list, st: "object") -> None:
+    used = set(o for row in rows for o in row[2])
+    by_meter = _group(rows, meters)
+    cells_of = st.cells  # type: ignore[attr-defined]
+    for o in table:
+        if o not in used:
+            continue
+        mine = [[row for row in by_meter.get(m, []) if o in row[2]] for m in meters]
+        cells, _ = decode_column(r, [len(x) for x in mine], [cells_of.get((m, o)) for m in meters])
+        for rs, vs in zip(mine, cells):
+            for row, v in zip(rs, vs):
+                row[2][o] = v
+
+
+def _read_events(r: BitReader, meters: list, created: int) -> list:
+    n = r.count(MAX_ITEMS)
+    if not n:
+        return []
+    idx = read_column(r, n)
+    ts = read_column(r, n)
+    codes = read_column(r, n)
+    if any(i < 0 or i >= len(meters) for i in idx):
+        raise BatchError("bad_value", "event meter index")
+    return [(meters[i], created + t, c) for i, t, c in zip(idx, ts, codes)]
+
+
+def _read_statuses(r: BitReader, meters: list, st: "object") -> list:
+    held = st.status  # type: ignore[attr-defined]
+    if r.bit():
+        if not meters:
+            raise BatchError("bad_value", "status shortcut without meters")
+        out = []
+        for m in meters:
+            h = held.get(m)
+            if h is None:
+                raise BatchError("bad_value", "no acknowledged status for %s" % m)
+            out.append((m, h[0], h[1]))
+        return out
+    strings = [_text(r) for _ in range(r.count(MAX_ITEMS))]
+    counts = read_column(r, len(meters))
+    if any(c < 0 for c in counts) or sum(counts) > MAX_ITEMS:
+        raise BatchError("bad_value", "status counts")
+    owners = [m for m, c in zip(meters, counts) for _ in range(c)]
+    si = read_column(r, len(owners))
+    ei = read_column(r, len(owners))
+    if any(s < 0 or s >= len(strings) for s in si) or any(e < 0 or e > len(strings) for e in ei):
+        raise BatchError("bad_value", "status string index")
+    out = [(m, strings[s], None if e == 0 else strings[e - 1]) for m, s, e in zip(owners, si, ei)]
+    out.sort(key=lambda x: x[0])
+    return out

@@ -1,0 +1,188 @@
+"""Portable cryptographic primitives for the envelope: AES-CCM (RFC 3610),
+HMAC-SHA256 (RFC 2104) and HKDF-SHA256 (RFC 5869).
+
+Portable. Owns the constructions only, built on an AES block primitive chosen
+at run time (``block_cipher``): ``cryptography`` on CPython, ``cryptolib`` on
+MicroPython boards, the pure-Python ``agent.aes`` elsewhere (the WebAssembly
+port). On CPython ``ccm_seal``/``ccm_open`` use OpenSSL's AES-CCM directly;
+the generic code computes the same bytes (tests compare them). Key material
+never appears in a repr or an exception message. Must not know the envelope's
+header or any device.
+"""
+# ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
+
+import hashlib
+
+try:  # CPython with the `cryptography` package (OpenSSL)
+    from cryptography.exceptions import InvalidTag as _InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+    from cryptography.hazmat.primitives.ciphers import algorithms as _alg
+    from cryptography.hazmat.primitives.ciphers import modes as _modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM as _AESCCM
+except ImportError:
+    _Cipher = None
+    _AESCCM = None
+
+try:  # MicroPython boards
+    import cryptolib as _cryptolib  # type: ignore[import-not-found]
+except ImportError:
+    _cryptolib = None
+
+
+class CryptoFailure(Exception):
+    """The tag did not verify (the only error a caller may see; no detail)."""
+
+
+class _OpenSSLBlock:
+    __slots__ = ("_enc",)
+
+    def __init__(self, key: bytes) -> None:
+        self._enc = _Cipher(_alg.AES(key), _modes.ECB()).encryptor()
+
+    def __repr__(self) -> str:
+        return "AESBlock(openssl)"
+
+    def encrypt_block(self, block: bytes) -> bytes:
+        return bytes(self._enc.update(block))
+
+
+class _CryptolibBlock:
+    __slots__ = ("_aes",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aes = _cryptolib.aes(key, 1)  # mode 1 = ECB
+
+    def __repr__(self) -> str:
+        return "AESBlock(cryptolib)"
+
+    def encrypt_block(self, block: bytes) -> bytes:
+        return bytes(self._aes.encrypt(block))
+
+
+def block_cipher(key: bytes, backend: str = "") -> "object":
+    """An object with ``encrypt_block(16 bytes) -> 16 bytes`` (AES, ECB).
+    ``backend`` forces ``"openssl"``, ``"cryptolib"`` or ``"python"``."""
+    if backend == "openssl" or (not backend and _Cipher is not None):
+        return _OpenSSLBlock(key)
+    if backend == "cryptolib" or (not backend and _cryptolib is not None):
+        return _CryptolibBlock(key)
+    from agent.aes import AES
+    return AES(key)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b))
+
+
+def equal(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison (no early exit)."""
+    if len(a) != len(b):
+        return False
+    acc = 0
+    for x, y in zip(a, b):
+        acc |= x ^ y
+    return acc == 0
+
+
+def _ccm_check(nonce: bytes, tag_len: int) -> int:
+    if not 7 <= len(nonce) <= 13:
+        raise ValueError("CCM nonce must be 7..13 bytes")
+    if tag_len not in (4, 6, 8, 10, 12, 14, 16):
+        raise ValueError("CCM tag length must be even, 4..16")
+    return 15 - len(nonce)   # L
+
+
+def _ccm_mac(enc: "object", nonce: bytes, aad: bytes, msg: bytes, tag_len: int) -> bytes:
+    L = _ccm_check(nonce, tag_len)
+    if len(msg) >= 1 << (8 * L):
+        raise ValueError("CCM message too long for the nonce size")
+    flags = (0x40 if aad else 0) | (((tag_len - 2) // 2) << 3) | (L - 1)   # RFC 3610 §2.2
+    b = bytes((flags,)) + nonce + len(msg).to_bytes(L, "big")
+    if aad:
+        if len(aad) < 0xFF00:
+            a = len(aad).to_bytes(2, "big") + aad
+        else:
+            a = b"\xff\xfe" + len(aad).to_bytes(4, "big") + aad
+        b += a + bytes(-len(a) % 16)
+    b += msg + bytes(-len(msg) % 16)
+    x = bytes(16)
+    eb = enc.encrypt_block  # type: ignore[attr-defined]
+    for i in range(0, len(b), 16):
+        x = eb(_xor(x, b[i:i + 16]))
+    return x[:tag_len]
+
+
+def _ccm_ctr(enc: "object", nonce: bytes, data: bytes, first: int) -> bytes:
+    L = 15 - len(nonce)
+    eb = enc.encrypt_block  # type: ignore[attr-defined]
+    out = bytearray()
+    prefix = bytes((L - 1,)) + nonce   # RFC 3610 §2.3: flags = L' only
+    for n, i in enumerate(range(0, len(data), 16)):
+        s = eb(prefix + (first + n).to_bytes(L, "big"))
+        out.extend(_xor(data[i:i + 16], s))
+    return bytes(out)
+
+
+def ccm_seal(key: bytes, nonce: bytes, aad: bytes, msg: bytes, tag_len: int = 8,
+             backend: str = "") -> bytes:
+    """AES-CCM encryption: ciphertext || tag (RFC 3610)."""
+    if _AESCCM is not None and not backend:
+        _ccm_check(nonce, tag_len)
+        return bytes(_AESCCM(key, tag_len).encrypt(nonce, msg, aad))
+    enc = block_cipher(key, backend)
+    t = _ccm_mac(enc, nonce, aad, msg, tag_len)
+    return _ccm_ctr(enc, nonce, msg, 1) + _ccm_ctr(enc, nonce, t, 0)
+
+
+def ccm_open(key: bytes, nonce: bytes, aad: bytes, sealed: bytes, tag_len: int = 8,
+             backend: str = "") -> bytes:
+    """AES-CCM decryption; raises ``CryptoFailure`` if the tag does not verify."""
+    if len(sealed) < tag_len:
+        raise CryptoFailure("too short")
+    if _AESCCM is not None and not backend:
+        _ccm_check(nonce, tag_len)
+        try:
+            return bytes(_AESCCM(key, tag_len).decrypt(nonce, sealed, aad))
+        except _InvalidTag:
+            raise CryptoFailure("tag mismatch") from None
+    enc = block_cipher(key, backend)
+    ct, tag = sealed[:-tag_len], sealed[-tag_len:]
+    msg = _ccm_ctr(enc, nonce, ct, 1)
+    expect = _ccm_ctr(enc, nonce, _ccm_mac(enc, nonce, aad, msg, tag_len), 0)
+    if not equal(expect, tag):
+        raise CryptoFailure("tag mismatch")
+    return msg
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) on ``hashlib.sha256`` alone."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(64 - len(key))
+    inner = hashlib.sha256(bytes(k ^ 0x36 for k in key))
+    inner.update(msg)
+    outer = hashlib.sha256(bytes(k ^ 0x5C for k in key))
+    outer.update(inner.digest())
+    return bytes(outer.digest())
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac_sha256(salt if salt else bytes(32), ikm)
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    if length > 255 * 32:
+        raise ValueError("HKDF length too large")
+    out = b""
+    t = b""
+    i = 1
+    while len(out) < length:
+        t = hmac_sha256(prk, t + info + bytes((i,)))
+        out += t
+        i += 1
+    return out[:length]
+
+
+def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869)."""
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
