@@ -29,6 +29,13 @@ _FIXED = {
     FLOAT32: (">f", 4), FLOAT64: (">d", 8),
 }
 _OCTETS = {DATE_TIME: 12, DATE: 5, TIME: 4}
+# integer ranges, checked before packing (MicroPython's struct truncates silently)
+_RANGES = {
+    DOUBLE_LONG: (-(1 << 31), (1 << 31) - 1), DOUBLE_LONG_UNSIGNED: (0, (1 << 32) - 1),
+    BCD: (0, 255), INTEGER: (-128, 127), LONG: (-32768, 32767), UNSIGNED: (0, 255),
+    LONG_UNSIGNED: (0, 65535), LONG64: (-(1 << 63), (1 << 63) - 1),
+    LONG64_UNSIGNED: (0, (1 << 64) - 1), ENUM: (0, 255),
+}
 NAMES = {
     NULL: "null-data", ARRAY: "array", STRUCTURE: "structure", BOOLEAN: "boolean",
     BIT_STRING: "bit-string", DOUBLE_LONG: "double-long",
@@ -199,11 +206,16 @@ def encode(data):
         tag, value = data
     except (TypeError, ValueError):
         raise LocalProtocolError("not a (tag, value) pair: %r" % (data,)) from None
+    if not isinstance(tag, int) or tag not in NAMES:
+        raise LocalProtocolError("unknown A-XDR tag %r" % (tag,))
     return bytes((tag,)) + _encode_value(tag, value)
 
 
 def _encode_value(tag, value):
     fixed = _FIXED.get(tag)
+    span = _RANGES.get(tag)
+    if span is not None and (not isinstance(value, int) or not span[0] <= value <= span[1]):
+        raise LocalProtocolError("%r does not fit %s" % (value, NAMES[tag]))
     try:
         if fixed is not None:
             return struct.pack(fixed[0], value)
