@@ -188,7 +188,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         raise FieldError("not hex: %r" % " ".join(args.hex)) from None
     layer = guess_layer(data) if args.protocol == "auto" else args.protocol
     drv = driver(DISSECTORS[layer], "dissect")
-    keys: dict[str, Any] = {"layer": layer}
+    keys: dict[str, Any] = {}
     for name in ("ek", "ak", "system_title"):
         value = getattr(args, name, None)
         if value:

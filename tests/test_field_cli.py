@@ -90,3 +90,14 @@ def test_wum_help_lists_field_commands():
     r = subprocess.run([sys.executable, "-m", "agent.cli", "--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=30)
     assert all(c in r.stdout for c in ("scan", "read", "dissect"))
+
+
+def test_dissect_dispatches_to_other_protocols():
+    dlms = pytest.importorskip("drivers.dlms")
+    if not hasattr(dlms, "dissect"):
+        pytest.skip("drivers.dlms has no dissect yet")
+    r = wum("dissect", "--protocol", "hdlc", "--json", "7ea0070303931e7e")
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout), dict)
+    r = wum("dissect", "--json", "7ea0070303931e7e")          # auto: HDLC flag
+    assert r.returncode == 0, r.stderr
