@@ -110,7 +110,8 @@ class BusCycle:
                     out = fn(client, mid)
                 except DriverError as e:
                     errors.append("%s: %s" % (name, e))
-                    log.warning("meter %s/%s %s failed: %s", self.bus.name, m.address, name, e)
+                    log.warning("meter %s/%s %s failed: %s", self.bus.name, m.address, name, e,
+                                extra=_extra(self.bus.name, m.address, e))
                     return None
                 done += 1
                 return out
@@ -126,7 +127,8 @@ class BusCycle:
                 rows = self.archive.store_meter_read(mid, self.cfg.period, snapshot, profile, events)
         except DriverError as e:
             errors.append(str(e))
-            log.warning("meter %s/%s unreadable: %s", self.bus.name, m.address, e)
+            log.warning("meter %s/%s unreadable: %s", self.bus.name, m.address, e,
+                        extra=_extra(self.bus.name, m.address, e))
         finally:
             if client is not None:
                 try:
@@ -178,3 +180,9 @@ class BusCycle:
                      self.cfg.clock_threshold)
             events.append((int(now), CLOCK_SET_EVENT))
         return offset, events
+
+
+def _extra(bus: str, address: str, e: DriverError) -> dict[str, Any]:
+    """Log fields of a protocol error: where, and the port's flight recorder."""
+    frames = getattr(e, "flight", None) or e.fields.get("flight")
+    return {"bus": bus, "meter": address, "frames": frames}

@@ -38,6 +38,8 @@ def _unzz(n: int) -> int:
 
 
 def _decimal(v: float) -> tuple[int, int] | None:
+    if not abs(v) < 2**53:
+        return None
     for k in range(10):
         m = round(v * 10**k)
         if abs(m) < 2**53 and m / 10**k == v:
