@@ -82,8 +82,8 @@ def parse_line(line):
         if j < 0:
             raise IecProtocolError("data set without '('", raw=line)
         address = line[i:j]
-        for ch in address:
-            if ch in FORBIDDEN or ch < " " or ch > "~":
+        for ch in address:                 # '*' may carry the F group (1.8.0*12)
+            if ch in "()/!" or ch < " " or ch > "~":
                 raise IecProtocolError("bad character in data set address", raw=line)
         values = []
         while j < n and line[j] == "(":
