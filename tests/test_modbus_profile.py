@@ -103,3 +103,15 @@ def test_model_values_survive_the_register_map(name, index, hours, minute):
             want = want // 10 ** reg.exponent * 10 ** reg.exponent
         assert got == want, reg
         assert type(got) is type(want), reg
+
+
+def test_site_profile_file_gets_the_models_quirks(tmp_path):
+    import json
+
+    data = json.load(open(pf.os.path.join(pf.PROFILE_DIR, "eastron-sdm630.json")))
+    data["max_registers"] = 125
+    f = tmp_path / "my-sdm630.json"
+    f.write_text(json.dumps(data))
+    prof = pf.load(str(f))
+    assert prof.name == "eastron-sdm630" and prof.max_registers == 80
+    assert prof.quirks == ["eastron-max-40-parameters"]

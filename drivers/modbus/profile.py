@@ -9,6 +9,15 @@ read requests for a set of registers.
 
 Must not know: serial ports, pymodbus, timing.
 
+A profile file (JSON): ``name`` (lower-case vendor-model), ``vendor``,
+``model``, ``word_order`` (big: high word first), ``max_registers`` per
+request, ``identity`` (the serial-number register), ``serial_format``,
+``registers`` (each: ``obis``, ``table`` input|holding, ``address``,
+``type``, ``unit``, optional ``decimals``, ``raw_unit``, ``derived``),
+``controls`` (holding registers: relay, clock, profile_cursor),
+``load_profile`` (row layout behind the cursor), ``spaces`` (address ranges
+the device answers, so reads may span unmapped gaps) and ``quirks``.
+
 A register's resolution is ``decimals`` in its own ``raw_unit`` (e.g. kWh with
 2 decimals); the OBIS ``unit`` may be a decimal multiple of it (Wh), so the
 value comes out as ``mantissa × 10^exponent`` with
@@ -143,6 +152,7 @@ class Profile:
         except (KeyError, TypeError, ValueError) as e:
             raise ProfileError("malformed profile: %s" % e, profile=data.get("name")) from e
         self.by_obis = {r.obis: r for r in self.registers}
+        self.quirks += [q for q in BY_MODEL.get(self.name, []) if q not in self.quirks]
         for q in self.quirks:
             if q not in QUIRKS:
                 raise ProfileError("unknown quirk %r" % q, profile=self.name)
@@ -189,6 +199,12 @@ def _eastron_forty_parameters(profile: Profile) -> None:
 
 
 QUIRKS = {"eastron-max-40-parameters": _eastron_forty_parameters}
+# Quirks every profile of a model gets (a site's own JSON for the model too);
+# a profile may also list more under "quirks".
+BY_MODEL = {
+    "eastron-sdm630": ["eastron-max-40-parameters"],
+    "eastron-sdm120": ["eastron-max-40-parameters"],
+}
 
 _CACHE: dict[str, Profile] = {}
 
