@@ -66,6 +66,7 @@ def _endpoint(url: str) -> dict[str, Any]:
         "host": parts.hostname,
         "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
         "tls": parts.scheme == "mqtts",
+        "ca": query.get("ca"),          # mqtts://…?ca=/path/ca.pem: a private CA
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "client_id": query.get("client_id") or "hes-%d-%s" % (os.getpid(), os.urandom(4).hex()),
@@ -110,7 +111,7 @@ class MqttReceiver:
             if ep["username"]:
                 client.username_pw_set(ep["username"], ep["password"])
             if ep["tls"]:
-                client.tls_set_context(ssl.create_default_context())
+                client.tls_set_context(ssl.create_default_context(cafile=ep["ca"]))
             client.reconnect_delay_set(1, 4)
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect

@@ -56,15 +56,18 @@ class BrokerError(RuntimeError):
 
 
 class MosquittoBroker:
-    def __init__(self, port: int | None = None) -> None:
+    """``tls=(certfile, keyfile)`` makes the listener TLS-only (``mqtts``)."""
+
+    def __init__(self, port: int | None = None, tls: tuple[str, str] | None = None) -> None:
         self.binary = mosquitto_binary()
         self.port = port or free_port()
+        self.tls = tls
         self.dir = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return "mqtt://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("mqtts" if self.tls else "mqtt", self.port)
 
     def start(self, timeout: float = 10.0) -> MosquittoBroker:
         if self.binary is None:
@@ -74,6 +77,8 @@ class MosquittoBroker:
         conf = os.path.join(self.dir, "mosquitto.conf")
         with open(conf, "w") as f:
             f.write(CONFIG.format(port=self.port, log=os.path.join(self.dir, "mosquitto.log")))
+            if self.tls:
+                f.write("certfile %s\nkeyfile %s\n" % self._readable_tls())
         deadline = time.monotonic() + timeout
         while True:
             self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=subprocess.DEVNULL,
@@ -85,6 +90,19 @@ class MosquittoBroker:
                 raise BrokerError("mosquitto did not start on port %d: %s" % (
                     self.port, self.log_tail()))
             time.sleep(0.2)
+
+    def _readable_tls(self) -> tuple[str, str]:
+        """Copies of the cert and key that the broker can read after it drops
+        root privileges to the ``mosquitto`` user (a temp dir is 0700)."""
+        assert self.tls is not None
+        os.chmod(self.dir, 0o755)
+        out = []
+        for src, name in zip(self.tls, ("server-cert.pem", "server-key.pem"), strict=True):
+            dst = os.path.join(self.dir, name)
+            shutil.copyfile(src, dst)
+            os.chmod(dst, 0o644)
+            out.append(dst)
+        return out[0], out[1]
 
     def _wait_ready(self, deadline: float) -> bool:
         assert self.proc is not None
@@ -139,6 +157,38 @@ class MosquittoBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def self_signed_cert(directory: str, ip: str = "127.0.0.1") -> tuple[str, str]:
+    """A self-signed certificate for ``ip`` (IP SAN) and its key, as PEM files
+    in ``directory``: ``(cert_path, key_path)``. The cert is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wum test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def running_broker():

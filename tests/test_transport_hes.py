@@ -22,7 +22,7 @@ from hes_lite.mqtt_receiver import MqttReceiver
 from hes_lite.store import open_store
 from tests.mqtt_broker import running_broker
 
-KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff" * 2)
 T0 = 1780272000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

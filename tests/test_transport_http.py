@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from agent.transport import Ack, TransportError, parse_ack, transport_for
 from agent.transport.http import HttpTransport
+from tests.mqtt_broker import self_signed_cert
 
 
 class FakeHes(ThreadingHTTPServer):
@@ -294,39 +295,10 @@ def test_any_http_answer_gives_an_ack_or_the_typed_error(status, body):
         assert status == 200
 
 
-def self_signed(tmp_path):
-    """A certificate for 127.0.0.1 (IP SAN) and its key, as PEM files."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hes-lite test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(cert_pem), str(key_pem)
-
-
 def test_https_verifies_the_server_certificate(tmp_path):
     import ssl
 
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed_cert(str(tmp_path))
     server = FakeHes()
     sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     sctx.load_cert_chain(cert, key)

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from agent.transport import TransportError, transport_for
 from agent.transport.mqtt import MqttTransport
 from hes_lite.mqtt_receiver import MqttReceiver, ReceiverError, parse_up_topic
-from tests.mqtt_broker import free_port, running_broker
+from tests.mqtt_broker import (
+    MosquittoBroker,
+    free_port,
+    mosquitto_binary,
+    running_broker,
+    self_signed_cert,
+)
 
 
 @pytest.fixture
@@ -328,3 +334,23 @@ def test_link_blink_keeps_the_session_so_the_ack_still_arrives(mosquitto):
     assert not isinstance(ack, TransportError), ack
     assert ack.status == "accepted" and t.published == 1
     assert hes.statuses == [("conc-b", 5, "accepted")]
+
+
+def test_mqtts_with_a_private_ca(tmp_path):
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed")
+    cert, key = self_signed_cert(str(tmp_path))
+    hes = FakeIngest()
+    with MosquittoBroker(tls=(cert, key)) as broker:
+        url = broker.url + "?ca=" + cert
+        rx = MqttReceiver(url, hes).start()
+        try:
+            with MqttTransport(url) as t:
+                assert t.send("c", 1, b"over tls", timeout=5).status == "accepted"
+            with MqttTransport(broker.url) as t:      # system CAs: the handshake fails
+                with pytest.raises(TransportError) as e:
+                    t.send("c", 2, b"x", timeout=1.5)
+                assert e.value.reason == "unreachable"
+        finally:
+            rx.stop()
+    assert hes.stored == {("c", 1): b"over tls"}

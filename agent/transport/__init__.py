@@ -133,7 +133,10 @@ def transport_for(url: str) -> Transport:
 
 
 def mqtt_endpoint(url: str) -> dict[str, Any]:
-    """Split an MQTT URL into what paho needs (shared with HES-lite's receiver)."""
+    """Split ``mqtt(s)://[user:pass@]host[:port][?client_id=…&keepalive=…&ca=…]``
+    into what paho needs. A stable ``client_id`` lets the broker keep the
+    agent's session (and queued acks) across agent restarts; the default is
+    random per process, so two agents can never evict each other."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise TransportError("not an mqtt(s) URL: %r" % url, "protocol", url=url)
@@ -142,6 +145,7 @@ def mqtt_endpoint(url: str) -> dict[str, Any]:
         "host": parts.hostname,
         "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
         "tls": parts.scheme == "mqtts",
+        "ca": query.get("ca"),          # mqtts://…?ca=/path/ca.pem: a private CA
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "client_id": query.get("client_id") or "wum-%d-%s" % (os.getpid(), os.urandom(4).hex()),

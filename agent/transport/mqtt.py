@@ -78,7 +78,7 @@ class MqttTransport(Transport):
         if ep["username"]:
             client.username_pw_set(ep["username"], ep["password"])
         if ep["tls"]:
-            client.tls_set_context(ssl.create_default_context())
+            client.tls_set_context(ssl.create_default_context(cafile=ep["ca"]))
         client.reconnect_delay_set(1, 4)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
