@@ -36,15 +36,17 @@ def test_rig_needs_ports_and_known_scenarios():
     assert r.returncode == 2 and "unknown scenario" in r.stderr
 
 
-def test_simulate_mix_prints_path_then_meters_and_stops_on_sigterm():
+def test_simulate_mix_prints_path_then_meters_and_stops_on_sigterm(tmp_path):
+    link = tmp_path / "ttyWUM"
     proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "simulate", "--port", "pty",
                              "--meters", "6", "--protocol", "mix", "--seed", "9",
-                             "--speed", "60"],
+                             "--speed", "60", "--link", str(link)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         path = proc.stdout.readline().strip()
         info = json.loads(proc.stdout.readline())
         assert os.path.exists(path) and info["port"] == path
+        assert os.path.realpath(link) == os.path.realpath(path)
         assert [m["protocol"] for m in info["meters"]] == ["dlms", "iec62056-21", "modbus"] * 2
         assert [m["serial"] for m in info["meters"]] == [MeterModel(i, 9).serial
                                                          for i in range(1, 7)]
@@ -52,3 +54,15 @@ def test_simulate_mix_prints_path_then_meters_and_stops_on_sigterm():
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_missing_simulator_is_a_clear_error(monkeypatch):
+    from hil import HilError, cli
+
+    monkeypatch.setitem(cli.SIMULATORS, "dlms", ("hil.no_such_meter", "DlmsMeter"))
+    try:
+        cli.build_meters(2, "dlms", 1, cli.make_clock())
+    except HilError as e:
+        assert "no dlms simulator" in str(e)
+    else:
+        raise AssertionError("expected HilError")
