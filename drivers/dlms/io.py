@@ -68,6 +68,7 @@ class DlmsClient(MeterClient):
         self.periods: dict[str, int] = {}
         self.deviation = 0
         self.round_trips = 0
+        self.identity: MeterIdentity | None = None
 
     # -- session ----------------------------------------------------------------
     def open(self) -> DlmsClient:
@@ -97,8 +98,9 @@ class DlmsClient(MeterClient):
                     deadline = time.monotonic() + self.timeout
                     continue
                 chunk = self.link.recv(left)
-                if chunk:
-                    self.assoc.receive_data(chunk)
+                if chunk:                   # the answer is arriving: a long one may take
+                    self.assoc.receive_data(chunk)      # longer than ``timeout`` on the wire
+                    deadline = time.monotonic() + self.timeout
                 continue
             if isinstance(ev, core.Send):
                 self.link.send(ev.data)
@@ -126,15 +128,21 @@ class DlmsClient(MeterClient):
         return resp.results
 
     # -- MeterClient ---------------------------------------------------------------
-    def identify(self) -> MeterIdentity:
-        return self._guard(self._identify)
+    IDENTITY = [(cosem.DATA, cosem.SERIAL_NUMBER), (cosem.DATA, cosem.LOGICAL_DEVICE_NAME)]
 
-    def _identify(self) -> MeterIdentity:
-        res = self._get([_desc(cosem.DATA, cosem.SERIAL_NUMBER),
-                         _desc(cosem.DATA, cosem.LOGICAL_DEVICE_NAME)])
+    def identify(self) -> MeterIdentity:
+        """Serial number and logical device name (cached: a register read fetches
+        them in the same request when nothing is cached yet)."""
+        if self.identity is None:
+            self._guard(lambda: self._identity_from(self._get(
+                [_desc(c, o) for c, o in self.IDENTITY])))
+        assert self.identity is not None
+        return self.identity
+
+    def _identity_from(self, res: list[Any]) -> None:
         serial = _text(res[0]) if not isinstance(res[0], int) else ""
         ldn = _text(res[1]) if not isinstance(res[1], int) else ""
-        return MeterIdentity("dlms", self.address, serial, ldn[:3], ldn)
+        self.identity = MeterIdentity("dlms", self.address, serial, ldn[:3], ldn)
 
     def read_registers(self, obis: list[str] | None = None) -> list[RegisterValue]:
         return self._guard(self._read_registers, [str(o) for o in (obis or self.registers)])
@@ -145,7 +153,12 @@ class DlmsClient(MeterClient):
         need = [o for o in codes if cosem.has_scaler(cosem.register_class(o))
                 and o not in self.scalers]
         descs += [_desc(cosem.register_class(o), o, cosem.SCALER_UNIT) for o in need]
+        ask_identity = self.identity is None
+        if ask_identity:
+            descs += [_desc(c, o) for c, o in self.IDENTITY]
         res = self._get(descs)
+        if ask_identity:
+            self._identity_from(res[-2:])
         for o, r in zip(need, res[1 + len(codes):], strict=False):
             if not isinstance(r, int):
                 self.scalers[o] = cosem.scaler_unit(r)
