@@ -78,3 +78,23 @@ def test_crc_detects_single_bit_flips(body):
         flipped = bytearray(raw)
         flipped[bit // 8] ^= 1 << (bit % 8)
         assert rtu.crc16(bytes(flipped[:-2])) != int.from_bytes(flipped[-2:], "little")
+
+
+@given(st.binary(max_size=300), units, st.sampled_from([3, 4, 6, 16]), st.integers(5, 260))
+@settings(max_examples=300, deadline=None)
+def test_reply_hunter_any_bytes(data, unit, fc, length):
+    from drivers.modbus.transport import ReplyHunter, _Garbled
+
+    hunter = ReplyHunter()
+    hunter.expect = (unit, fc, length)
+    try:
+        out = hunter(False, data)
+    except _Garbled as e:
+        assert e.raw == data and len(data) >= length
+        return
+    if out:
+        f = rtu.Frame.from_bytes(out, rtu.RESPONSE)
+        assert f.address == unit and f.function & 0x7F == fc
+    else:
+        assert len(data) < length
+    assert hunter(True, data) == data            # what we send passes untouched
