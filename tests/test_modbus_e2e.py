@@ -225,3 +225,12 @@ def test_garbled_and_misaddressed_replies_end_an_attempt_early():
             c.close()
             assert time.monotonic() - t < 1.0, "a bad reply must not cost the timeout"
             assert ei.value.raw and ei.value.meter == str(unit)
+
+
+def test_scan_with_faults_finds_every_live_meter():
+    from drivers.modbus import scan
+
+    with bus("crc=0.2,dead@4", seed=11) as path:
+        found = scan(path, addresses=range(1, 10), timeout=0.2)
+    assert [int(m.address) for m in found] == [1, 2, 3, 5, 6, 7, 8]
+    assert all(m.id in ("", MeterModel(int(m.address), 1).serial) for m in found)

@@ -213,15 +213,25 @@ def scan(url: str, baud: int | None = None, addresses: object = None, timeout: f
 
 def _scan_units(url: str, baud: int | None, units: list[int], timeout: float,
                 found: list[MeterIdentity], options: dict) -> None:
+    """Silence means nobody is there (no retry: a full scan stays short); a
+    garbled answer means somebody is, so ask again before giving up on its id."""
     for unit in units:
         client = open_client(url, unit, baud, timeout=timeout, retries=0, **options)
         client.quiet = True
         try:
-            found.append(client.identify())
+            for attempt in range(3):
+                try:
+                    found.append(client.identify())
+                    break
+                except RemoteProtocolError as e:
+                    log.info("scan: unit %d answered garbled (%d): %s", unit, attempt + 1, e)
+            else:
+                found.append(MeterIdentity("modbus", unit, "", client.profile.vendor,
+                                           client.profile.model))
         except MeterRefused:
             found.append(MeterIdentity("modbus", unit, "", client.profile.vendor,
                                        client.profile.model))
-        except (MeterTimeout, RemoteProtocolError) as e:
+        except MeterTimeout as e:
             log.debug("scan: unit %d: %s", unit, e)
         finally:
             client.close()
