@@ -26,12 +26,8 @@ API (stable):
 import hashlib
 
 from agent.batch_bits import BATCH_REASONS, BatchError, BitReader, BitWriter
-from agent.batch_columns import _read_raw, _write_raw, step
+from agent.batch_columns import step
 from agent.batch_sections import (
-    MAX_METERS,
-    MAX_OBIS,
-    _obis,
-    _put_obis,
     _put_text,
     _text,
     read_body,
@@ -167,6 +163,7 @@ class CodecState:
         self.last_ts: "dict[str, int]" = {}
         self.schema: "dict[str, tuple]" = {}
         self.status: "dict[str, tuple]" = {}
+        self._digest: "bytes | None" = None
 
     def __repr__(self) -> str:
         return "CodecState(%r, seq=%d, %d meters, %d registers)" % (
@@ -197,87 +194,25 @@ class CodecState:
         for m, s, e in statuses:
             self.status[m] = (s, e)
         self.seq = batch.seq
+        self._digest = None
 
     def digest(self) -> bytes:
-        return bytes(hashlib.sha256(self.to_bytes()).digest()[:4])
+        """4 bytes naming this exact state (SHA-256 of ``to_bytes``)."""
+        if self._digest is None:
+            self._digest = bytes(hashlib.sha256(self.to_bytes()).digest()[:4])
+        return self._digest
 
     def to_bytes(self) -> bytes:
-        w = BitWriter()
-        w.raw(b"WCS\x01")
-        _put_text(w, self.device)
-        w.count(self.seq + 1)
-        w.count(self.keyframe_ts + 1)
-        w.count(len(self.meters))
-        for m in self.meters:
-            _put_text(w, m)
-        w.count(len(self.obis))
-        for o in self.obis:
-            _put_obis(w, o)
-        oi = dict((o, i) for i, o in enumerate(self.obis))
-        for m in self.meters:
-            _state_meter(w, self, m, oi)
-        return w.getvalue()
+        """Canonical serialization (docs/batch-format.md §5); the HES persists it."""
+        from agent.batch_state import state_to_bytes
+        return state_to_bytes(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CodecState":
-        try:
-            return _read_state(cls, BitReader(bytes(data)))
-        except BatchError:
-            raise
-        except (IndexError, ValueError, KeyError, UnicodeError, OverflowError):
-            raise BatchError("bad_value", "not a codec state") from None
-
-
-def _state_meter(w: BitWriter, st: CodecState, m: str, oi: dict) -> None:
-    ts = st.last_ts.get(m)
-    w.bits(0 if ts is None else 1, 1)
-    if ts is not None:
-        _write_raw(w, ts)
-    sch = st.schema.get(m)
-    w.bits(0 if sch is None else 1, 1)
-    if sch is not None:
-        w.count(len(sch))
-        for o in sch:
-            w.count(oi[o])
-    s = st.status.get(m)
-    w.bits(0 if s is None else 1, 1)
-    if s is not None:
-        _put_text(w, s[0])
-        w.bits(0 if s[1] is None else 1, 1)
-        if s[1] is not None:
-            _put_text(w, s[1])
-    for o in st.obis:
-        e = st.cells.get((m, o))
-        w.bits(0 if e is None else 1, 1)
-        if e is not None:
-            _write_raw(w, e[0])
-            w.bits(0 if e[1] is None else 1, 1)
-            if e[1] is not None:
-                _write_raw(w, e[1])
-                w.count(e[2])
-
-
-def _read_state(cls: "type[CodecState]", r: BitReader) -> CodecState:
-    if r.raw(4) != b"WCS\x01":
-        raise BatchError("bad_version", "not a codec state")
-    st = cls(_text(r))
-    st.seq = r.count(1 << 62) - 1
-    st.keyframe_ts = r.count(1 << 62) - 1
-    st.meters = [_text(r) for _ in range(r.count(MAX_METERS))]
-    st.obis = [_obis(r) for _ in range(r.count(MAX_OBIS))]
-    for m in st.meters:
-        if r.bit():
-            st.last_ts[m] = int(_read_raw(r))
-        if r.bit():
-            st.schema[m] = tuple(st.obis[r.count(MAX_OBIS)] for _ in range(r.count(MAX_OBIS)))
-        if r.bit():
-            s = _text(r)
-            st.status[m] = (s, _text(r) if r.bit() else None)
-        for o in st.obis:
-            if r.bit():
-                v = _read_raw(r)
-                st.cells[(m, o)] = (v, _read_raw(r), r.count(64)) if r.bit() else (v, None, 0)
-    return st
+        from agent.batch_state import state_from_bytes
+        st = cls()
+        state_from_bytes(st, bytes(data))
+        return st
 
 
 def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False) -> bytes:

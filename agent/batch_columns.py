@@ -38,11 +38,26 @@ def _negzero(v: float) -> bool:
     return v == 0 and struct.pack(">d", v)[0] & 0x80 != 0
 
 
+_memo: "dict[float, int]" = {}
+
+
 def exponent(v: "int | float") -> int:
     """Smallest k with ``m / 10**k == v`` exactly (k = 0 and type int for ints);
     -1 when no k <= 15 works (nan, inf, -0.0, 0.1 + 0.2, huge floats)."""
     if isinstance(v, int):
         return 0
+    e = _memo.get(v)
+    if e is not None and not (v == 0 and _negzero(v)):
+        return e
+    e = _exponent(v)
+    if len(_memo) > 8192:
+        _memo.clear()
+    if v == v and not (v == 0):
+        _memo[v] = e
+    return e
+
+
+def _exponent(v: float) -> int:
     if v != v or v in (float("inf"), float("-inf")) or _negzero(v):
         return -1
     for k in range(MAX_EXP + 1):
@@ -124,10 +139,55 @@ def _read_raw(r: BitReader) -> "int | float":
     return z >> 1 if not z & 1 else -((z + 1) >> 1)
 
 
-def encode_column(w: BitWriter, cells: list, entries: list) -> list:
+P_REL = 3           # a relation to other registers of the row (agent.batch_relations)
+
+
+def _modes(cells: list, entries: list, t: int, k: int, rel: "tuple | None") -> list:
+    """Per predictor mode, (fresh mantissas, residuals); a mode is None when
+    it does not apply. The fresh/known split follows from state, nulls and the
+    relation's availability alone, never from the cell's own value."""
+    out: list = [([], []), ([], []), ([], []), None]
+    kind, preds = (rel[0], rel[1](t, k)) if rel is not None else ("", None)
+    if preds is not None:
+        out[3] = ([], [])
+    for mi, (vs, entry) in enumerate(zip(cells, entries)):
+        for ci, v in enumerate(vs):
+            if v is None:
+                continue
+            m = mantissa(v, k, t)
+            a = mantissa(entry[0], k, t) if entry is not None else None
+            if a is None:
+                for p in (0, 1, 2):
+                    out[p][0].append(m)
+            else:
+                out[0][1].append(m)
+                out[1][1].append(m - a)
+                out[2][1].append(m - a - _prev_step(entry, k))
+            if preds is not None:
+                pr = _rel_pred(kind, preds[mi][ci], a)
+                if pr is not None:
+                    out[3][1].append(m - pr)
+                elif a is not None:
+                    out[3][1].append(m - a)
+                else:
+                    out[3][0].append(m)
+            entry = step(entry, v)
+    return out
+
+
+def _rel_pred(kind: str, pr: "int | None", a: "int | None") -> "int | None":
+    if pr is None:
+        return None
+    if kind == "step":
+        return None if a is None else a + pr
+    return pr
+
+
+def encode_column(w: BitWriter, cells: list, entries: list, rel: "tuple | None" = None) -> list:
     """Write one register's cells. ``cells``: per meter, its list of values
     (None = null) in row order; ``entries``: per meter its state entry (or
-    None). Returns the entries after the batch."""
+    None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
+    Returns per meter the list of previous values (None if none) of its cells."""
     flat = [v for vs in cells for v in vs]
     nulls = [v is None for v in flat]
     present = [v for v in flat if v is not None]
@@ -144,47 +204,37 @@ def encode_column(w: BitWriter, cells: list, entries: list) -> list:
     if t == T_RAW:
         for v in present:
             _write_raw(w, v)
-        return _walk(cells, entries, None, 0, 0)
-    fresh: list = []
-    known: list = [[], [], []]        # residuals for ABS, DELTA, DOD
-    _walk(cells, entries, (fresh, known), t, k)
-    best = 0
-    cost = [column_cost(rs) for rs in known]
-    for p in (1, 2):
-        if cost[p] < cost[best]:
-            best = p
-    write_column(w, fresh)
-    if known[0]:
+        return _prevs(cells, entries)
+    if present:
+        modes = _modes(cells, entries, t, k, rel)
+        best, cost = 0, -1
+        for p, mode in enumerate(modes):
+            if mode is not None:
+                c = column_cost(mode[0]) + column_cost(mode[1])
+                if cost < 0 or c < cost:
+                    best, cost = p, c
         w.bits(best, 2)
-        write_column(w, known[best])
-    return _walk(cells, entries, None, 0, 0)
+        write_column(w, modes[best][0])
+        write_column(w, modes[best][1])
+    return _prevs(cells, entries)
 
 
-def _walk(cells: list, entries: list, sink: "tuple | None", t: int, k: int) -> list:
-    """Run the state through the cells; with a sink, collect fresh mantissas
-    and the residuals every predictor would leave."""
+def _prevs(cells: list, entries: list) -> list:
     out = []
     for vs, entry in zip(cells, entries):
+        ps = []
         for v in vs:
-            if v is None:
-                continue
-            if sink is not None:
-                m = mantissa(v, k, t)
-                a = mantissa(entry[0], k, t) if entry is not None else None
-                if a is None:
-                    sink[0].append(m)
-                else:
-                    sink[1][0].append(m)
-                    sink[1][1].append(m - a)
-                    sink[1][2].append(m - a - _prev_step(entry, k))
-            entry = step(entry, v)
-        out.append(entry)
+            ps.append(None if entry is None else entry[0])
+            if v is not None:
+                entry = step(entry, v)
+        out.append(ps)
     return out
 
 
-def decode_column(r: BitReader, shape: "list[int]", entries: list) -> "tuple[list, list]":
+def decode_column(r: BitReader, shape: "list[int]", entries: list,
+                  rel: "tuple | None" = None) -> "tuple[list, list]":
     """Inverse of ``encode_column``: ``shape`` is the number of cells per meter.
-    Returns (cells, entries after the batch)."""
+    Returns (cells, previous values per cell)."""
     t = r.bits(2)
     if t > T_RAW:
         raise BatchError("bad_value", "column type %d" % t)
@@ -196,26 +246,36 @@ def decode_column(r: BitReader, shape: "list[int]", entries: list) -> "tuple[lis
     if t == T_RAW:
         vals = [None if n else _read_raw(r) for n in nulls]
         cells = _split(vals, shape)
-        return cells, _walk(cells, entries, None, 0, 0)
-    # Which cells are fresh (no usable prediction) follows from the state and
-    # the null map alone, so the two streams can be read before any value.
-    n_fresh, n_known, pos = 0, 0, 0
-    for count, entry in zip(shape, entries):
+        return cells, _prevs(cells, entries)
+    if not total or all(nulls):
+        cells = _split([None] * total, shape)
+        return cells, _prevs(cells, entries)
+    p = r.bits(2)
+    kind, preds = "", None
+    if p == P_REL:
+        if rel is None:
+            raise BatchError("bad_value", "relation mode without a relation")
+        kind, preds = rel[0], rel[1](t, k)
+        if preds is None:
+            raise BatchError("bad_value", "relation mode without a relation")
+    # Which cells are fresh follows from the state, the null map and the
+    # relation's availability, so both streams are read before any value.
+    n_fresh = 0
+    pos = 0
+    for mi, (count, entry) in enumerate(zip(shape, entries)):
         usable = entry is not None and mantissa(entry[0], k, t) is not None
-        for _ in range(count):
+        for ci in range(count):
             if not nulls[pos]:
-                if usable:
-                    n_known += 1
-                else:
+                if not usable and not (preds is not None and kind != "step"
+                                       and preds[mi][ci] is not None):
                     n_fresh += 1
-                    usable = True
+                usable = True
             pos += 1
+    n_known = total - sum(1 for n in nulls if n) - n_fresh
     fresh = read_column(r, n_fresh)
-    p = r.bits(2) if n_known else 0
-    if p > P_DOD:
-        raise BatchError("bad_value", "predictor %d" % p)
     known = read_column(r, n_known)
-    return _rebuild(shape, entries, nulls, fresh, known, p, t, k)
+    cells = _rebuild(shape, entries, nulls, fresh, known, p, t, k, kind, preds)
+    return cells, _prevs(cells, entries)
 
 
 def _value(m: int, t: int, k: int) -> "int | float":
@@ -223,33 +283,37 @@ def _value(m: int, t: int, k: int) -> "int | float":
 
 
 def _rebuild(shape: list, entries: list, nulls: list, fresh: list, known: list, p: int,
-             t: int, k: int) -> "tuple[list, list]":
-    cells, out = [], []
+             t: int, k: int, kind: str, preds: "list | None") -> list:
+    cells = []
     pos, fi, ki = 0, 0, 0
-    for count, entry in zip(shape, entries):
+    for mi, (count, entry) in enumerate(zip(shape, entries)):
         vs: list = []
-        for _ in range(count):
+        for ci in range(count):
             if nulls[pos]:
                 vs.append(None)
                 pos += 1
                 continue
             pos += 1
             a = mantissa(entry[0], k, t) if entry is not None else None
-            if a is None:
+            pr = _rel_pred(kind, preds[mi][ci], a) if preds is not None else None
+            if pr is not None:
+                m = known[ki] + pr
+                ki += 1
+            elif a is None:
                 m = fresh[fi]
                 fi += 1
             else:
                 rr = known[ki]
                 ki += 1
-                m = rr if p == P_ABS else rr + a if p == P_DELTA else rr + a + _prev_step(entry, k)
+                m = rr if p == P_ABS else rr + a if p in (P_DELTA, P_REL) \
+                    else rr + a + _prev_step(entry, k)
             if t == T_DEC and not -EXACT < m < EXACT:
                 raise BatchError("bad_value", "mantissa out of range")
             v = _value(m, t, k)
             vs.append(v)
             entry = step(entry, v)
         cells.append(vs)
-        out.append(entry)
-    return cells, out
+    return cells
 
 
 def _split(vals: list, shape: "list[int]") -> list:

@@ -11,6 +11,7 @@ not know the byte header or the envelope.
 
 from agent.batch_bits import BatchError, BitReader, BitWriter, read_column, write_column
 from agent.batch_columns import decode_column, encode_column
+from agent.batch_relations import order, predictor
 
 HOUR = 3600
 MAX_METERS = 4096
@@ -129,16 +130,38 @@ def _write_rows(w: BitWriter, rows: list, table: list, st: "object", created: in
     write_column(w, res)
 
 
-def _write_columns(w: BitWriter, meters: list, by_meter: dict, table: list,
-                   st: "object") -> None:
-    # 6. one column per register used in this batch, in table order.
+def _columns(meters: list, by_meter: dict, table: list, st: "object", code: "object") -> None:
+    """Visit the register columns in coding order (agent.batch_relations.order),
+    giving each its cells' rows, state entries and relation predictor;
+    ``code(o, rows, entries, rel) -> (values, prevs)`` codes one column."""
     used = set(o for m in meters for r in by_meter.get(m, []) for o in r[2])
     cells_of = st.cells  # type: ignore[attr-defined]
-    for o in table:
-        if o not in used:
-            continue
-        cells = [[r[2][o] for r in by_meter.get(m, []) if o in r[2]] for m in meters]
-        encode_column(w, cells, [cells_of.get((m, o)) for m in meters])
+    seen: dict = {}     # obis -> {(meter index, row index): (value, previous value)}
+    for o, rel in order(table, used):
+        where = [[ri for ri, row in enumerate(by_meter.get(m, [])) if o in row[2]]
+                 for m in meters]
+        pred = None
+        if rel is not None:
+            srcs = rel[2]
+            ctx = [[dict((s, seen[s].get((mi, ri))) for s in srcs) for ri in ris]
+                   for mi, ris in enumerate(where)]
+            pred = predictor(rel, ctx)
+        rows = [[by_meter[m][ri] for ri in ris] for m, ris in zip(meters, where)]
+        values, prevs = code(o, rows, [cells_of.get((m, o)) for m in meters], pred)  # type: ignore[operator]
+        mine = {}
+        for mi, ris in enumerate(where):
+            for ri, v, p in zip(ris, values[mi], prevs[mi]):
+                mine[(mi, ri)] = (v, p)
+        seen[o] = mine
+
+
+def _write_columns(w: BitWriter, meters: list, by_meter: dict, table: list,
+                   st: "object") -> None:
+    # 6. one column per register used in this batch.
+    def code(o: str, rows: list, entries: list, pred: "tuple | None") -> tuple:
+        cells = [[row[2][o] for row in rs] for rs in rows]
+        return cells, encode_column(w, cells, entries, pred)
+    _columns(meters, by_meter, table, st, code)
 
 
 def _write_events(w: BitWriter, events: list, meters: list, created: int) -> None:
@@ -229,17 +252,13 @@ def _read_rows(r: BitReader, meters: list, counts: list, table: list, st: "objec
 
 
 def _read_columns(r: BitReader, meters: list, rows: list, table: list, st: "object") -> None:
-    used = set(o for row in rows for o in row[2])
-    by_meter = _group(rows, meters)
-    cells_of = st.cells  # type: ignore[attr-defined]
-    for o in table:
-        if o not in used:
-            continue
-        mine = [[row for row in by_meter.get(m, []) if o in row[2]] for m in meters]
-        cells, _ = decode_column(r, [len(x) for x in mine], [cells_of.get((m, o)) for m in meters])
-        for rs, vs in zip(mine, cells):
-            for row, v in zip(rs, vs):
+    def code(o: str, rs: list, entries: list, pred: "tuple | None") -> tuple:
+        cells, prevs = decode_column(r, [len(x) for x in rs], entries, pred)
+        for rows_m, vs in zip(rs, cells):
+            for row, v in zip(rows_m, vs):
                 row[2][o] = v
+        return cells, prevs
+    _columns(meters, _group(rows, meters), table, st, code)
 
 
 def _read_events(r: BitReader, meters: list, created: int) -> list:

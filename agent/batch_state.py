@@ -1,0 +1,166 @@
+"""Canonical bytes of a ``CodecState`` (docs/batch-format.md §5): what the HES
+persists per concentrator and what the base digest of a delta batch hashes.
+
+Portable (CPython and MicroPython). Byte-oriented (LEB128 integers, tagged
+values, binary64 floats) so both ends produce identical bytes. Must not know
+the batch body.
+"""
+
+import struct
+
+from agent.batch_bits import BatchError
+
+MAGIC = b"WCS\x02"
+LIMIT = 1 << 20
+
+
+def _uv(out: bytearray, n: int) -> None:
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _tx(out: bytearray, s: str) -> None:
+    b = s.encode()
+    _uv(out, len(b))
+    out.extend(b)
+
+
+def _val(out: bytearray, v: "object") -> None:
+    if v is None:
+        out.append(0)
+    elif isinstance(v, int):
+        out.append(1)
+        _uv(out, 2 * v if v >= 0 else -2 * v - 1)
+    else:
+        out.append(2)
+        out.extend(struct.pack(">d", v))
+
+
+def state_to_bytes(st: "object") -> bytes:
+    out = bytearray(MAGIC)
+    _tx(out, st.device)  # type: ignore[attr-defined]
+    _uv(out, st.seq + 1)  # type: ignore[attr-defined]
+    _uv(out, st.keyframe_ts + 1)  # type: ignore[attr-defined]
+    meters = st.meters  # type: ignore[attr-defined]
+    obis = st.obis  # type: ignore[attr-defined]
+    _uv(out, len(meters))
+    for m in meters:
+        _tx(out, m)
+    _uv(out, len(obis))
+    for o in obis:
+        _tx(out, o)
+    oi = dict((o, i) for i, o in enumerate(obis))
+    cells = st.cells  # type: ignore[attr-defined]
+    for m in meters:
+        _val(out, st.last_ts.get(m))  # type: ignore[attr-defined]
+        sch = st.schema.get(m)  # type: ignore[attr-defined]
+        _uv(out, 0 if sch is None else len(sch) + 1)
+        for o in sch or ():
+            _uv(out, oi[o])
+        s = st.status.get(m)  # type: ignore[attr-defined]
+        if s is None:
+            out.append(0)
+        else:
+            out.append(1 if s[1] is None else 2)
+            _tx(out, s[0])
+            if s[1] is not None:
+                _tx(out, s[1])
+        for i, o in enumerate(obis):
+            e = cells.get((m, o))
+            if e is not None:
+                _uv(out, i + 1)
+                _val(out, e[0])
+                _val(out, e[1])
+                _uv(out, e[2])
+        out.append(0)
+    return bytes(out)
+
+
+class _In:
+    __slots__ = ("d", "p")
+
+    def __init__(self, d: bytes) -> None:
+        self.d = d
+        self.p = 0
+
+    def byte(self) -> int:
+        if self.p >= len(self.d):
+            raise BatchError("truncated", "codec state ends early")
+        self.p += 1
+        return self.d[self.p - 1]
+
+    def uv(self, limit: int = 1 << 62) -> int:
+        n, shift = 0, 0
+        while True:
+            b = self.byte()
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 70:
+                raise BatchError("bad_value", "varint too long")
+        if n > limit:
+            raise BatchError("bad_value", "codec state value over limit")
+        return n
+
+    def raw(self, n: int) -> bytes:
+        if self.p + n > len(self.d):
+            raise BatchError("truncated", "codec state ends early")
+        self.p += n
+        return self.d[self.p - n:self.p]
+
+    def tx(self) -> str:
+        return self.raw(self.uv(LIMIT)).decode()
+
+    def val(self) -> "object":
+        t = self.byte()
+        if t == 0:
+            return None
+        if t == 1:
+            z = self.uv(1 << 4000)
+            return z >> 1 if not z & 1 else -((z + 1) >> 1)
+        if t == 2:
+            return float(struct.unpack(">d", self.raw(8))[0])
+        raise BatchError("bad_value", "codec state value tag %d" % t)
+
+
+def state_from_bytes(st: "object", data: bytes) -> None:
+    r = _In(data)
+    try:
+        if r.raw(4) != MAGIC:
+            raise BatchError("bad_version", "not a codec state")
+        _fill(st, r)
+    except BatchError:
+        raise
+    except (IndexError, ValueError, KeyError, UnicodeError, OverflowError, TypeError):
+        raise BatchError("bad_value", "not a codec state") from None
+    if r.p != len(data):
+        raise BatchError("bad_length", "bytes after the codec state")
+
+
+def _fill(st: "object", r: _In) -> None:
+    st.device = r.tx()  # type: ignore[attr-defined]
+    st.seq = r.uv() - 1  # type: ignore[attr-defined]
+    st.keyframe_ts = r.uv() - 1  # type: ignore[attr-defined]
+    meters = [r.tx() for _ in range(r.uv(LIMIT))]
+    obis = [r.tx() for _ in range(r.uv(LIMIT))]
+    st.meters, st.obis = meters, obis  # type: ignore[attr-defined]
+    cells = st.cells  # type: ignore[attr-defined]
+    for m in meters:
+        ts = r.val()
+        if ts is not None:
+            st.last_ts[m] = int(ts)  # type: ignore[attr-defined,call-overload]
+        n = r.uv(LIMIT)
+        if n:
+            st.schema[m] = tuple(obis[r.uv(LIMIT)] for _ in range(n - 1))  # type: ignore[attr-defined]
+        t = r.byte()
+        if t:
+            s = r.tx()
+            st.status[m] = (s, None if t == 1 else r.tx())  # type: ignore[attr-defined]
+        while True:
+            i = r.uv(LIMIT)
+            if not i:
+                break
+            cells[(m, obis[i - 1])] = (r.val(), r.val(), r.uv(64))
