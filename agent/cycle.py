@@ -84,8 +84,12 @@ class BusCycle:
 
     def read_meter(self, cycle: int, m: MeterConfig) -> MeterResult:
         t0 = time.monotonic()
-        with self.lock:
-            mid = self.archive.meter_id(self.bus.name, m.protocol, m.address)
+        try:
+            with self.lock:
+                mid = self.archive.meter_id(self.bus.name, m.protocol, m.address)
+        except ArchiveError as e:
+            log.error("meter %s/%s skipped: %s", self.bus.name, m.address, e)
+            return MeterResult(-1, m.address, "failed", "archive: %s" % e, 0.0, 0, None)
         errors: list[str] = []
         rows = 0
         offset: float | None = None
@@ -125,6 +129,12 @@ class BusCycle:
                 events.extend(clock[1])
             with self.lock:
                 rows = self.archive.store_meter_read(mid, self.cfg.period, snapshot, profile, events)
+        except ArchiveError as e:
+            # Disk full or archive trouble: the readings stay in the meter's own
+            # memory and the next cycle backfills them from the last stored row.
+            errors.append("archive: %s" % e)
+            done = 0
+            log.error("meter %s/%s read but not stored: %s", self.bus.name, m.address, e)
         except DriverError as e:
             errors.append(str(e))
             log.warning("meter %s/%s unreadable: %s", self.bus.name, m.address, e,

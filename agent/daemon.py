@@ -15,8 +15,10 @@ import asyncio
 import csv
 import json
 import logging
+import os
 import random
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -24,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import AgentError
-from agent.archive import Archive
+from agent.archive import Archive, ArchiveError
 from agent.clock import ScaledClock, SystemClock, clock_from_env
 from agent.config import Config, ConfigError, load
 from agent.cycle import BusCycle, MeterResult
@@ -53,6 +55,39 @@ def parse_time(text: str) -> int:
     return int(dt.timestamp())
 
 
+def open_archive(path: str) -> Archive:
+    """Open the archive; a corrupt one is quarantined, never deleted.
+
+    Defined behaviour: a file that SQLite cannot read, or whose integrity
+    check fails, is renamed to ``<path>.corrupt-<UTC time>`` (with its WAL)
+    and a fresh archive is started; the meters still hold their load profiles,
+    so the first cycle backfills up to ``initial_backfill`` and nothing is lost
+    that the meters keep. An archive of a newer schema is refused (exit 1).
+    """
+    a = Archive(path)
+    try:
+        a.open()
+        check = a.conn.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in check] == ["ok"]:
+            return a
+        problem = "; ".join(str(r[0]) for r in check[:3])
+        a.close()
+    except ArchiveError as e:
+        if "newer" in str(e):
+            raise
+        problem = str(e)
+    except sqlite3.DatabaseError as e:
+        a.close()
+        problem = str(e)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, "%s.corrupt-%s%s" % (path, stamp, suffix))
+    log.error("archive %s is corrupt (%s): kept as %s.corrupt-%s, starting a fresh archive; "
+              "the meters' own memory backfills it", path, problem, path, stamp)
+    return Archive(path).open()
+
+
 class Daemon:
     def __init__(self, cfg: Config, clock: SystemClock, uplink: Any = None) -> None:
         self.cfg = cfg
@@ -66,7 +101,7 @@ class Daemon:
         self._last_retention_day = -1
 
     def open(self) -> Daemon:
-        self.archive.open()
+        self.archive = open_archive(self.cfg.archive)
         if self.uplink is None and self.cfg.transport != "none" and self.cfg.url:
             from agent.uplink import Uplink
 
