@@ -96,7 +96,7 @@ class DlmsMeter:
 
     def feed(self, data: bytes, now: float) -> list[tuple[bytes, int | None]]:
         self.framer.receive_data(data)
-        out = []
+        out: list[tuple[bytes, int | None]] = []
         while True:
             ev = self.framer.next_event()
             if ev is None:
@@ -204,6 +204,7 @@ class DlmsMeter:
         resp = acse.InitiateResponse(SERVER_CONFORMANCE & ir.conformance, self.max_pdu).to_bytes()
         if self.ctx is not None:
             resp = self.ctx.encrypt(resp)
+            self.ctx.dedicated_key = ir.dedicated_key     # ded-ciphering from now on
         if mech == acse.MECH_HLS_GMAC:
             self.challenge_ctos = aarq.authentication or b""
             self.challenge_stoc = os.urandom(16)

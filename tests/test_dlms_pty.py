@@ -186,7 +186,7 @@ def test_faults_five_percent_corrupt_and_one_dead_meter():
         m, s = _meter(10 + i, 50 + i)
         models.append(m)
         sims.append(s)
-    faults = FaultSpec.parse("crc=0.05,dead@53", seed=11)
+    faults = FaultSpec.parse("crc=0.05,dead@53,wrongaddr@51=0.1,garbage=0.02", seed=11)
     timeout, retries = 0.25, 3
     link = Link("", BAUD)
     read, dead_cost = {}, None
@@ -233,3 +233,27 @@ def test_dissect_a_ciphered_exchange_with_keys():
     assert out["apdu"]["type"] == "Ciphered"
     assert out["apdu"]["decrypted"]["type"] == "GetRequest"
     assert isinstance(apdu.decode(plain), xdlms.GetRequest)
+
+
+def test_dedicated_key_session_uses_ded_ciphering():
+    model, sim = _meter(9, 24, ek=EK, ak=AK)
+    link = Link("", BAUD)
+    with bus_of([sim]) as port:
+        link.url = port.agent_path
+        link.connect()
+        try:
+            c = dlms.open_client(port.agent_path, "24", ek=EK, ak=AK, link=link,
+                                 dedicated_key=bytes(range(100, 116)))
+            regs = c.read_registers()
+            c.close()
+        finally:
+            link.close()
+    assert {r.obis: r.value for r in regs} == model.registers(T)
+    tags = set()
+    for _, _d, raw in link.recorder.entries():
+        framer = hdlc.Framer()
+        framer.receive_data(raw)
+        while (f := framer.next_event()) is not None:
+            if isinstance(f, hdlc.Frame) and f.kind == hdlc.I and f.info[:2] == b"\xe6\xe6":
+                tags.add(f.info[3])
+    assert 0xD0 in tags            # ded-get-request

@@ -77,7 +77,7 @@ class Association:
 
     def __init__(self, client_sap=16, logical_device=1, physical=None, auth="none",
                  password=None, security_context=None, params=None, max_pdu=0xFFFF,
-                 retries=3, challenge=None):
+                 retries=3, challenge=None, dedicated_key=None):
         self.local = hdlc.client_address(client_sap)
         self.remote = hdlc.server_address(logical_device, physical)
         self.proposal = params or hdlc.LinkParameters(2030, 2030, 7, 7)
@@ -88,6 +88,7 @@ class Association:
         self.max_pdu = max_pdu
         self.retries = max(1, retries)
         self.challenge = challenge or b"\x00" * 16
+        self.dedicated_key = dedicated_key if security_context is not None else None
         self.state = IDLE
         self.server_challenge = None
         self.negotiated = None
@@ -121,7 +122,7 @@ class Association:
         return self._send_apdu(self._aarq().to_bytes())
 
     def _aarq(self):
-        ir = acse.InitiateRequest(max_pdu=self.max_pdu)
+        ir = acse.InitiateRequest(max_pdu=self.max_pdu, dedicated_key=self.dedicated_key)
         ui = ir.to_bytes() if self.security is None else self.security.encrypt(ir.to_bytes())
         ctx = acse.LN if self.security is None else acse.LN_CIPHERED
         title = None if self.security is None else self.security.system_title
@@ -248,8 +249,8 @@ class Association:
         if len(self._blocks) > 4 * 1024 * 1024:
             raise RemoteProtocolError("GET block transfer too long")
         if not msg.last:
-            nxt = xdlms.GetRequest(xdlms.NEXT, block=msg.block,
-                                   invoke_id=self._pending.invoke_id).to_bytes()
+            iid = self._pending.invoke_id if self._pending is not None else msg.invoke_id
+            nxt = xdlms.GetRequest(xdlms.NEXT, block=msg.block, invoke_id=iid).to_bytes()
             if self.security is not None:
                 nxt = self.security.encrypt(nxt)
             self._events.append(Send(self._send_apdu(nxt)))
@@ -277,6 +278,8 @@ class Association:
         if not isinstance(init, acse.InitiateResponse):
             raise RemoteProtocolError("AARE without an InitiateResponse")
         self.negotiated = init
+        if self.dedicated_key is not None:      # from now on ded-ciphering (Green Book 9.2.7.2)
+            self.security.dedicated_key = self.dedicated_key
         if aare.diagnostic == acse.DIAG_AUTH_REQUIRED and self.auth == "hls":
             if self.security is None or not aare.authentication:
                 raise RemoteProtocolError("HLS challenge without keys or StoC")

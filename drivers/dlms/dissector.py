@@ -131,7 +131,7 @@ def dissect(data, ek=None, ak=None, system_title=None):
         frames.append(layer)
         if context is not None:
             context.peer_ic = -1        # a dissector shows replays too
-    out = {"frames": frames}
+    out: "dict[str, object]" = {"frames": frames}
     if errors:
         out["errors"] = errors
     if framer.buf:

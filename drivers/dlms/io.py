@@ -49,7 +49,7 @@ class DlmsClient(MeterClient):
                  system_title: bytes = CLIENT_TITLE, timeout: float = 1.5, retries: int = 3,
                  registers: list[str] | None = None, own_link: bool = False,
                  max_info: int = 2030, window: int = 7, challenge: bytes | None = None,
-                 **_ignored: Any) -> None:
+                 dedicated_key: bytes | str | None = None, **_ignored: Any) -> None:
         from drivers.dlms.hdlc import LinkParameters
 
         self.link, self.address, self.own_link = link, str(address), own_link
@@ -62,7 +62,8 @@ class DlmsClient(MeterClient):
             password = password.encode()
         self.assoc = core.Association(client, logical_device, int(address), auth, password, ctx,
                                       LinkParameters(max_info, max_info, window, window),
-                                      retries=retries, challenge=challenge or _challenge())
+                                      retries=retries, challenge=challenge or _challenge(),
+                                      dedicated_key=_key(dedicated_key))
         self.scalers: dict[str, tuple[int, str]] = {}
         self.columns: dict[str, list[cosem.CaptureObject]] = {}
         self.periods: dict[str, int] = {}

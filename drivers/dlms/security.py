@@ -144,10 +144,10 @@ class SecurityContext:
             tag = GENERAL_DED if ded else GENERAL_GLO
             return bytes((tag,)) + encode_length(len(self.system_title)) + \
                 self.system_title + encode_length(len(content)) + content
-        tag = DED[plain[0]] if ded else GLO.get(plain[0])
-        if tag is None:
+        wrapped = DED[plain[0]] if ded else GLO.get(plain[0])
+        if wrapped is None:
             raise LocalProtocolError("APDU 0x%02x has no ciphered form" % plain[0])
-        return bytes((tag,)) + encode_length(len(content)) + content
+        return bytes((wrapped,)) + encode_length(len(content)) + content
 
     def decrypt(self, data):
         tag, title, content = split_ciphered(data)

@@ -308,7 +308,7 @@ class ConfirmedServiceError:
         return cls(r.byte(), r.byte(), r.byte())
 
 
-TAGS = {
+TAGS = {  # type: dict
     GET_REQUEST: GetRequest, GET_RESPONSE: GetResponse, SET_REQUEST: SetRequest,
     SET_RESPONSE: SetResponse, ACTION_REQUEST: ActionRequest, ACTION_RESPONSE: ActionResponse,
     EXCEPTION_RESPONSE: ExceptionResponse, CONFIRMED_SERVICE_ERROR: ConfirmedServiceError,
