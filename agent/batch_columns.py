@@ -58,7 +58,7 @@ def exponent(v: "int | float") -> int:
 
 
 def _exponent(v: float) -> int:
-    if v != v or v in (float("inf"), float("-inf")) or _negzero(v):
+    if not -EXACT < v < EXACT or _negzero(v):       # also nan and inf
         return -1
     for k in range(MAX_EXP + 1):
         m = round(v * POW10[k])
