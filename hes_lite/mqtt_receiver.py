@@ -80,6 +80,8 @@ def parse_up_topic(topic: str) -> tuple[str, int] | None:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "wum" or parts[1] != "up" or not parts[2]:
         return None
+    if any(c in parts[2] for c in "+#\x00"):   # could not be answered on an ack topic
+        return None
     if not parts[3].isdigit():
         return None
     return parts[2], int(parts[3])
@@ -186,8 +188,11 @@ class MqttReceiver:
         answer = self._ingest(device, seq, bytes(msg.payload))
         if answer is None:
             return
-        client.publish(ACK_TOPIC % device, json.dumps(answer, separators=(",", ":")),
-                       qos=self.qos)
+        try:
+            client.publish(ACK_TOPIC % device, json.dumps(answer, separators=(",", ":")),
+                           qos=self.qos)
+        except (ValueError, TypeError) as e:   # an unsendable ack: the agent will retry
+            log.error("mqtt receiver: cannot acknowledge %s/%d: %s", device, seq, e)
 
     def _ingest(self, device: str, seq: int, payload: bytes) -> dict[str, Any] | None:
         try:

@@ -354,3 +354,70 @@ def test_mqtts_with_a_private_ca(tmp_path):
         finally:
             rx.stop()
     assert hes.stored == {("c", 1): b"over tls"}
+
+
+def test_one_transport_shared_by_threads(mosquitto):
+    hes = FakeIngest()
+    rx = MqttReceiver(mosquitto.url, hes).start()
+    acks: list[object] = []
+    with MqttTransport(mosquitto.url) as t:
+        def worker(n: int) -> None:
+            for seq in range(8):
+                try:
+                    acks.append(t.send("conc-%d" % n, seq, b"%d/%d" % (n, seq), timeout=10))
+                except TransportError as e:
+                    acks.append(e)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+    rx.stop()
+    assert [a for a in acks if isinstance(a, TransportError)] == []
+    assert len(acks) == 32 and all(a.status == "accepted" for a in acks)
+    assert hes.stored == {("conc-%d" % n, s): b"%d/%d" % (n, s) for n in range(4) for s in range(8)}
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: str, qos: int = 0) -> None:
+        self.published.append((topic, payload.encode()))
+
+
+class FakeMessage:
+    def __init__(self, topic: str, payload: bytes) -> None:
+        self.topic, self.payload = topic, payload
+
+
+@given(st.one_of(st.text(max_size=30),
+                 st.builds("wum/up/{}/{}".format, st.text(max_size=8), st.integers(-5, 10**6))),
+       st.binary(max_size=64), st.sampled_from(["ok", "refuse", "crash"]))
+def test_receiver_any_message_is_acked_refused_or_left(topic, payload, mode):
+    """Whatever arrives, the receiver never raises; it acks exactly the
+    well-formed uploads the ingest took, with the ack JSON the agent parses."""
+    import json
+
+    from agent.transport import parse_ack
+
+    hes = FakeIngest()
+    hes.refuse = "bad_tag" if mode == "refuse" else None
+    hes.crash = mode == "crash"
+    rx = MqttReceiver("mqtt://127.0.0.1:1", hes)
+    client = FakeClient()
+    rx._on_message(client, None, FakeMessage(topic, payload))  # type: ignore[arg-type]
+    where = parse_up_topic(topic)
+    if where is None or mode == "crash":
+        assert client.published == []
+        return
+    device, seq = where
+    [(ack_topic, body)] = client.published
+    assert ack_topic == "wum/ack/" + device
+    doc = json.loads(body)
+    if mode == "refuse":
+        assert doc == {"device": device, "seq": seq, "error": "bad_tag"}
+    else:
+        assert parse_ack(doc, device, seq, "u").status == "accepted"
+        assert hes.stored[(device, seq)] == payload

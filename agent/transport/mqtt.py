@@ -57,6 +57,7 @@ class MqttTransport(Transport):
         self.qos = qos
         self.endpoint = mqtt_endpoint(url)
         self._cond = threading.Condition()
+        self._start_lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._connected = False
         self._connect_error = ""
@@ -70,8 +71,14 @@ class MqttTransport(Transport):
 
     # -- connection (paho's thread calls the on_* methods) ----------------------
     def connect(self) -> MqttTransport:
-        if self._client is not None:
-            return self
+        """Start the connection once (paho keeps it up); thread-safe: two
+        clients with one client id would evict each other forever."""
+        with self._start_lock:
+            if self._client is None:
+                self._client = self._start()
+        return self
+
+    def _start(self) -> mqtt.Client:
         ep = self.endpoint
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ep["client_id"],
                              protocol=mqtt.MQTTv5)
@@ -89,8 +96,7 @@ class MqttTransport(Transport):
         client.connect_async(ep["host"], ep["port"], keepalive=ep["keepalive"],
                              properties=props)
         client.loop_start()
-        self._client = client
-        return self
+        return client
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     properties: Any = None) -> None:
@@ -212,7 +218,8 @@ class MqttTransport(Transport):
         return parse_ack(doc, device_id, seq, self.url)
 
     def close(self) -> None:
-        client, self._client = self._client, None
+        with self._start_lock:
+            client, self._client = self._client, None
         if client is not None:
             client.disconnect()
             client.loop_stop()
