@@ -179,6 +179,9 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log"}, "config")
     c = _get(data, "concentrator", "config", dict)
     _check_known(c, {"id", "archive"}, "concentrator")
+    concentrator_id = _get(c, "id", "concentrator", str)
+    if not 1 <= len(concentrator_id.encode()) <= 64:
+        raise ConfigError("concentrator.id must be 1..64 bytes", key="concentrator.id")
     s = _get(data, "schedule", "config", dict, {})
     _check_known(s, {"period", "jitter", "meter_budget", "retries", "clock_threshold",
                      "initial_backfill"}, "schedule")
@@ -221,7 +224,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     if base and not Path(archive).is_absolute():
         archive = str(base / archive)
     return Config(
-        concentrator_id=_get(c, "id", "concentrator", str), archive=archive, period=period,
+        concentrator_id=concentrator_id, archive=archive, period=period,
         jitter=_get(s, "jitter", "schedule", float, 0.0),
         meter_budget=_get(s, "meter_budget", "schedule", float, 20.0),
         retries=_get(s, "retries", "schedule", int, 2),
