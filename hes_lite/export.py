@@ -21,7 +21,7 @@ from typing import IO
 from xml.sax.saxutils import escape, quoteattr
 
 from hes_lite import HesError
-from hes_lite.store import Value
+from hes_lite.store import Cell
 
 FORMATS = ("json", "jsonl", "csv", "xlsx", "xml", "txt")
 MEDIA_TYPES = {
@@ -30,7 +30,7 @@ MEDIA_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, header row included
-Row = tuple[str, int, dict[str, Value]]
+Row = tuple[str, int, dict[str, Cell]]
 
 
 class ExportError(HesError):
@@ -58,7 +58,7 @@ def parse_time(text: str) -> int:
     return int(dt.timestamp())
 
 
-def _num(v: Value) -> str:
+def _num(v: Cell) -> str:
     return str(v)  # str(float) is repr(float) in Python 3: the shortest round-trip form
 
 
@@ -101,7 +101,7 @@ def _table(rows: Iterable[Row], units: dict[str, str]) -> Iterator[list[str]]:
     cols = list(units)
     for meter, ts, values in rows:
         get = values.get
-        yield [meter, rfc3339(ts), *[str(get(c, "")) for c in cols]]
+        yield [meter, rfc3339(ts), *["" if (v := get(c)) is None else str(v) for c in cols]]
 
 
 def _csv(rows: Iterable[Row], units: dict[str, str]) -> Iterator[str]:
@@ -129,6 +129,8 @@ def _xml(rows: Iterable[Row], units: dict[str, str]) -> Iterator[str]:
     for meter, ts, values in rows:
         parts = [f"  <reading meter={quoteattr(meter)} ts=\"{rfc3339(ts)}\">"]
         for obis, v in values.items():
+            if v is None:
+                continue
             u = units.get(obis, "")
             ua = f" unit={quoteattr(u)}" if u else ""
             parts.append(f"<value obis=\"{escape(obis)}\"{ua}>{_num(v)}</value>")
@@ -156,8 +158,9 @@ def write_xlsx(target: str | IO[bytes], rows: Iterable[Row], units: dict[str, st
         sheet.write_string(r, 0, meter)
         sheet.write_string(r, 1, rfc3339(ts))
         for c, obis in enumerate(cols, 2):
-            if obis in values:
-                sheet.write_number(r, c, values[obis])
+            v = values.get(obis)
+            if v is not None:
+                sheet.write_number(r, c, v)
         r += 1
         n += 1
     if sheet is None:

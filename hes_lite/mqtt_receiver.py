@@ -57,14 +57,27 @@ class ReceiverError(HesError):
     """The receiver could not connect or subscribe (fields: url, detail)."""
 
 
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = "%s:***@%s" % (parts.username or "", parts.netloc.rpartition("@")[2])
+    return parts._replace(netloc=netloc).geturl()
+
+
 def _endpoint(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ReceiverError("not an mqtt(s) URL: %r" % url, url=url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == -1:
+        raise ReceiverError("not an mqtt(s) URL: %r" % redact(url), url=redact(url))
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return {
         "host": parts.hostname,
-        "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+        "port": port or (8883 if parts.scheme == "mqtts" else 1883),
         "tls": parts.scheme == "mqtts",
         "ca": query.get("ca"),          # mqtts://…?ca=/path/ca.pem: a private CA
         "username": unquote(parts.username) if parts.username else None,
@@ -90,12 +103,12 @@ def parse_up_topic(topic: str) -> tuple[str, int] | None:
 class MqttReceiver:
     def __init__(self, url: str, handle: Handle, shared_group: str | None = None,
                  qos: int = 1) -> None:
-        self.url = url
+        self.endpoint = _endpoint(url)
+        self.url = redact(url)          # what logs and errors show: no password
         self.handle = handle
         self.shared_group = shared_group
         self.qos = qos
         self.topic = ("$share/%s/%s" % (shared_group, UP_FILTER)) if shared_group else UP_FILTER
-        self.endpoint = _endpoint(url)
         self._client: mqtt.Client | None = None
         self._cond = threading.Condition()
         self._subscribed = False

@@ -12,11 +12,10 @@ understanding them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from agent import envelope
+from agent import batch, envelope
 from hes_lite import HesError
-from hes_lite import wire_stub as _impl
+from hes_lite.obis_units import unit_for
 from hes_lite.store import Event, MeterRow
 
 # Reasons the envelope gives, plus the HES's own.
@@ -116,44 +115,84 @@ def check_replay(state: bytes | None, h: Header) -> bytes:
 
 
 def batch_seq(plaintext: bytes) -> int:
+    """The batch's sequence number (its clear byte header); WireError(bad_batch)."""
     try:
-        return _impl.batch_seq(plaintext)
-    except _impl.StubError as e:
-        raise WireError(e.reason) from None
+        return int(batch.peek_batch(plaintext).seq)
+    except batch.BatchError:
+        raise WireError("bad_batch") from None
 
 
 def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
-    """Batch → readings/events; raises NeedState or WireError(bad_batch)."""
+    """Batch → columnar rows and events, plus the codec state after it (None
+    when the batch is older than the state held: the state does not move
+    back). Raises NeedState (a delta against a state not held) or
+    WireError(bad_batch)."""
     try:
-        doc = _impl.decode_batch(plaintext)
-    except _impl.StubError as e:
-        raise WireError(e.reason) from None
-    return _rows(doc)
-
-
-def _rows(doc: dict[str, Any]) -> Decoded:
-    out = Decoded(int(doc["seq"]), units=doc.get("units", {}))
-    rows, events = out.rows, out.events
-    for m in doc["meters"]:
-        meter = str(m["id"])
-        for ts, values in m.get("rows", ()):
-            rows.append((meter, int(ts), tuple(values), list(values.values())))
-        for ts, code, name in m.get("events", ()):
-            events.append((meter, int(ts), int(code), str(name)))
+        base = batch.CodecState.from_bytes(codec_state) if codec_state else None
+    except batch.BatchError:
+        base = None  # a damaged stored state: only a keyframe decodes now
+    try:
+        b = batch.decode_batch(plaintext, base)
+    except batch.BatchError as e:
+        if e.fields.get("reason") == "base_mismatch":
+            raise NeedState("bad_batch", base_seq=e.fields.get("base_seq")) from None
+        raise WireError("bad_batch", detail=str(e.fields.get("reason"))) from None
+    out = Decoded(b.seq)
+    if base is None or b.keyframe or b.seq > base.seq:
+        st = base if base is not None and not b.keyframe else batch.CodecState(b.device)
+        st.advance(b)
+        out.codec_state = bytes(st.to_bytes())
+    seen: dict[tuple[str, ...], tuple[str, ...]] = {}
+    rows = out.rows
+    for meter, ts, values in b.readings:
+        codes = tuple(values)
+        rows.append((meter, ts, seen.setdefault(codes, codes), list(values.values())))
+    for codes in seen:
+        for o in codes:
+            if o not in out.units:
+                out.units[o] = unit_for(o)
+    out.events = [(m, ts, code, EVENT_NAMES.get(code, "")) for m, ts, code in b.events]
     return out
 
 
+# DLMS standard event log codes (Blue Book) the meters of this project report.
+EVENT_NAMES = {1: "power_down", 2: "power_up", 40: "cover_open", 41: "cover_closed",
+               47: "magnetic_tamper", 59: "relay_disconnected", 60: "relay_connected"}
+
+Rows = dict[str, list[tuple[int, dict[str, int | float | None]]]]
+
+
 # -- the encoding side, for tests, benchmarks and the bench's generator ---------
-def seal_batch(root_key: bytes, device: str, epoch: int, counter: int, seq: int,
-               rows: dict[str, list[tuple[int, dict[str, int | float]]]],
+def seal_batch(root_key: bytes, device: str, epoch: int, counter: int, seq: int, rows: Rows,
                events: dict[str, list[tuple[int, int, str]]] | None = None,
-               units: dict[str, str] | None = None, boot: int = 1) -> bytes:
+               units: dict[str, str] | None = None, boot: int = 1,
+               base: bytes | None = None) -> bytes:
     """One sealed batch as a concentrator would send it, with the envelope
-    counter given: ``rows`` = {meter: [(ts, {obis: value})]}."""
-    events = events or {}
-    meters = [{"id": mid, "rows": [[ts, vals] for ts, vals in r],
-               "events": [list(e) for e in events.get(mid, [])]} for mid, r in rows.items()]
-    plaintext = _impl.encode_batch(seq, meters, units or {})
+    counter given: ``rows`` = {meter: [(ts, {obis: value})]}, ``events`` =
+    {meter: [(ts, code, name)]}; a keyframe unless a ``base`` codec state is
+    given. (``units`` is accepted for old callers; batches carry no units.)"""
+    return seal(root_key, device, epoch, counter, encode(device, seq, rows, events, base)[0],
+                boot)
+
+
+def encode(device: str, seq: int, rows: Rows,
+           events: dict[str, list[tuple[int, int, str]]] | None = None,
+           base: bytes | None = None) -> tuple[bytes, bytes]:
+    """-> (batch bytes, codec state after it) with the real encoder."""
+    readings = [(m, ts, vals) for m, r in rows.items() for ts, vals in r]
+    evs = [(m, ts, code) for m, e in (events or {}).items() for ts, code, _ in e]
+    created = max([ts for _, ts, _ in readings] + [ts for _, ts, _ in evs] + [0])
+    b = batch.Batch(device, seq, created, readings, evs)
+    st = batch.CodecState.from_bytes(base) if base else None
+    data = batch.encode_batch(b, st)
+    nxt = st if st is not None and not b.keyframe else batch.CodecState(device)
+    nxt.advance(b)
+    return bytes(data), bytes(nxt.to_bytes())
+
+
+def seal(root_key: bytes, device: str, epoch: int, counter: int, payload: bytes,
+         boot: int = 1) -> bytes:
+    """Seal a payload with the agent's envelope at a given (boot, counter)."""
     sealer = envelope.Sealer(device, root_key, envelope.MemoryBootStore(boot - 1), epoch)
     sealer.counter = counter
-    return bytes(sealer.seal(plaintext))
+    return bytes(sealer.seal(payload))

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from hes_lite import HesError
 
 Value = int | float
+# None: the meter answered the row without this register (kept, so exports
+# give back exactly what the concentrator sent)
+Cell = int | float | None
 # One meter's readings at one instant, columnar: (meter id, ts, OBIS codes,
 # values) with codes[i] naming values[i]. Decoders hand these over as they
 # come out of a columnar batch, and the store turns them into readings keyed
 # (meter, OBIS, ts) without a Python step per value.
-MeterRow = tuple[str, int, tuple[str, ...], Sequence[Value]]
+MeterRow = tuple[str, int, tuple[str, ...], Sequence[Cell]]
 # (meter id, ts, event code, name)
 Event = tuple[str, int, int, str]
 
@@ -154,13 +157,14 @@ class Store:
         raise NotImplementedError
 
     def readings(self, meter: str, start: int | None = None,
-                 end: int | None = None) -> Iterator[tuple[str, int, Value, str]]:
+                 end: int | None = None) -> Iterator[tuple[str, int, Cell, str]]:
         """(obis, ts, value, unit) ordered by ts then OBIS."""
         raise NotImplementedError
 
     def rows(self, meter: str | None = None, start: int | None = None,
-             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Value]]]:
-        """Streamed (meter, ts, {obis: value}), by meter then ts; never all in memory."""
+             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Cell]]]:
+        """Streamed (meter, ts, {obis: value}), by meter then ts, OBIS keys in
+        string order (as the batch codec's canonical rows); never all in memory."""
         raise NotImplementedError
 
     def units(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from itertools import groupby, repeat
 from operator import itemgetter
 
 from hes_lite.store import (
+    Cell,
     ConcentratorInfo,
     DecodedBatch,
     Event,
@@ -25,7 +26,6 @@ from hes_lite.store import (
     RawBatch,
     Store,
     StoreError,
-    Value,
 )
 from hes_lite.store.migrations import LATEST, MIGRATIONS
 
@@ -260,7 +260,7 @@ class SqliteStore(Store):
     def _apply(self, decoded: Sequence[DecodedBatch]) -> None:
         c = self._conn
         meter_ids = self._meter_ids
-        rows: list[tuple[int, int, int, Value]] = []
+        rows: list[tuple[int, int, int, Cell]] = []
         events: list[tuple[int, int, int, str]] = []
         marks: list[tuple[int, int]] = []
         states: list[tuple[int, int, bytes]] = []
@@ -329,26 +329,34 @@ class SqliteStore(Store):
     def units(self) -> dict[str, str]:
         with self._lock:
             return {r[0]: r[1] for r in self._conn.execute(
-                "SELECT obis, unit FROM obis_codes ORDER BY id")}
+                "SELECT obis, unit FROM obis_codes ORDER BY obis")}
 
     def readings(self, meter: str, start: int | None = None,
-                 end: int | None = None) -> Iterator[tuple[str, int, Value, str]]:
+                 end: int | None = None) -> Iterator[tuple[str, int, Cell, str]]:
         for _name, cur, codes in self._per_meter(meter, start, end):
             for ts, oid, value in cur:
                 obis, unit = codes[oid]
                 yield obis, ts, value, unit
 
     def rows(self, meter: str | None = None, start: int | None = None,
-             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Value]]]:
+             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Cell]]]:
         obis: dict[int, str] = {}
+        rank: dict[int, int] = {}
+        in_order = True
         for name, cur, codes in self._per_meter(meter, start, end):
             if len(obis) != len(codes):
                 obis = {oid: code for oid, (code, _) in codes.items()}
+                rank = {oid: i for i, oid in enumerate(sorted(obis, key=obis.__getitem__))}
+                in_order = sorted(obis) == sorted(obis, key=obis.__getitem__)
             for ts, group in groupby(cur, key=itemgetter(0)):
-                yield name, ts, {obis[oid]: value for _, oid, value in group}
+                if in_order:  # ids were handed out in OBIS order: the usual case
+                    yield name, ts, {obis[oid]: value for _, oid, value in group}
+                else:
+                    cells = sorted(group, key=lambda g: rank[g[1]])
+                    yield name, ts, {obis[oid]: value for _, oid, value in cells}
 
     def _per_meter(self, meter: str | None, start: int | None, end: int | None
-                   ) -> Iterator[tuple[str, Iterator[tuple[int, int, Value]],
+                   ) -> Iterator[tuple[str, Iterator[tuple[int, int, Cell]],
                                        dict[int, tuple[str, str]]]]:
         """Per meter (name order) a cursor over (ts, OBIS id, value) by ts, on a
         connection of its own so a long export neither holds the write lock
