@@ -22,6 +22,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -30,12 +32,13 @@ BITS_PER_BYTE = 10          # 8N1: start + 8 data + stop
 
 
 @contextlib.contextmanager
-def simulator(protocol: str, meters: int, baud: int, latency_ms: float):
+def simulator(protocol: str, meters: int, baud: int, latency_ms: float) -> Iterator[str]:
     cmd = [sys.executable, "-m", "hil.cli", "simulate", "--port", "pty", "--meters",
            str(meters), "--protocol", protocol, "--baud", str(baud),
            "--latency-ms", str(latency_ms)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None
         path = proc.stdout.readline().strip()
         proc.stdout.readline()                  # the meters line
         yield path
@@ -45,7 +48,7 @@ def simulator(protocol: str, meters: int, baud: int, latency_ms: float):
 
 
 def figures(name: str, meters: int, round_trips: int, nbytes: int, wall: float, baud: int,
-            latency_ms: float, errors: int) -> dict:
+            latency_ms: float, errors: int) -> dict[str, Any]:
     bound = nbytes * BITS_PER_BYTE / baud + round_trips * latency_ms / 1000.0
     return {"read": name, "meters": meters, "errors": errors,
             "round_trips_per_meter": round(round_trips / meters, 2),
@@ -56,7 +59,8 @@ def figures(name: str, meters: int, round_trips: int, nbytes: int, wall: float, 
 def _modbus_pass(path: str, units: list[int], baud: int, naive: bool) -> tuple[int, int, int,
                                                                              float]:
     from drivers import DriverError
-    from drivers.modbus.client import open_client, release_bus, shared_bus
+    from drivers.modbus.client import open_client
+    from drivers.modbus.transport import release_bus, shared_bus
 
     hold = shared_bus(path, baud)              # one open port for the whole cycle
     tx0, rx0 = hold.bytes_tx, hold.bytes_rx
@@ -83,7 +87,7 @@ def _modbus_pass(path: str, units: list[int], baud: int, naive: bool) -> tuple[i
 
 
 def modbus_cycle(meters: int = 64, baud: int = 9600, latency_ms: float = 0.0,
-                 naive_meters: int = 8) -> dict:
+                 naive_meters: int = 8) -> dict[str, Any]:
     with simulator("modbus", meters, baud, latency_ms) as path:
         trips, nbytes, errors, wall = _modbus_pass(path, list(range(1, meters + 1)), baud,
                                                    naive=False)

@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
+from agent.clock import SystemClock
 from hil import HilError
 from hil.bus import Bus, FaultSpec
 from hil.model import MeterModel
@@ -34,15 +36,16 @@ SIMULATORS = {  # protocol: (module, class)
 def simulator_class(protocol: str) -> type:
     module, name = SIMULATORS[protocol]
     try:
-        return getattr(importlib.import_module(module), name)
+        cls: type = getattr(importlib.import_module(module), name)
+        return cls
     except (ImportError, AttributeError) as e:
         raise HilError("no %s simulator: %s.%s is not available (%s)"
                        % (protocol, module, name, e)) from e
 
 
-def make_clock(spec: str | None = None, speed: float | None = None):
+def make_clock(spec: str | None = None, speed: float | None = None) -> SystemClock:
     """-> a clock object with ``now()``: shared spec, accelerated, or wall."""
-    from agent.clock import ScaledClock, SystemClock
+    from agent.clock import ScaledClock
 
     if spec:
         return ScaledClock.from_spec(spec)
@@ -51,8 +54,8 @@ def make_clock(spec: str | None = None, speed: float | None = None):
     return SystemClock()
 
 
-def build_meters(count: int, protocol: str, seed: int, clock, profile: str = "generic",
-                 first: int = 1) -> list:
+def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
+                 profile: str = "generic", first: int = 1) -> list[Any]:
     """``count`` meters with addresses first..first+count-1; ``mix`` cycles the
     protocols (address 1 DLMS, 2 IEC, 3 Modbus, ...)."""
     meters = []
@@ -73,7 +76,7 @@ def protocol_of(address: int, protocol: str) -> str:
     return PROTOCOLS[(address - 1) % 3] if protocol == "mix" else protocol
 
 
-def describe(meters: list, protocol: str, seed: int) -> list[dict]:
+def describe(meters: list[Any], protocol: str, seed: int) -> list[dict[str, str]]:
     return [{"address": str(m.address), "protocol": protocol_of(int(m.address), protocol),
              "serial": MeterModel(int(m.address), seed).serial} for m in meters]
 

@@ -18,6 +18,7 @@ Must not know: the port or the timing (``hil.bus.Bus`` paces replies).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from drivers.modbus import rtu
 from drivers.modbus.profile import HOLDING, INPUT, Profile, load
@@ -29,7 +30,8 @@ ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
 
 
 class ModbusMeter:
-    def __init__(self, model: MeterModel, address: str | int, clock, profile: str = "generic",
+    def __init__(self, model: MeterModel, address: str | int, clock: Callable[[], float],
+                 profile: str | Profile = "generic",
                  **options: object) -> None:
         self.model = model
         self.address = str(int(address))

@@ -14,6 +14,8 @@ import argparse
 import importlib
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
 
 from drivers import DriverError, MeterTimeout
 from hil import HilError
@@ -29,7 +31,7 @@ class Skip(Exception):
 
 
 class Rig:
-    def __init__(self, sim_port, agent_url: str, baud: int, seed: int) -> None:
+    def __init__(self, sim_port: Any, agent_url: str, baud: int, seed: int) -> None:
         self.sim_port = sim_port
         self.agent_url = agent_url
         self.baud = baud
@@ -38,12 +40,12 @@ class Rig:
     def clock(self) -> float:
         return float(T0)            # time stands still: values are comparable exactly
 
-    def serve(self, meters: list, faults: str = "") -> Bus:
+    def serve(self, meters: list[Any], faults: str = "") -> Bus:
         return Bus(self.sim_port, meters, baud=self.baud,
                    faults=FaultSpec.parse(faults, self.seed)).start()
 
 
-def expected_modbus(model: MeterModel, profile) -> dict:
+def expected_modbus(model: MeterModel, profile: Any) -> dict[str, int | float]:
     vals = model.registers(T0)
     out = {}
     for reg in profile.registers:
@@ -54,14 +56,15 @@ def expected_modbus(model: MeterModel, profile) -> dict:
     return out
 
 
-def _modbus_meters(rig: Rig, profiles: dict[int, str]) -> list:
+def _modbus_meters(rig: Rig, profiles: dict[int, str]) -> list[Any]:
     from hil.modbus_meter import ModbusMeter
 
     return [ModbusMeter(MeterModel(a, rig.seed), a, rig.clock, p) for a, p in profiles.items()]
 
 
-def _read_modbus(rig: Rig, unit: int, profile: str, timeout: float = 0.5, retries: int = 2):
-    from drivers.modbus import open_client
+def _read_modbus(rig: Rig, unit: int, profile: str, timeout: float = 0.5,
+                 retries: int = 2) -> tuple[dict[str, Any], str, Any]:
+    from drivers.modbus.client import open_client
 
     c = open_client(rig.agent_url, unit, rig.baud, profile=profile, timeout=timeout,
                     retries=retries)
@@ -72,7 +75,7 @@ def _read_modbus(rig: Rig, unit: int, profile: str, timeout: float = 0.5, retrie
 
 
 def modbus_read(rig: Rig) -> str:
-    from drivers.modbus import scan
+    from drivers.modbus.client import scan
 
     profiles = {a: "generic" for a in range(1, 7)}
     profiles.update({7: "eastron-sdm630", 8: "eastron-sdm120"})
@@ -115,7 +118,7 @@ def modbus_faults(rig: Rig) -> str:
     return "7 live meters read through crc=0.05; dead unit 4 a bounded MeterTimeout"
 
 
-def _generic_read(protocol: str, sim: tuple[str, str], pkg: str):
+def _generic_read(protocol: str, sim: tuple[str, str], pkg: str) -> Callable[[Rig], str]:
     def scenario(rig: Rig) -> str:
         try:
             cls = getattr(importlib.import_module(sim[0]), sim[1])
@@ -150,7 +153,7 @@ SCENARIOS = {
 }
 
 
-def run(rig: Rig, names: list[str]) -> list[dict]:
+def run(rig: Rig, names: list[str]) -> list[dict[str, Any]]:
     results = []
     for name in names:
         t = time.monotonic()
@@ -165,7 +168,7 @@ def run(rig: Rig, names: list[str]) -> list[dict]:
     return results
 
 
-def junit(results: list[dict], path: str) -> None:
+def junit(results: list[dict[str, Any]], path: str) -> None:
     suite = ET.Element("testsuite", name="wum-hil rig", tests=str(len(results)),
                        failures=str(sum(r["status"] == "fail" for r in results)),
                        skipped=str(sum(r["status"] == "skip" for r in results)),

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError
 from drivers.meter import MeterClient, MeterIdentity, ProfileRow, RegisterValue
 from drivers.modbus import rtu
-from drivers.modbus.profile import INPUT, Block, Profile, ProfileError, load
+from drivers.modbus.profile import INPUT, Block, Profile, ProfileError, Register, load
 from drivers.modbus.transport import (  # noqa: F401  (re-exported for callers)
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -90,7 +90,7 @@ class ModbusClient(MeterClient):
                        lambda: pm.write_registers(addr, words, device_id=self.unit),
                        (rtu.WRITE_MULTIPLE, 8))
 
-    def _read(self, registers: list) -> dict[str, int | float]:
+    def _read(self, registers: list[Register]) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
         for block in self.profile.plan(registers):
             words = self.read_block(block)
@@ -201,7 +201,7 @@ def scan(url: str, baud: int | None = None, addresses: object = None, timeout: f
          **options: object) -> list[MeterIdentity]:
     """Ask every unit of ``addresses`` (default 1..247) for its identity
     register; a unit that answers, even with an exception, is present."""
-    found = []
+    found: list[MeterIdentity] = []
     units = [int(a) for a in (addresses or range(1, 248))]  # type: ignore[attr-defined]
     hold = shared_bus(url, baud, options.get("link"))   # one open port for the whole scan
     try:
@@ -212,7 +212,7 @@ def scan(url: str, baud: int | None = None, addresses: object = None, timeout: f
 
 
 def _scan_units(url: str, baud: int | None, units: list[int], timeout: float,
-                found: list[MeterIdentity], options: dict) -> None:
+                found: list[MeterIdentity], options: dict[str, object]) -> None:
     """Silence means nobody is there (no retry: a full scan stays short); a
     garbled answer means somebody is, so ask again before giving up on its id."""
     for unit in units:

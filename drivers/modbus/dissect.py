@@ -6,12 +6,14 @@ garbage) into frames with their fields named. Must not know ports or profiles.
 
 from __future__ import annotations
 
+from typing import Any
+
 from drivers.modbus import rtu
 
 
-def describe(frame: rtu.Frame) -> dict:
+def describe(frame: rtu.Frame) -> dict[str, Any]:
     fc = frame.function
-    out: dict = {"layer": "modbus-rtu", "direction": frame.role, "address": frame.address,
+    out: dict[str, Any] = {"layer": "modbus-rtu", "direction": frame.role, "address": frame.address,
                  "function": fc, "function_name": rtu.FUNCTIONS.get(fc & 0x7F, "unknown"),
                  "crc": "ok", "hex": frame.to_bytes().hex()}
     if frame.is_exception:
@@ -39,16 +41,17 @@ def describe(frame: rtu.Frame) -> dict:
     return out
 
 
-def _frames(data: bytes, role: str) -> tuple[list[dict], rtu.Framer]:
+def _frames(data: bytes, role: str) -> tuple[list[dict[str, Any]], rtu.Framer]:
     framer = rtu.Framer(role)
     framer.receive_data(data)
     return [describe(f) for f in framer.frames()], framer
 
 
-def dissect(data: bytes, direction: str = "auto", **_keys: object) -> dict:
-    """Every frame found in ``data``; ``direction`` request|response|auto (the
-    reading that explains more of the bytes wins)."""
+def dissect(data: bytes, **keys: object) -> dict[str, Any]:
+    """Every frame found in ``data``; ``direction=`` request|response|auto (the
+    reading that explains more of the bytes wins); other keys are ignored."""
     data = bytes(data)
+    direction = keys.get("direction", "auto")
     roles = [direction] if direction in (rtu.REQUEST, rtu.RESPONSE) else [
         rtu.RESPONSE, rtu.REQUEST]
     best = None
@@ -59,7 +62,7 @@ def dissect(data: bytes, direction: str = "auto", **_keys: object) -> dict:
             best = (used, frames, framer)
     assert best is not None
     used, frames, framer = best
-    out: dict = {"protocol": "modbus-rtu", "length": len(data), "frames": frames,
+    out: dict[str, Any] = {"protocol": "modbus-rtu", "length": len(data), "frames": frames,
                  "unparsed": len(data) - used}
     if not frames:
         out["error"] = ("bad CRC" if framer.crc_errors else "no Modbus RTU frame found")

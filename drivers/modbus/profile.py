@@ -32,6 +32,7 @@ import json
 import math
 import os
 import struct
+from typing import Any
 
 from drivers import LocalProtocolError
 from drivers.meter import scaled
@@ -89,7 +90,8 @@ class Register:
             mantissa = round(raw * 10 ** self.decimals)
         else:
             mantissa = raw
-        return scaled(mantissa, self.exponent)
+        value: int | float = scaled(mantissa, self.exponent)
+        return value
 
     def encode(self, value: int | float) -> list[int]:
         """Value in ``unit`` -> register words (what the meter holds: the value
@@ -132,7 +134,7 @@ class Profile:
     """A device profile: name (``vendor-model``), register map, identity and
     control registers, request limits and quirks."""
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict[str, Any]) -> None:
         try:
             self.name = data["name"]
             self.vendor = data.get("vendor", "")
@@ -171,7 +173,7 @@ class Profile:
         for lo, hi in self.spaces.get(table, []):
             if lo <= start and end <= hi + 1:
                 return True
-        covered = set()
+        covered: set[int] = set()
         for r in self.registers + ([self.identity] if self.identity else []):
             if r.table == table:
                 covered.update(range(r.address, r.end))

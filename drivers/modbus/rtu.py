@@ -56,7 +56,7 @@ class RtuError(RemoteProtocolError):
     """A byte string that is not a valid RTU frame (fields: reason, raw)."""
 
 
-def _crc_table():
+def _crc_table() -> "list[int]":
     table = []
     for byte in range(256):
         crc = byte
@@ -69,7 +69,7 @@ def _crc_table():
 _TABLE = _crc_table()
 
 
-def crc16(data):
+def crc16(data: bytes) -> int:
     """CRC-16/Modbus (poly 0xA001 reflected, init 0xFFFF) as an int; it is
     sent low byte first."""
     crc = 0xFFFF
@@ -78,12 +78,12 @@ def crc16(data):
     return crc
 
 
-def with_crc(body):
+def with_crc(body: bytes) -> bytes:
     """``address + function + data`` -> the frame with its CRC appended."""
     return bytes(body) + crc16(body).to_bytes(2, "little")
 
 
-def frame_length(buf, role, i=0):
+def frame_length(buf: bytes, role: str, i: int = 0) -> int:
     """Length of the frame starting at ``buf[i]``: an int, 0 if more bytes are
     needed to tell, or -1 if ``buf[i:]`` cannot start a frame of this ``role``.
     Application Protocol §6 PDU sizes plus address and CRC."""
@@ -125,14 +125,15 @@ class Frame:
 
     __slots__ = ("address", "function", "data", "role")
 
-    def __init__(self, address, function, data=b"", role=RESPONSE):
+    def __init__(self, address: int, function: int, data: bytes = b"",
+                 role: str = RESPONSE) -> None:
         self.address = address
         self.function = function
         self.data = bytes(data)
         self.role = role
 
     @classmethod
-    def from_bytes(cls, raw, role=RESPONSE):
+    def from_bytes(cls, raw: bytes, role: str = RESPONSE) -> "Frame":
         """Exactly one whole frame, CRC checked; RtuError otherwise."""
         raw = bytes(raw)
         n = frame_length(raw, role)
@@ -147,18 +148,18 @@ class Frame:
             raise RtuError("bad CRC", reason="crc", raw=raw.hex())
         return cls(raw[0], raw[1], raw[2:-2], role)
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         return with_crc(bytes([self.address, self.function]) + self.data)
 
     @property
-    def is_exception(self):
+    def is_exception(self) -> bool:
         return self.role == RESPONSE and bool(self.function & 0x80)
 
     @property
-    def exception_code(self):
+    def exception_code(self) -> "int | None":
         return self.data[0] if self.is_exception and self.data else None
 
-    def registers(self):
+    def registers(self) -> "list[int]":
         """Register words of a read response (0x03/0x04)."""
         if self.role != RESPONSE or self.function not in (READ_HOLDING, READ_INPUT):
             raise RtuError("not a register read response", reason="function",
@@ -166,7 +167,7 @@ class Frame:
         body = self.data[1:]
         return list(struct.unpack(">%dH" % (len(body) // 2), body))
 
-    def request_fields(self):
+    def request_fields(self) -> "tuple[int, int, list[int]]":
         """(start, count or value, words) of a register request."""
         if self.role != REQUEST or len(self.data) < 4:
             raise RtuError("not a register request", reason="function",
@@ -178,40 +179,40 @@ class Frame:
             words = list(struct.unpack(">%dH" % (len(body) // 2), body))
         return start, second, words
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (isinstance(other, Frame) and self.address == other.address
                 and self.function == other.function and self.data == other.data)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Frame(%s %d fc=0x%02x %s)" % (self.role, self.address, self.function,
                                               self.data.hex())
 
 
 # -- builders (Application Protocol §6.3, §6.4, §6.6, §6.12, §7) ---------------
-def read_request(address, function, start, count):
+def read_request(address: int, function: int, start: int, count: int) -> Frame:
     return Frame(address, function, struct.pack(">HH", start, count), REQUEST)
 
 
-def write_single_request(address, register, value):
+def write_single_request(address: int, register: int, value: int) -> Frame:
     return Frame(address, WRITE_SINGLE, struct.pack(">HH", register, value), REQUEST)
 
 
-def write_multiple_request(address, start, words):
+def write_multiple_request(address: int, start: int, words: "list[int]") -> Frame:
     data = struct.pack(">HHB", start, len(words), 2 * len(words))
     data += struct.pack(">%dH" % len(words), *words)
     return Frame(address, WRITE_MULTIPLE, data, REQUEST)
 
 
-def read_response(address, function, words):
+def read_response(address: int, function: int, words: "list[int]") -> Frame:
     data = bytes([2 * len(words)]) + struct.pack(">%dH" % len(words), *words)
     return Frame(address, function, data, RESPONSE)
 
 
-def write_response(address, function, start, second):
+def write_response(address: int, function: int, start: int, second: int) -> Frame:
     return Frame(address, function, struct.pack(">HH", start, second), RESPONSE)
 
 
-def exception_response(address, function, code):
+def exception_response(address: int, function: int, code: int) -> Frame:
     return Frame(address, (function | 0x80) & 0xFF, bytes([code]), RESPONSE)
 
 
@@ -222,33 +223,33 @@ class Framer:
     ``crc_errors`` complete candidates whose CRC failed; ``last_error`` is the
     latest RtuError seen (kept for the flight recorder, never raised)."""
 
-    def __init__(self, role=RESPONSE):
+    def __init__(self, role: str = RESPONSE) -> None:
         self.role = role
         self.buf = b""
         self.skipped = 0
         self.crc_errors = 0
-        self.last_error = None
+        self.last_error: "RtuError | None" = None
 
-    def receive_data(self, data):
+    def receive_data(self, data: bytes) -> None:
         self.buf += bytes(data)
         if len(self.buf) > MAX_BUFFER:
             drop = len(self.buf) - MAX_BUFFER
             self.buf = self.buf[drop:]
             self.skipped += drop
 
-    def reset(self):
+    def reset(self) -> None:
         """Line idle (3.5 character times): a half-received frame is noise."""
         self.skipped += len(self.buf)
         self.buf = b""
 
-    def next_frame(self):
+    def next_frame(self) -> "Frame | None":
         frame, used = consume(self.buf, self.role, self)
         if used:
             self.buf = self.buf[used:]
         return frame
 
-    def frames(self):
-        out = []
+    def frames(self) -> "list[Frame]":
+        out = []  # type: list[Frame]
         while True:
             f = self.next_frame()
             if f is None:
@@ -256,7 +257,8 @@ class Framer:
             out.append(f)
 
 
-def consume(buf, role, stats=None):
+def consume(buf: bytes, role: str,
+            stats: "Framer | None" = None) -> "tuple[Frame | None, int]":
     """-> (frame or None, bytes used). Hunts for the earliest complete frame
     with a good CRC; drops only the prefix that can no longer start one."""
     drop = -1            # last offset known not to start a frame

@@ -51,7 +51,7 @@ class _RecordingClient(ModbusSerialClient):
         if handle is not None:
             self.socket = handle
 
-    def send(self, request: bytes, addr: tuple | None = None) -> int:
+    def send(self, request: bytes, addr: tuple[str, int] | None = None) -> int:
         self.recorder.record("tx", request, time.monotonic())
         self.bytes_tx += len(request)
         return super().send(request, addr)
