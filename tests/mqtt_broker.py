@@ -26,7 +26,7 @@ import time
 
 CONFIG = """\
 listener {port} 127.0.0.1
-allow_anonymous true
+allow_anonymous {anonymous}
 persistence false
 log_dest file {log}
 log_type error
@@ -56,12 +56,15 @@ class BrokerError(RuntimeError):
 
 
 class MosquittoBroker:
-    """``tls=(certfile, keyfile)`` makes the listener TLS-only (``mqtts``)."""
+    """``tls=(certfile, keyfile)`` makes the listener TLS-only (``mqtts``);
+    ``users={name: password}`` turns anonymous access off."""
 
-    def __init__(self, port: int | None = None, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: tuple[str, str] | None = None,
+                 users: dict[str, str] | None = None) -> None:
         self.binary = mosquitto_binary()
         self.port = port or free_port()
         self.tls = tls
+        self.users = users
         self.dir = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -76,9 +79,12 @@ class MosquittoBroker:
             self.dir = tempfile.mkdtemp(prefix="wum-mosquitto-")
         conf = os.path.join(self.dir, "mosquitto.conf")
         with open(conf, "w") as f:
-            f.write(CONFIG.format(port=self.port, log=os.path.join(self.dir, "mosquitto.log")))
+            f.write(CONFIG.format(port=self.port, log=os.path.join(self.dir, "mosquitto.log"),
+                                  anonymous="false" if self.users else "true"))
             if self.tls:
                 f.write("certfile %s\nkeyfile %s\n" % self._readable_tls())
+            if self.users:
+                f.write("password_file %s\n" % self._password_file())
         deadline = time.monotonic() + timeout
         while True:
             self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=subprocess.DEVNULL,
@@ -103,6 +109,18 @@ class MosquittoBroker:
             os.chmod(dst, 0o644)
             out.append(dst)
         return out[0], out[1]
+
+    def _password_file(self) -> str:
+        assert self.users is not None
+        os.chmod(self.dir, 0o755)
+        path = os.path.join(self.dir, "passwd")
+        open(path, "w").close()
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for name, password in self.users.items():
+            subprocess.run([tool, "-b", path, name, password], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.chmod(path, 0o644)
+        return path
 
     def _wait_ready(self, deadline: float) -> bool:
         assert self.proc is not None

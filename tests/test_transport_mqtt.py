@@ -421,3 +421,30 @@ def test_receiver_any_message_is_acked_refused_or_left(topic, payload, mode):
     else:
         assert parse_ack(doc, device, seq, "u").status == "accepted"
         assert hes.stored[(device, seq)] == payload
+
+
+def test_credentials_work_and_never_show_in_logs_or_errors(tmp_path, caplog):
+    import logging
+
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed")
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cret-Pa55"
+    hes = FakeIngest()
+    with MosquittoBroker(users={"hes": secret, "conc-p": secret}) as broker:
+        base = "mqtt://%s:%s@127.0.0.1:%d"
+        rx = MqttReceiver(base % ("hes", secret, broker.port), hes).start()
+        errors: list[str] = []
+        try:
+            with MqttTransport(base % ("conc-p", secret, broker.port)) as t:
+                assert t.send("conc-p", 1, b"x", timeout=5).status == "accepted"
+            with MqttTransport(base % ("conc-p", "wrong-" + secret, broker.port)) as t:
+                with pytest.raises(TransportError) as e:
+                    t.send("conc-p", 2, b"x", timeout=1.5)
+                assert e.value.reason == "unreachable"
+                errors += [str(e.value), repr(e.value.fields)]
+        finally:
+            rx.stop()
+    assert "***" in errors[0]
+    for text in errors + [r.getMessage() for r in caplog.records]:
+        assert secret not in text

@@ -128,8 +128,17 @@ def transport_for(url: str) -> Transport:
         from agent.transport.mqtt import MqttTransport as Mqtt  # needs paho-mqtt
 
         return Mqtt(url)
-    raise TransportError("no transport for %r (http, https, mqtt, mqtts)" % url, "protocol",
-                         url=url)
+    raise TransportError("no transport for %r (http, https, mqtt, mqtts)" % redact(url),
+                         "protocol", url=redact(url))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = "%s:***@%s" % (parts.username or "", parts.netloc.rpartition("@")[2])
+    return parts._replace(netloc=netloc).geturl()
 
 
 def mqtt_endpoint(url: str) -> dict[str, Any]:
@@ -139,17 +148,23 @@ def mqtt_endpoint(url: str) -> dict[str, Any]:
     random per process, so two agents can never evict each other."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise TransportError("not an mqtt(s) URL: %r" % url, "protocol", url=url)
+        raise TransportError("not an mqtt(s) URL: %r" % redact(url), "protocol", url=redact(url))
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        keepalive = int(query.get("keepalive", "30"))
+        port = parts.port
+    except ValueError:
+        raise TransportError("bad port or keepalive in %r" % redact(url), "protocol",
+                             url=redact(url)) from None
     return {
         "host": parts.hostname,
-        "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+        "port": port or (8883 if parts.scheme == "mqtts" else 1883),
         "tls": parts.scheme == "mqtts",
         "ca": query.get("ca"),          # mqtts://…?ca=/path/ca.pem: a private CA
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "client_id": query.get("client_id") or "wum-%d-%s" % (os.getpid(), os.urandom(4).hex()),
-        "keepalive": int(query.get("keepalive", "30")),
+        "keepalive": keepalive,
     }
 
 
@@ -162,4 +177,4 @@ except ImportError:  # pragma: no cover - an image without paho-mqtt has HTTP on
     pass
 
 __all__ = ["REASONS", "Ack", "HttpTransport", "MqttTransport", "Transport", "TransportError",
-           "mqtt_endpoint", "parse_ack", "transport_for"]
+           "mqtt_endpoint", "parse_ack", "redact", "transport_for"]

@@ -22,7 +22,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from agent.transport import Ack, Transport, TransportError, check_device, parse_ack
+from agent.transport import Ack, Transport, TransportError, check_device, parse_ack, redact
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,17 @@ class HttpTransport(Transport):
 
     def __init__(self, base_url: str, context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TransportError("not an http(s) URL: %r" % base_url, "protocol", url=base_url)
-        self.url = base_url
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise TransportError("not an http(s) URL: %r" % redact(base_url), "protocol",
+                                 url=redact(base_url))
+        self.url = redact(base_url)
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port
+        self.port = port
         self.prefix = parts.path.rstrip("/")
         self.context = context
         self._conn: http.client.HTTPConnection | None = None

@@ -43,6 +43,7 @@ from agent.transport import (
     check_device,
     mqtt_endpoint,
     parse_ack,
+    redact,
 )
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,9 @@ KEEP_ACKS = 4096      # late acks remembered
 
 class MqttTransport(Transport):
     def __init__(self, url: str, qos: int = 1) -> None:
-        self.url = url
-        self.qos = qos
         self.endpoint = mqtt_endpoint(url)
+        self.url = redact(url)          # what logs and errors show: no password
+        self.qos = qos
         self._cond = threading.Condition()
         self._start_lock = threading.Lock()
         self._client: mqtt.Client | None = None
