@@ -149,7 +149,7 @@ class BitReader:
         return (1 << z) | self.bits(z)
 
     def count(self, limit: int = 1 << 24) -> int:
-        n = self.gamma() - 1
+        n = self.gamma(bit_length(limit + 1)) - 1
         if n > limit:
             raise BatchError("bad_value", "count %d over limit %d" % (n, limit))
         return n

@@ -1,8 +1,15 @@
 """The batch codec: exact round trips, keyframes and deltas, state agreement,
 typed errors. Portable: runs under pytest and in MicroPython."""
 
-from agent.batch import BATCH_REASONS, Batch, BatchError, CodecState, decode_batch, \
-    encode_batch, peek_batch
+from agent.batch import (
+    BATCH_REASONS,
+    Batch,
+    BatchError,
+    CodecState,
+    decode_batch,
+    encode_batch,
+    peek_batch,
+)
 
 T0 = 1780272000 + 5 * 86400
 E = "1.0.1.8.0.255"

@@ -3,8 +3,16 @@ published vectors in tests/vectors/crypto/, on the portable code paths (the
 pure-Python AES everywhere, so MicroPython and CPython run the same code)."""
 
 from agent.aes import AES
-from agent.crypto import CryptoFailure, ccm_open, ccm_seal, equal, hkdf, hkdf_expand, \
-    hkdf_extract, hmac_sha256
+from agent.crypto import (
+    CryptoFailure,
+    ccm_open,
+    ccm_seal,
+    equal,
+    hkdf,
+    hkdf_expand,
+    hkdf_extract,
+    hmac_sha256,
+)
 
 
 def _vectors(name):

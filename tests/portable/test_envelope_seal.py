@@ -1,8 +1,17 @@
 """The envelope: seal/open, typed rejections, boot epochs, replay window.
 Portable: runs under pytest and in MicroPython (pure-Python AES there)."""
 
-from agent.envelope import REASONS, EnvelopeError, Keyring, MemoryBootStore, ReplayWindow, \
-    Sealer, derive_key, open_envelope, peek
+from agent.envelope import (
+    REASONS,
+    EnvelopeError,
+    Keyring,
+    MemoryBootStore,
+    ReplayWindow,
+    Sealer,
+    derive_key,
+    open_envelope,
+    peek,
+)
 
 ROOT = bytes(range(32))
 OTHER = bytes(range(1, 33))
@@ -41,7 +50,7 @@ def test_every_tampered_byte_is_rejected():
     for i in range(len(data)):
         bad = bytearray(data)
         bad[i] ^= 0x01
-        assert _reason(lambda: open_envelope(bytes(bad), ks)) in (
+        assert _reason(lambda: open_envelope(bytes(bad), ks)) in (  # noqa: B023
             "bad_tag", "bad_version", "bad_length", "truncated", "unknown_key")
 
 
@@ -68,7 +77,7 @@ def test_replay_and_out_of_order_within_window():
     for i in (0, 3, 1, 4, 2):
         assert open_envelope(msgs[i], ks, w).payload == bytes((i,))
     for m in msgs:
-        assert _reason(lambda: open_envelope(m, ks, w)) == "replay"
+        assert _reason(lambda: open_envelope(m, ks, w)) == "replay"  # noqa: B023
     e = None
     try:
         open_envelope(msgs[2], ks, w)
@@ -97,7 +106,7 @@ def test_window_drops_too_old_and_persists():
         w.check(5, c)
         w.accept(5, c)
     for c in (12, 1, 20):
-        assert _reason(lambda: w.check(5, c)) == "replay"
+        assert _reason(lambda: w.check(5, c)) == "replay"  # noqa: B023
     w.check(5, 13)
     w2 = ReplayWindow.from_bytes(w.to_bytes())
     assert (w2.size, w2.boot, w2.top, w2.bits) == (w.size, w.boot, w.top, w.bits)

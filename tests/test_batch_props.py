@@ -1,0 +1,108 @@
+"""Property tests of the batch codec (CPython, Hypothesis): random batches
+round-trip exactly as keyframes and as delta chains with both ends' states
+agreeing; any bytes decode to a Batch or a BatchError; flipped bits in a
+valid batch never produce another exception."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.batch import BATCH_REASONS, Batch, BatchError, CodecState, decode_batch, encode_batch
+from drivers.meter import scaled
+
+T0 = 1780272000
+OBIS = ["1.0.1.8.0.255", "1.0.1.8.1.255", "1.0.1.8.2.255", "1.0.1.7.0.255", "1.0.21.7.0.255",
+        "1.0.41.7.0.255", "1.0.61.7.0.255", "1.0.31.7.0.255", "1.0.32.7.0.255",
+        "1.0.14.7.0.255", "0.0.96.3.10.255", "vendor:temp"]
+METERS = ["m%d" % i for i in range(6)] + ["ünïcode-meter", "x" * 40]
+
+decimal = st.builds(scaled, st.integers(-10 ** 12, 10 ** 12), st.integers(-9, 3))
+value = st.one_of(st.none(), st.integers(-2 ** 64, 2 ** 64), decimal,
+                  st.floats(allow_nan=False), st.integers(0, 10 ** 9))
+
+
+@st.composite
+def batches(draw, seq=1, created=None):
+    created = draw(st.integers(T0, T0 + 10 ** 7)) if created is None else created
+    meters = draw(st.lists(st.sampled_from(METERS), unique=True, max_size=5))
+    rows = []
+    for m in meters:
+        regs = draw(st.lists(st.sampled_from(OBIS), unique=True, max_size=8))
+        for h in range(draw(st.integers(0, 3))):
+            ts = created - created % 3600 + 3600 * h + draw(st.sampled_from([0, 0, 0, 7, -3600]))
+            rows.append((m, ts, {o: draw(value) for o in regs}))
+    events = [(m, created + draw(st.integers(-7200, 7200)), draw(st.integers(0, 300)))
+              for m in draw(st.lists(st.sampled_from(METERS), max_size=3))]
+    statuses = [(m, draw(st.sampled_from(["ok", "timeout", "partial"])),
+                 draw(st.one_of(st.none(), st.text(max_size=20))))
+                for m in draw(st.lists(st.sampled_from(METERS), max_size=4))]
+    return Batch("dc-%d" % draw(st.integers(0, 9)), seq, created, rows, events, statuses)
+
+
+def same_values(a: Batch, b: Batch) -> None:
+    assert a == b
+    for (_, _, va), (_, _, vb) in zip(a.canonical()[0], b.canonical()[0], strict=True):
+        for k in va:
+            x, y = va[k], vb[k]
+            assert type(x) is type(y), (k, x, y)
+            if isinstance(x, float):
+                assert struct.pack(">d", x) == struct.pack(">d", y) or (math.isnan(x) and
+                                                                       math.isnan(y))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_keyframe_round_trip(b: Batch) -> None:
+    d = decode_batch(encode_batch(b, None), None)
+    same_values(d, b)
+    assert d.keyframe
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_delta_chain_round_trip(data: st.DataObject) -> None:
+    agent, hes = CodecState(), CodecState()
+    created = T0 + 3600 * 1000
+    for seq in range(data.draw(st.integers(2, 5))):
+        b = data.draw(batches(seq=seq, created=created + 3600 * seq))
+        b.device = "dc-1"
+        base = agent if seq else None
+        d = decode_batch(encode_batch(b, base), hes if seq else None)
+        same_values(d, b)
+        agent.advance(b)
+        hes.advance(d)
+        assert agent.to_bytes() == hes.to_bytes()
+        assert CodecState.from_bytes(hes.to_bytes()).digest() == agent.digest()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_batch_error(data: bytes) -> None:
+    for base in (None, CodecState()):
+        try:
+            decode_batch(data, base)
+        except BatchError as e:
+            assert e.reason in BATCH_REASONS
+    try:
+        CodecState.from_bytes(data)
+    except BatchError as e:
+        assert e.reason in BATCH_REASONS
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(), st.data())
+def test_corrupted_batches_decode_or_batch_error(b: Batch, data: st.DataObject) -> None:
+    good = bytearray(encode_batch(b, None))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(good) - 1))
+        good[i] ^= 1 << data.draw(st.integers(0, 7))
+    cut = data.draw(st.integers(0, len(good)))
+    for blob in (bytes(good), bytes(good[:cut])):
+        try:
+            decode_batch(blob, None)
+        except BatchError as e:
+            assert e.reason in BATCH_REASONS
