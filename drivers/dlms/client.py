@@ -43,6 +43,17 @@ class Send:
         self.data = data
 
 
+class Corrupt:
+    """Event: a frame failed its checks (kept in ``bad_frames``). The IO layer
+    waits for a quiet line, then calls ``timeout()`` to have it sent again:
+    answering at once would talk over the rest of the meter's burst."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        self.raw = raw
+
+
 class LinkUp:
     __slots__ = ("params",)
 
@@ -183,11 +194,8 @@ class Association:
                 return NEED_DATA
             if isinstance(ev, hdlc.FrameError):
                 self.bad_frames.append(ev.raw)
-                if self._tries < self.retries and self.state not in (IDLE,):
-                    self._tries += 1
-                    self.framer.reset()
-                    return Send(b"".join(self.conn.retransmit()))
-                continue
+                del self.bad_frames[:-32]
+                return Corrupt(ev.raw)
             self._on_frame(ev)
         return self._events.pop(0)
 

@@ -87,21 +87,27 @@ class DlmsClient(MeterClient):
         """Send, then read until the core yields an event that is not a Send."""
         self.link.send(data)
         self.round_trips += 1
-        deadline = time.monotonic() + self.timeout
+        wait = self.timeout
+        deadline = time.monotonic() + wait
         while True:
             ev = self.assoc.next_event()
             if ev is core.NEED_DATA:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    log.debug("meter %s: timeout, retransmitting", self.address)
+                    log.debug("meter %s: no (good) answer, retransmitting", self.address)
                     self.link.send(self.assoc.timeout())
                     self.round_trips += 1
-                    deadline = time.monotonic() + self.timeout
+                    wait = self.timeout
+                    deadline = time.monotonic() + wait
                     continue
                 chunk = self.link.recv(left)
                 if chunk:                   # the answer is arriving: a long one may take
                     self.assoc.receive_data(chunk)      # longer than ``timeout`` on the wire
-                    deadline = time.monotonic() + self.timeout
+                    deadline = time.monotonic() + wait
+                continue
+            if isinstance(ev, core.Corrupt):
+                wait = self._quiet()        # resend once the line has gone quiet
+                deadline = time.monotonic() + wait
                 continue
             if isinstance(ev, core.Send):
                 self.link.send(ev.data)
@@ -109,6 +115,10 @@ class DlmsClient(MeterClient):
                 deadline = time.monotonic() + self.timeout
                 continue
             return ev
+
+    def _quiet(self) -> float:
+        """How long the line must stay silent after a bad frame before we resend."""
+        return min(self.timeout, 0.03 + 20 * 10.0 / (self.link.baudrate or 9600))
 
     def _guard(self, fn: Any, *args: Any) -> Any:
         try:
