@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from drivers.modbus import rtu
 from drivers.modbus.profile import HOLDING, INPUT, Profile, load
@@ -125,13 +126,24 @@ class ModbusMeter:
                 self._put(out, reg.address, reg.encode(state.get(name, 0)))
         lp = p.load_profile
         if lp and table == lp["table"] and self.cursor:
-            row = self.model.profile_row(self.cursor)
-            words = [self.cursor >> 16, self.cursor & 0xFFFF]
-            for obis in lp["columns"]:
-                v = row[obis]
-                words += [(v >> s) & 0xFFFF for s in (48, 32, 16, 0)]
-            self._put(out, lp["address"], words)
+            self._put(out, lp["address"], self.profile_window(lp, now))
         return out
+
+    def profile_window(self, lp: dict[str, Any], now: float) -> list[int]:
+        """Rows from the cursor on: ts u32 then u64 columns; rows the meter
+        has not captured yet (after its clock) are zeros."""
+        words: list[int] = []
+        step = int(lp.get("interval", 3600))
+        for i in range(int(lp.get("rows", 1))):
+            ts = self.cursor + i * step
+            if ts > self.model.clock(now):
+                words += [0] * (2 + 4 * len(lp["columns"]))
+                continue
+            row = self.model.profile_row(ts)
+            words += [ts >> 16, ts & 0xFFFF]
+            for obis in lp["columns"]:
+                words += [(row[obis] >> s) & 0xFFFF for s in (48, 32, 16, 0)]
+        return words
 
     def read(self, table: str, start: int, count: int) -> list[int] | None:
         end = start + count

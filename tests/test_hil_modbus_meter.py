@@ -98,3 +98,14 @@ def test_any_bytes_never_raise(chunks):
         for reply, baud in m.feed(c, T):
             assert baud is None
             rtu.Frame.from_bytes(reply, rtu.RESPONSE)
+
+
+def test_load_profile_window_and_rows_not_yet_captured():
+    m = meter()
+    ts = T - 2 * HOUR
+    ask(m, rtu.write_multiple_request(3, 544, [ts >> 16, ts & 0xFFFF]))
+    w = ask(m, rtu.read_request(3, 4, 768, 6 * 18)).registers()
+    stamps = [w[i * 18] << 16 | w[i * 18 + 1] for i in range(6)]
+    have = T if m.model.clock(T) >= T else T - HOUR
+    assert stamps == [t if t <= have else 0 for t in range(ts, ts + 6 * HOUR, HOUR)]
+    assert all(x == 0 for x in w[5 * 18:])

@@ -85,15 +85,18 @@ def test_wum_read_load_profile_and_subset():
     with simulator() as (path, _):
         r = wum("read", "--port", path, "--protocol", "modbus", "--address", "5",
                 "--registers", "1.0.1.8.0.255,1.0.14.7.0.255", "--load-profile",
-                "--from", str(T0 - 3 * HOUR), "--to", str(T0), "--json")
+                "--from", str(T0 - 8 * HOUR), "--to", str(T0 + HOUR), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     model = MeterModel(5, 1)
     assert [(x["obis"], x["value"]) for x in doc["registers"]] == [
         ("1.0.1.8.0.255", model.registers(T0)["1.0.1.8.0.255"]),
         ("1.0.14.7.0.255", model.registers(T0)["1.0.14.7.0.255"])]
-    rows = [(ts, vals) for ts, vals in model.profile(T0 - 3 * HOUR, T0)]
-    assert len(doc["profile"]) == 4
+    # Rows up to the meter's own clock: T0 itself is there only if its clock is
+    # not behind; T0 + 1 h is never there yet. 8 rows span two cursor windows.
+    have = T0 if model.clock(T0) >= T0 else T0 - HOUR
+    rows = [(ts, vals) for ts, vals in model.profile(T0 - 8 * HOUR, have)]
+    assert len(doc["profile"]) == len(rows) >= 8
     for row, (ts, vals) in zip(doc["profile"], rows, strict=True):
         assert row["ts"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
         assert row["values"] == vals

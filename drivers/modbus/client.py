@@ -124,26 +124,40 @@ class ModbusClient(MeterClient):
         self.serial = self.profile.serial_format % int(raw)
 
     def read_load_profile(self, start: int, end: int) -> list[ProfileRow]:
+        """Rows with start <= ts <= end: point the profile cursor at the first
+        wanted row, read the window of rows behind it, move on."""
         lp = self.profile.load_profile
         cursor = self.profile.controls.get("profile_cursor")
         if not lp or cursor is None:
             return []
         step = int(lp.get("interval", 3600))
         cols = lp["columns"]
-        block = Block(lp["table"], lp["address"], 2 + 4 * len(cols), [])
-        rows = []
-        for ts in range(-(-int(start) // step) * step, int(end) + 1, step):
+        width = 2 + 4 * len(cols)
+        window = int(lp.get("rows", 1))
+        first = -(-int(start) // step) * step
+        rows: list[ProfileRow] = []
+        for ts in range(first, int(end) + 1, step * window):
+            n = min(window, (int(end) - ts) // step + 1)
             self.write(cursor, ts)
-            w = self.read_block(block)
-            if (w[0] << 16 | w[1]) != ts:
-                raise RemoteProtocolError("unit %d returned the row of %d for %d" % (
-                    self.unit, w[0] << 16 | w[1], ts), meter=str(self.unit))
-            vals = {}
-            for i, obis in enumerate(cols):
-                q = w[2 + 4 * i:6 + 4 * i]
-                vals[obis] = q[0] << 48 | q[1] << 32 | q[2] << 16 | q[3]
-            rows.append(ProfileRow(ts, vals))
+            words = self.read_block(Block(lp["table"], lp["address"], width * n, []))
+            for i in range(n):
+                row = self._profile_row(words[i * width:(i + 1) * width], cols, ts + i * step)
+                if row is not None:
+                    rows.append(row)
         return rows
+
+    def _profile_row(self, w: list[int], cols: list[str], want: int) -> ProfileRow | None:
+        ts = w[0] << 16 | w[1]
+        if ts == 0:
+            return None                 # not captured yet
+        if ts != want:
+            raise RemoteProtocolError("unit %d returned the row of %d for %d" % (
+                self.unit, ts, want), meter=str(self.unit), port=self.bus.url)
+        vals: dict[str, int | float] = {}
+        for i, obis in enumerate(cols):
+            q = w[2 + 4 * i:6 + 4 * i]
+            vals[obis] = q[0] << 48 | q[1] << 32 | q[2] << 16 | q[3]
+        return ProfileRow(ts, vals)
 
     def _control(self, name: str):  # type: ignore[no-untyped-def]
         reg = self.profile.controls.get(name)
