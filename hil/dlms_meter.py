@@ -65,7 +65,8 @@ class DlmsMeter:
                  ek: bytes | None = None, ak: bytes | None = None,
                  system_title: bytes | None = None, max_info: int = 2030, window: int = 7,
                  block_size: int | None = None, logical_device: int = 1, deviation: int = -60,
-                 max_pdu: int = 0x0800, compress_profile: bool = True) -> None:
+                 max_pdu: int = 0x0800, compress_profile: bool = True,
+                 dst: bool = False) -> None:
         self.model, self.address, self.clock = model, str(address), clock
         self.physical, self.logical = int(address), logical_device
         self.auth = auth
@@ -74,7 +75,7 @@ class DlmsMeter:
         self.system_title = system_title or (b"WUM" + ("%05d" % (self.physical % 100000)).encode())
         self.own = hdlc.LinkParameters(max_info, max_info, window, window)
         self.block_size, self.max_pdu = block_size, max_pdu
-        self.deviation, self.compress = deviation, compress_profile
+        self.deviation, self.compress, self.dst = deviation, compress_profile, dst
         self.framer = hdlc.Framer()
         self.conn: Connection | None = None
         self.requests = 0
@@ -301,9 +302,12 @@ class DlmsMeter:
         if attr == 1:
             return (OCTET_STRING, cosem.obis_bytes(obis))
         if class_id == cosem.CLOCK and obis == cosem.CLOCK_OBIS:
-            return {2: lambda: cosem.date_time_data(int(m.clock(now)), self.deviation),
-                    3: lambda: (LONG, -self.deviation), 4: lambda: (UNSIGNED, 0),
-                    8: lambda: (BOOLEAN, False)}.get(attr, lambda: NO_SUCH)()
+            meter_now = int(m.clock(now))
+            dev, status = self._local(meter_now)
+            return {2: lambda: cosem.date_time_data(meter_now, dev, status),
+                    3: lambda: (LONG, -self.deviation), 4: lambda: (UNSIGNED, status),
+                    7: lambda: (INTEGER, 60 if self.dst else 0),
+                    8: lambda: (BOOLEAN, self.dst)}.get(attr, lambda: NO_SUCH)()
         if class_id == cosem.DATA:
             table = {cosem.SERIAL_NUMBER: (OCTET_STRING, m.serial.encode()),
                      cosem.LOGICAL_DEVICE_NAME: (OCTET_STRING, ("WUM" + m.serial).encode()),
@@ -321,6 +325,13 @@ class DlmsMeter:
                 value = m.registers(now)[obis]
                 return (kind, int(round(value * 10 ** -scaler)))
         return NO_SUCH
+
+    def _local(self, ts: int) -> tuple[int, int]:
+        """(deviation, clock status) at ``ts``: EU summer time adds an hour and sets
+        the DST bit (last Sunday of March 01:00 UTC to last Sunday of October)."""
+        if self.dst and _eu_summer(ts):
+            return self.deviation - 60, 0x80
+        return self.deviation, 0
 
     def _columns(self, obis: str) -> list[cosem.CaptureObject]:
         if obis == cosem.LOAD_PROFILE:
@@ -353,7 +364,7 @@ class DlmsMeter:
             return DENIED
         if obis == cosem.EVENT_LOG:
             start, end = max(start, int(now) - 30 * DAY), min(end, int(now))
-            rows = [[cosem.date_time_data(t, self.deviation), (UNSIGNED, c)]
+            rows = [[cosem.date_time_data(t, *self._local(t)), (UNSIGNED, c)]
                     for t, c in self.model.events(start, end)]
             return (ARRAY, [(STRUCTURE, r) for r in rows])
         return (ARRAY, self._profile_rows(max(start, first), min(end, last)))
@@ -362,7 +373,7 @@ class DlmsMeter:
         rows, prev = [], None
         for ts, values in self.model.profile(start, end):
             clock = (NULL, None) if self.compress and prev == ts - HOUR else \
-                cosem.date_time_data(ts, self.deviation)
+                cosem.date_time_data(ts, *self._local(ts))
             cells = [clock] + [(DOUBLE_LONG_UNSIGNED, values[o]) for o in PROFILE]
             rows.append((STRUCTURE, cells + [(UNSIGNED, 0)]))
             prev = ts
@@ -387,3 +398,14 @@ class DlmsMeter:
             return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
         self.model.set_relay(d.attribute == cosem.REMOTE_RECONNECT, self._now())
         return xdlms.ActionResponse(0, invoke_id=msg.invoke_id)
+
+
+def _last_sunday(year: int, month: int) -> int:
+    """Epoch seconds of 01:00 UTC on the last Sunday of ``month``."""
+    day = DateTime(year, month, 31 if month in (3, 10) else 30)
+    return day.to_epoch() - ((day.dow % 7) * 86400) + 3600
+
+
+def _eu_summer(ts: int) -> bool:
+    year = DateTime.from_epoch(ts).year
+    return _last_sunday(year, 3) <= ts < _last_sunday(year, 10)

@@ -260,3 +260,25 @@ def test_suite0_round_trip_and_tamper(plain, sc, ek, ak, title, ic):
         except DriverError:
             return
         raise AssertionError("tampered content accepted")
+
+
+@FAST
+@given(st.integers(0, 65535), st.binary(min_size=6, max_size=6), st.integers(-128, 127),
+       st.integers(0, 65535))
+def test_capture_object_round_trip(class_id, ln, attr, index):
+    from drivers.dlms import cosem
+
+    c = cosem.CaptureObject(class_id, cosem.obis_text(ln), attr, index)
+    back = cosem.CaptureObject.from_data(axdr.decode(axdr.encode(c.to_data())))
+    assert back == c and back.data_index == index
+
+
+@FAST
+@given(st.integers(0, 4102444799), st.integers(0, 86400 * 90), st.integers(-720, 720))
+def test_range_access_round_trip(start, span, deviation):
+    from drivers.dlms import cosem
+
+    access = cosem.range_access(start, start + span, deviation)
+    selector, data = access
+    again = (selector, axdr.decode(axdr.encode(data)))
+    assert cosem.parse_range_access(again) == (start, start + span)

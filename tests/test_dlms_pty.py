@@ -258,3 +258,23 @@ def test_dedicated_key_session_uses_ded_ciphering():
             if isinstance(f, hdlc.Frame) and f.kind == hdlc.I and f.info[:2] == b"\xe6\xe6":
                 tags.add(f.info[3])
     assert 0xD0 in tags            # ded-get-request
+
+
+@pytest.mark.parametrize("true_ts", [T, ORIGIN + 200 * 86400 + 777])   # summer, winter
+def test_clock_with_daylight_saving_deviation(true_ts):
+    model = MeterModel(12, seed=7)
+    sim = DlmsMeter(model, 25, lambda: true_ts, dst=True)
+    want = model.clock(true_ts)         # before the clock is set below
+    with bus_of([sim]) as port:
+        c = dlms.open_client(port.agent_path, "25", baud=BAUD)
+        try:
+            clock = c.read_clock()
+            rows = c.read_load_profile(true_ts - 3 * HOUR, true_ts)
+            c.set_clock(true_ts + 60)
+            after = c.read_clock()
+        finally:
+            c.close()
+    assert abs(clock - want) <= 1
+    assert c.deviation == (-120 if true_ts == T else -60)
+    assert abs(after - (true_ts + 60)) <= 1
+    assert [(r.ts, r.values) for r in rows] == model.profile(true_ts - 3 * HOUR, true_ts)

@@ -8,7 +8,7 @@ how a session proceeds. ``user_information`` is kept as the raw xDLMS APDU
 (plain or glo-ciphered): ``security`` unwraps it.
 """
 
-from drivers import LocalProtocolError, RemoteProtocolError
+from drivers import RemoteProtocolError
 from drivers.dlms.axdr import decode_length, encode_length
 
 AARQ_TAG, AARE_TAG, RLRQ_TAG, RLRE_TAG = 0x60, 0x61, 0x62, 0x63
@@ -330,7 +330,3 @@ class InitiateResponse:
     def __eq__(self, other):
         return isinstance(other, InitiateResponse) and self.to_bytes() == other.to_bytes()
 
-
-def check_tag(data, allowed):
-    if not data or data[0] not in allowed:
-        raise LocalProtocolError("unexpected APDU tag")
