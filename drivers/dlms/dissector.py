@@ -60,6 +60,17 @@ def _plain(v):
     return {axdr.NAMES.get(tag, str(tag)): value}
 
 
+def _descriptor(d):
+    if not isinstance(d, xdlms.Descriptor):
+        return repr(d)
+    out = {"class_id": d.class_id, "obis": ".".join(str(b) for b in d.obis),
+           "attribute": d.attribute}
+    if d.access is not None:
+        out["access_selector"] = d.access[0]
+        out["access"] = _plain(d.access[1])
+    return out
+
+
 def apdu_dict(raw, context=None):
     d = {"hex": bytes(raw).hex()}
     try:
@@ -84,7 +95,9 @@ def apdu_dict(raw, context=None):
         if isinstance(v, bytes):
             v = v.hex()
         elif isinstance(v, list):
-            v = [_data(x) if isinstance(x, (tuple, int)) else repr(x) for x in v]
+            v = [_data(x) if isinstance(x, (tuple, int)) else _descriptor(x) for x in v]
+        elif isinstance(v, xdlms.Descriptor):
+            v = _descriptor(v)
         elif isinstance(v, tuple):
             v = _data(v)
         elif not isinstance(v, (int, str, bool, type(None))):

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from drivers import DriverError, MeterRefused, RemoteProtocolError
+from drivers import DriverError, LocalProtocolError, MeterRefused, RemoteProtocolError
 from drivers.dlms import client as core
 from drivers.dlms import cosem, security, xdlms
 from drivers.dlms.axdr import INTEGER, OCTET_STRING, VISIBLE_STRING
@@ -33,6 +33,15 @@ def _key(value: bytes | str | None) -> bytes | None:
     return bytes.fromhex(value)
 
 
+def _title(value: bytes | str) -> bytes:
+    """A system title: 8 bytes, or 16 hex digits, or 8 ASCII characters."""
+    if isinstance(value, str):
+        value = bytes.fromhex(value) if len(value) == 16 else value.encode("ascii")
+    if len(value) != 8:
+        raise LocalProtocolError("a system title is 8 bytes, got %d" % len(value))
+    return value
+
+
 def _text(data: Any) -> str:
     tag, value = data
     if isinstance(value, bytes):
@@ -46,10 +55,12 @@ class DlmsClient(MeterClient):
     def __init__(self, link: Link, address: str, client: int = 16, logical_device: int = 1,
                  auth: str = "none", password: bytes | str | None = None,
                  ek: bytes | str | None = None, ak: bytes | str | None = None,
-                 system_title: bytes = CLIENT_TITLE, timeout: float = 1.5, retries: int = 3,
+                 system_title: bytes | str = CLIENT_TITLE, timeout: float = 1.5,
+                 retries: int = 3,
                  registers: list[str] | None = None, own_link: bool = False,
                  max_info: int = 2030, window: int = 7, challenge: bytes | None = None,
-                 dedicated_key: bytes | str | None = None, **_ignored: Any) -> None:
+                 dedicated_key: bytes | str | None = None, clock: Any = None,
+                 **_ignored: Any) -> None:
         from drivers.dlms.hdlc import LinkParameters
 
         self.link, self.address, self.own_link = link, str(address), own_link
@@ -57,7 +68,7 @@ class DlmsClient(MeterClient):
         self.registers = list(registers or cosem.DEFAULT_REGISTERS)
         ctx = None
         if ek is not None:
-            ctx = security.SecurityContext(_key(ek), _key(ak) or b"", system_title)
+            ctx = security.SecurityContext(_key(ek), _key(ak) or b"", _title(system_title))
         if isinstance(password, str):
             password = password.encode()
         self.assoc = core.Association(client, logical_device, int(address), auth, password, ctx,
@@ -70,6 +81,7 @@ class DlmsClient(MeterClient):
         self.deviation = 0
         self.round_trips = 0
         self.identity: MeterIdentity | None = None
+        self.clock = clock or time.time           # only when the meter's clock is unreadable
 
     # -- session ----------------------------------------------------------------
     def open(self) -> DlmsClient:
@@ -186,7 +198,7 @@ class DlmsClient(MeterClient):
 
     def _clock_ts(self, data: Any) -> int:
         if isinstance(data, int):
-            return int(time.time())
+            return int(self.clock())
         dt = cosem.clock_time(data)
         if dt.deviation != 0x8000:
             self.deviation = dt.deviation
