@@ -34,6 +34,10 @@ from agent.batch_sections import (
     write_body,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
+    from typing import Any
+
 __all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", "decode_batch",
            "encode_batch", "peek_batch"]
 
@@ -56,7 +60,7 @@ class Batch:
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None
 
-    def canonical(self) -> "tuple[list, list, list]":
+    def canonical(self) -> "tuple[list[Any], list[Any], list[Any]]":
         """Rows by (meter, ts), events by (meter, ts, code), statuses by meter
         (stable): the order ``decode_batch`` returns."""
         return (sorted(self.readings, key=lambda r: (r[0], r[1])), sorted(self.events),
@@ -159,10 +163,10 @@ class CodecState:
         self.keyframe_ts = -1
         self.meters: "list[str]" = []
         self.obis: "list[str]" = []
-        self.cells: "dict[tuple[str, str], tuple]" = {}
+        self.cells: "dict[tuple[str, str], tuple[Any, ...]]" = {}
         self.last_ts: "dict[str, int]" = {}
-        self.schema: "dict[str, tuple]" = {}
-        self.status: "dict[str, tuple]" = {}
+        self.schema: "dict[str, tuple[Any, ...]]" = {}
+        self.status: "dict[str, tuple[Any, ...]]" = {}
         self._digest: "bytes | None" = None
 
     def __repr__(self) -> str:
@@ -247,7 +251,8 @@ def decode_batch(data: bytes, base: "CodecState | None") -> Batch:
     try:
         device = _text(r) if h.keyframe else base.device  # type: ignore[union-attr]
         st = CodecState(device) if h.keyframe else base
-        batch = read_body(r, Batch(device, h.seq, h.created), st)  # type: ignore[arg-type]
+        batch = Batch(device, h.seq, h.created)
+        read_body(r, batch, st)
     except BatchError:
         raise
     except (IndexError, ValueError, KeyError, UnicodeError, OverflowError, TypeError):

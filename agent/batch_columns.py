@@ -25,6 +25,10 @@ from agent.batch_bits import (
     write_column,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
+    from typing import Any
+
 T_INT = 0       # every value an int: mantissa = value
 T_DEC = 1       # every value a float equal to m / 10**k for one k in 0..15
 T_RAW = 2       # anything else: per value 1 bit type, then an int or a binary64
@@ -73,14 +77,16 @@ def mantissa(v: "int | float", k: int, t: int) -> "int | None":
     if t == T_INT:
         return v if isinstance(v, int) else None
     if isinstance(v, int):
+        # an int prediction in a decimal column
         return v * POW10[k] if -EXACT < v * POW10[k] < EXACT else None
     e = exponent(v)
     if e < 0 or e > k:
         return None
-    return round(v * POW10[e]) * POW10[k - e]
+    m: int = round(v * POW10[e]) * POW10[k - e]
+    return m
 
 
-def step(entry: "tuple | None", v: "int | float") -> tuple:
+def step(entry: "tuple[Any, ...] | None", v: "int | float") -> "tuple[Any, ...]":
     """The state entry after value ``v`` follows ``entry``."""
     if entry is None:
         return (v, None, 0)
@@ -96,14 +102,15 @@ def step(entry: "tuple | None", v: "int | float") -> tuple:
     return (v, b - a, k)
 
 
-def _prev_step(entry: tuple, k: int) -> int:
+def _prev_step(entry: "tuple[Any, ...]", k: int) -> int:
     dm, dk = entry[1], entry[2]
     if dm is None or dk > k:
         return 0
-    return dm * POW10[k - dk]
+    s: int = dm * POW10[k - dk]
+    return s
 
 
-def column_type(values: list) -> "tuple[int, int]":
+def column_type(values: "list[Any]") -> "tuple[int, int]":
     """-> (type, k) for the non-null values of a column."""
     if all(isinstance(v, int) for v in values):
         return T_INT, 0
@@ -142,11 +149,11 @@ def _read_raw(r: BitReader) -> "int | float":
 P_REL = 3           # a relation to other registers of the row (agent.batch_relations)
 
 
-def _modes(cells: list, entries: list, t: int, k: int, rel: "tuple | None") -> list:
+def _modes(cells: "list[Any]", entries: "list[Any]", t: int, k: int, rel: "tuple[Any, ...] | None") -> "list[Any]":
     """Per predictor mode, (fresh mantissas, residuals); a mode is None when
     it does not apply. The fresh/known split follows from state, nulls and the
     relation's availability alone, never from the cell's own value."""
-    out: list = [([], []), ([], []), ([], []), None]
+    out: "list[Any]" = [([], []), ([], []), ([], []), None]
     kind, preds = (rel[0], rel[1](t, k)) if rel is not None else ("", None)
     if preds is not None:
         out[3] = ([], [])
@@ -154,7 +161,7 @@ def _modes(cells: list, entries: list, t: int, k: int, rel: "tuple | None") -> l
         for ci, v in enumerate(vs):
             if v is None:
                 continue
-            m = mantissa(v, k, t)
+            m: "Any" = mantissa(v, k, t)     # never None: v decides the column's type
             a = mantissa(entry[0], k, t) if entry is not None else None
             if a is None:
                 for p in (0, 1, 2):
@@ -183,7 +190,7 @@ def _rel_pred(kind: str, pr: "int | None", a: "int | None") -> "int | None":
     return pr
 
 
-def encode_column(w: BitWriter, cells: list, entries: list, rel: "tuple | None" = None) -> list:
+def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]", rel: "tuple[Any, ...] | None" = None) -> "list[Any]":
     """Write one register's cells. ``cells``: per meter, its list of values
     (None = null) in row order; ``entries``: per meter its state entry (or
     None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
@@ -219,7 +226,7 @@ def encode_column(w: BitWriter, cells: list, entries: list, rel: "tuple | None" 
     return _prevs(cells, entries)
 
 
-def _prevs(cells: list, entries: list) -> list:
+def _prevs(cells: "list[Any]", entries: "list[Any]") -> "list[Any]":
     out = []
     for vs, entry in zip(cells, entries):
         ps = []
@@ -231,8 +238,8 @@ def _prevs(cells: list, entries: list) -> list:
     return out
 
 
-def decode_column(r: BitReader, shape: "list[int]", entries: list,
-                  rel: "tuple | None" = None) -> "tuple[list, list]":
+def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
+                  rel: "tuple[Any, ...] | None" = None) -> "tuple[list[Any], list[Any]]":
     """Inverse of ``encode_column``: ``shape`` is the number of cells per meter.
     Returns (cells, previous values per cell)."""
     t = r.bits(2)
@@ -282,12 +289,12 @@ def _value(m: int, t: int, k: int) -> "int | float":
     return m if t == T_INT else m / POW10[k]
 
 
-def _rebuild(shape: list, entries: list, nulls: list, fresh: list, known: list, p: int,
-             t: int, k: int, kind: str, preds: "list | None") -> list:
+def _rebuild(shape: "list[Any]", entries: "list[Any]", nulls: "list[Any]", fresh: "list[Any]", known: "list[Any]", p: int,
+             t: int, k: int, kind: str, preds: "list[Any] | None") -> "list[Any]":
     cells = []
     pos, fi, ki = 0, 0, 0
     for mi, (count, entry) in enumerate(zip(shape, entries)):
-        vs: list = []
+        vs: "list[Any]" = []
         for ci in range(count):
             if nulls[pos]:
                 vs.append(None)
@@ -316,7 +323,7 @@ def _rebuild(shape: list, entries: list, nulls: list, fresh: list, known: list, 
     return cells
 
 
-def _split(vals: list, shape: "list[int]") -> list:
+def _split(vals: "list[Any]", shape: "list[int]") -> "list[Any]":
     cells, i = [], 0
     for n in shape:
         cells.append(vals[i:i + n])

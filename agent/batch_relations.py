@@ -16,6 +16,10 @@ prediction costs bits, never exactness. Must not know the bit layout.
 
 from agent.batch_columns import POW10, T_INT, exponent, mantissa
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
+    from typing import Any
+
 STEP = "step"
 ABS = "abs"
 
@@ -31,11 +35,11 @@ def _groups(o: str) -> "list[int] | None":
     return g
 
 
-def _name(g: list) -> str:
+def _name(g: "list[Any]") -> str:
     return "%d.%d.%d.%d.%d.%d" % tuple(g)
 
 
-def relation(o: str, used: "set[str]") -> "tuple | None":
+def relation(o: str, used: "set[str]") -> "tuple[Any, ...] | None":
     """-> (kind, name, sources) for register ``o`` given the registers used in
     the batch, or None."""
     g = _groups(o)
@@ -56,7 +60,7 @@ def relation(o: str, used: "set[str]") -> "tuple | None":
     return None
 
 
-def order(table: "list[str]", used: "set[str]") -> "list[tuple]":
+def order(table: "list[str]", used: "set[str]") -> "list[tuple[Any, ...]]":
     """Columns to code, sources before the registers they predict: a list of
     (obis, relation or None) in (depth, table position) order."""
     rels = dict((o, relation(o, used)) for o in table if o in used)
@@ -77,29 +81,29 @@ def order(table: "list[str]", used: "set[str]") -> "list[tuple]":
     return [(o, rels[o]) for _, _, o in cols]
 
 
-def _ratio(v: "object") -> "tuple[int, int] | None":
+def _ratio(v: "Any") -> "tuple[int, int] | None":
     if v is None:
         return None
-    e = exponent(v)  # type: ignore[arg-type]
+    e = exponent(v)
     if e < 0:
         return None
     if isinstance(v, int):
         return v, 0
-    return round(v * POW10[e]), e  # type: ignore[operator]
+    return round(v * POW10[e]), e
 
 
-def predictor(rel: tuple, rows: list) -> tuple:
+def predictor(rel: "tuple[Any, ...]", rows: "list[Any]") -> "tuple[Any, ...]":
     """(kind, preds(t, k)) for ``agent.batch_columns``: ``rows`` is, per meter,
     per cell of the target column, a dict {source: (value, previous value)}."""
     kind, name, srcs = rel
 
-    def preds(t: int, k: int) -> list:
+    def preds(t: int, k: int) -> "list[Any]":
         return [[_one(name, srcs, cell, t, k) for cell in cells] for cells in rows]
     return (kind, preds)
 
 
-def _one(name: str, srcs: list, cell: dict, t: int, k: int) -> "int | None":
-    got = [cell.get(s) for s in srcs]
+def _one(name: str, srcs: "list[Any]", cell: "dict[Any, Any]", t: int, k: int) -> "int | None":
+    got: "list[Any]" = [cell.get(s) for s in srcs]
     if any(x is None or x[0] is None for x in got):
         return None
     if name == "tariff":
@@ -125,4 +129,5 @@ def _one(name: str, srcs: list, cell: dict, t: int, k: int) -> "int | None":
         return None
     # |P| / V at exponent k: |pm| * 10^(kv + k) // (vm * 10^kp)
     num = abs(p[0]) * POW10[v[1]] * (POW10[k] if t != T_INT else 1)
-    return num // (v[0] * POW10[p[1]])
+    q: int = num // (v[0] * POW10[p[1]])
+    return q

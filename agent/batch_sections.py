@@ -13,6 +13,10 @@ from agent.batch_bits import BatchError, BitReader, BitWriter, read_column, writ
 from agent.batch_columns import decode_column, encode_column
 from agent.batch_relations import order, predictor
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
+    from typing import Any
+
 HOUR = 3600
 MAX_METERS = 4096
 MAX_OBIS = 1024
@@ -54,13 +58,13 @@ def _obis(r: BitReader) -> str:
     return _text(r)
 
 
-def _bitmap(w: BitWriter, flags: list) -> None:
+def _bitmap(w: BitWriter, flags: "list[Any]") -> None:
     for f in flags:
         w.bits(1 if f else 0, 1)
 
 
-def _group(items: list, meters: list) -> dict:
-    out: dict = {}
+def _group(items: "list[Any]", meters: "list[Any]") -> "dict[Any, Any]":
+    out: "dict[Any, Any]" = {}
     for it in items:
         out.setdefault(it[0], []).append(it)
     return out
@@ -105,7 +109,7 @@ def write_body(w: BitWriter, batch: "object", st: "object") -> None:
     _write_statuses(w, statuses, meters, st)
 
 
-def _write_rows(w: BitWriter, rows: list, table: list, st: "object", created: int) -> None:
+def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object", created: int) -> None:
     # 4. row shapes: the set of OBIS codes of each row.
     prev = dict(st.schema)  # type: ignore[attr-defined]
     same = []
@@ -130,13 +134,13 @@ def _write_rows(w: BitWriter, rows: list, table: list, st: "object", created: in
     write_column(w, res)
 
 
-def _columns(meters: list, by_meter: dict, table: list, st: "object", code: "object") -> None:
+def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object", code: "object") -> None:
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
     ``code(o, rows, entries, rel) -> (values, prevs)`` codes one column."""
     used = set(o for m in meters for r in by_meter.get(m, []) for o in r[2])
     cells_of = st.cells  # type: ignore[attr-defined]
-    seen: dict = {}     # obis -> {(meter index, row index): (value, previous value)}
+    seen: "dict[Any, Any]" = {}     # obis -> {(meter index, row index): (value, previous value)}
     for o, rel in order(table, used):
         where = [[ri for ri, row in enumerate(by_meter.get(m, [])) if o in row[2]]
                  for m in meters]
@@ -155,16 +159,16 @@ def _columns(meters: list, by_meter: dict, table: list, st: "object", code: "obj
         seen[o] = mine
 
 
-def _write_columns(w: BitWriter, meters: list, by_meter: dict, table: list,
+def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]",
                    st: "object") -> None:
     # 6. one column per register used in this batch.
-    def code(o: str, rows: list, entries: list, pred: "tuple | None") -> tuple:
+    def code(o: str, rows: "list[Any]", entries: "list[Any]", pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
         cells = [[row[2][o] for row in rs] for rs in rows]
         return cells, encode_column(w, cells, entries, pred)
     _columns(meters, by_meter, table, st, code)
 
 
-def _write_events(w: BitWriter, events: list, meters: list, created: int) -> None:
+def _write_events(w: BitWriter, events: "list[Any]", meters: "list[Any]", created: int) -> None:
     # 7. events: meter index, ts - created, code.
     w.count(len(events))
     if events:
@@ -174,7 +178,7 @@ def _write_events(w: BitWriter, events: list, meters: list, created: int) -> Non
         write_column(w, [e[2] for e in events])
 
 
-def _write_statuses(w: BitWriter, statuses: list, meters: list, st: "object") -> None:
+def _write_statuses(w: BitWriter, statuses: "list[Any]", meters: "list[Any]", st: "object") -> None:
     # 8. cycle results: one bit when every meter repeats its acknowledged one.
     by = _group(statuses, meters)
     held = st.status  # type: ignore[attr-defined]
@@ -213,7 +217,7 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "object":
         counts = read_column(r, len(meters))
     if any(c < 0 for c in counts) or sum(counts) > MAX_ROWS:
         raise BatchError("bad_value", "row counts")
-    rows: list = []
+    rows: "list[Any]" = []
     if sum(counts):
         rows = _read_rows(r, meters, counts, table, st, batch.created)  # type: ignore[attr-defined]
         _read_columns(r, meters, rows, table, st)
@@ -224,8 +228,8 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "object":
     return batch
 
 
-def _read_rows(r: BitReader, meters: list, counts: list, table: list, st: "object",
-               created: int) -> list:
+def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "list[Any]", st: "object",
+               created: int) -> "list[Any]":
     order = [m for m, c in zip(meters, counts) for _ in range(c)]
     prev = dict(st.schema)  # type: ignore[attr-defined]
     all_same = r.bit()
@@ -251,8 +255,8 @@ def _read_rows(r: BitReader, meters: list, counts: list, table: list, st: "objec
     return rows
 
 
-def _read_columns(r: BitReader, meters: list, rows: list, table: list, st: "object") -> None:
-    def code(o: str, rs: list, entries: list, pred: "tuple | None") -> tuple:
+def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]", st: "object") -> None:
+    def code(o: str, rs: "list[Any]", entries: "list[Any]", pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
         cells, prevs = decode_column(r, [len(x) for x in rs], entries, pred)
         for rows_m, vs in zip(rs, cells):
             for row, v in zip(rows_m, vs):
@@ -261,7 +265,7 @@ def _read_columns(r: BitReader, meters: list, rows: list, table: list, st: "obje
     _columns(meters, _group(rows, meters), table, st, code)
 
 
-def _read_events(r: BitReader, meters: list, created: int) -> list:
+def _read_events(r: BitReader, meters: "list[Any]", created: int) -> "list[Any]":
     n = r.count(MAX_ITEMS)
     if not n:
         return []
@@ -273,7 +277,7 @@ def _read_events(r: BitReader, meters: list, created: int) -> list:
     return [(meters[i], created + t, c) for i, t, c in zip(idx, ts, codes)]
 
 
-def _read_statuses(r: BitReader, meters: list, st: "object") -> list:
+def _read_statuses(r: BitReader, meters: "list[Any]", st: "object") -> "list[Any]":
     held = st.status  # type: ignore[attr-defined]
     if r.bit():
         if not meters:

@@ -20,11 +20,11 @@ try:  # CPython with the `cryptography` package (OpenSSL)
     from cryptography.hazmat.primitives.ciphers import modes as _modes
     from cryptography.hazmat.primitives.ciphers.aead import AESCCM as _AESCCM
 except ImportError:
-    _Cipher = None
-    _AESCCM = None
+    _Cipher = None  # type: ignore[assignment,misc]
+    _AESCCM = None  # type: ignore[assignment,misc]
 
 try:  # MicroPython boards
-    import cryptolib as _cryptolib  # type: ignore[import-not-found]
+    import cryptolib as _cryptolib
 except ImportError:
     _cryptolib = None
 
