@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -51,6 +52,18 @@ ACK_TOPIC = "wum/ack/%s"
 SESSION_EXPIRY = 3600  # s the broker keeps a named HES's session and its messages
 
 Handle = Callable[[str, int, bytes], dict[str, Any]]
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """TCP_NODELAY on paho's socket (paho leaves Nagle on): an upload, its
+    PUBACK and the ack are small packets, and Nagle against delayed ACKs
+    cost ~40 ms per round trip (90 ms per batch measured on loopback)."""
+    setsockopt = getattr(client.socket(), "setsockopt", None)   # None: a websocket
+    if setsockopt is not None:
+        try:
+            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:             # not a TCP socket (unix domain)
+            pass
 
 
 class ReceiverError(HesError):
@@ -173,6 +186,7 @@ class MqttReceiver:
                 self._cond.notify_all()
             log.warning("mqtt receiver %s: broker refused connection: %s", self.url, rc)
             return
+        _no_delay(client)
         client.subscribe(self.topic, qos=self.qos)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,

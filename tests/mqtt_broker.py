@@ -28,6 +28,7 @@ CONFIG = """\
 listener {port} 127.0.0.1
 allow_anonymous {anonymous}
 persistence false
+set_tcp_nodelay true
 log_dest file {log}
 log_type error
 log_type warning

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -50,6 +51,18 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY = 300  # s the broker keeps our subscriptions while we are away
 KEEP_ACKS = 4096      # late acks remembered
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """TCP_NODELAY on paho's socket (paho leaves Nagle on): an upload, its
+    PUBACK and the ack are small packets, and Nagle against delayed ACKs
+    cost ~40 ms per round trip (90 ms per batch measured on loopback)."""
+    setsockopt = getattr(client.socket(), "setsockopt", None)   # None: a websocket
+    if setsockopt is not None:
+        try:
+            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:             # not a TCP socket (unix domain)
+            pass
 
 
 class MqttTransport(Transport):
@@ -106,6 +119,7 @@ class MqttTransport(Transport):
                 self._connect_error = str(rc)
                 log.warning("uplink %s: broker refused connection: %s", self.url, rc)
                 return
+            _no_delay(client)
             self._connected = True
             self._connect_error = ""
             self._subscribed.clear()
