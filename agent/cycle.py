@@ -12,6 +12,7 @@ through ``drivers.<protocol>.open_client`` and ``drivers.meter.MeterClient``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from agent.archive import Archive, ArchiveError
 from agent.clock import SystemClock
 from agent.config import BusConfig, Config, MeterConfig
-from drivers import DriverError
+from drivers import DriverError, Unsupported
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,7 +62,19 @@ class BusCycle:
         self.lock = archive_lock or threading.Lock()
 
     def run(self, cycle: int) -> list[MeterResult]:
-        results = []
+        if self.bus.meters and all(m.protocol == "modbus" for m in self.bus.meters):
+            # One open port for the whole cycle instead of one per meter.
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(driver("modbus").hold_port(self.bus.port, self.bus.baud))
+                except DriverError as e:
+                    log.warning("bus %s: cannot hold %s open (%s); opening per meter",
+                                self.bus.name, self.bus.port, e)
+                return self._run(cycle)
+        return self._run(cycle)
+
+    def _run(self, cycle: int) -> list[MeterResult]:
+        results: list[MeterResult] = []
         for m in self.bus.meters:
             if self.stop.is_set():
                 break
@@ -112,6 +125,9 @@ class BusCycle:
                     return None
                 try:
                     out = fn(client, mid)
+                except Unsupported as e:
+                    log.debug("meter %s/%s has no %s: %s", self.bus.name, m.address, name, e)
+                    return None
                 except DriverError as e:
                     errors.append("%s: %s" % (name, e))
                     log.warning("meter %s/%s %s failed: %s", self.bus.name, m.address, name, e,

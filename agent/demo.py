@@ -120,6 +120,9 @@ class Demo:
                       'protocol = "%s"' % m["protocol"]]
             if m.get("profile"):
                 lines.append('profile = "%s"' % m["profile"])
+            if m["protocol"] == "iec62056-21":
+                # the simulated meters' programming password (needed to set their clocks)
+                lines.append('password = "%s"' % m.get("password", "00000000"))
         p = self.work / "agent.toml"
         p.write_text("\n".join(lines) + "\n")
         return p
@@ -132,6 +135,7 @@ class Demo:
                            stdout=subprocess.DEVNULL, stderr=open(self.work / "agent.log", "wb"))
         end_sim = self.t0 + 60 + a.hours * 3600
         last = -1
+        stopping = False
         while agent.poll() is None:
             time.sleep(0.5)
             h = int((self.clock.now() - self.t0) // 3600)
@@ -141,7 +145,9 @@ class Demo:
                 self.say("  simulated %s  hour %2d/%d  archived %6d rows  HES %6d rows" % (
                     time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.clock.now())), h, a.hours,
                     rows, hes))
-            if self.clock.now() > end_sim + 4 * 3600:
+            if self.clock.now() > end_sim + 48 * 3600 and not stopping:
+                # A safety valve only: slow buses make cycles lag, the agent catches up.
+                stopping = True
                 agent.send_signal(signal.SIGTERM)
         return agent.wait()
 

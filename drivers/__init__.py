@@ -35,3 +35,8 @@ class MeterTimeout(DriverError):
 
 class MeterRefused(DriverError):
     """The meter answered with an error (DLMS data-access-result, Modbus exception, IEC error)."""
+
+
+class Unsupported(DriverError):
+    """The meter (or its device profile) does not offer this function, e.g. a
+    Modbus meter without a clock register. Not a fault of the meter."""

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError
+from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError, Unsupported
 from drivers.meter import MeterClient, MeterIdentity, ProfileRow, RegisterValue
 from drivers.modbus import rtu
 from drivers.modbus.profile import INPUT, Block, Profile, ProfileError, Register, load
@@ -162,8 +162,8 @@ class ModbusClient(MeterClient):
     def _control(self, name: str):  # type: ignore[no-untyped-def]
         reg = self.profile.controls.get(name)
         if reg is None:
-            raise ProfileError("profile %s has no %s register" % (self.profile.name, name),
-                               profile=self.profile.name, meter=str(self.unit))
+            raise Unsupported("profile %s has no %s register" % (self.profile.name, name),
+                              profile=self.profile.name, meter=str(self.unit))
         return reg
 
     def read_clock(self) -> int:
