@@ -448,3 +448,24 @@ def test_credentials_work_and_never_show_in_logs_or_errors(tmp_path, caplog):
     assert "***" in errors[0]
     for text in errors + [r.getMessage() for r in caplog.records]:
         assert secret not in text
+
+
+def test_named_hes_session_gets_what_was_sent_while_it_was_down(mosquitto):
+    """A HES with a stable client id keeps its session: a batch published
+    while it is down waits in the broker, is ingested when it returns, and
+    the late ack answers the agent's retransmission without a second copy."""
+    hes = FakeIngest()
+    url = mosquitto.url + "?client_id=hes-worker-1"
+    MqttReceiver(url, hes).start().stop()          # HES registered its session, then went down
+    with MqttTransport(mosquitto.url) as t:
+        with pytest.raises(TransportError) as e:
+            t.send("conc-d", 1, b"kept by the broker", timeout=0.5)
+        assert e.value.reason == "timeout"
+        rx = MqttReceiver(url, hes).start()        # HES back
+        try:
+            wait_for(lambda: t.acks_received == 1)
+            assert t.send("conc-d", 1, b"kept by the broker", timeout=1).status == "accepted"
+            assert t.published == 1
+        finally:
+            rx.stop()
+    assert hes.stored == {("conc-d", 1): b"kept by the broker"} and hes.calls == 1
