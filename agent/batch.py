@@ -232,6 +232,11 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
     w = BitWriter()
     if kf:
         _put_text(w, batch.device)
+    for _, _, vals in batch.readings:
+        for v in vals.values():
+            if v is not None and not isinstance(v, (int, float)):
+                raise BatchError("bad_value", "values must be int, float or None, not %s"
+                                 % type(v).__name__)
     write_body(w, batch, st)
     batch.keyframe = kf
     return head + w.getvalue()

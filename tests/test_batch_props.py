@@ -106,3 +106,32 @@ def test_corrupted_batches_decode_or_batch_error(b: Batch, data: st.DataObject) 
             decode_batch(blob, None)
         except BatchError as e:
             assert e.reason in BATCH_REASONS
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(seq=1, created=T0 + 7200), batches(seq=2, created=T0 + 10800), st.data())
+def test_corrupted_deltas_against_a_real_state(a: Batch, b: Batch, data: st.DataObject) -> None:
+    a.device = b.device = "dc-1"
+    state = CodecState()
+    encode_batch(a, None)
+    state.advance(a)
+    good = bytearray(encode_batch(b, state))
+    assert decode_batch(bytes(good), state) == b
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(good) - 1))
+        good[i] ^= 1 << data.draw(st.integers(0, 7))
+    try:
+        decode_batch(bytes(good), state)
+    except BatchError as e:
+        assert e.reason in BATCH_REASONS
+
+
+def test_encode_rejects_non_numbers() -> None:
+    import pytest
+    for bad in ("230.1", [1], {"a": 1}, b"x"):
+        with pytest.raises(BatchError) as ei:
+            encode_batch(Batch("d", 1, T0, [("m", T0, {"1.0.1.8.0.255": bad})]), None)
+        assert ei.value.reason == "bad_value"
+    with pytest.raises(BatchError) as ei:
+        encode_batch(Batch("d", 1, T0, [("m" * 300, T0, {})]), None)
+    assert ei.value.reason == "bad_length"
