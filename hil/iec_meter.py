@@ -158,9 +158,11 @@ class IecMeter:
         self.answer_empty = answer_empty
         self.block_size = block_size
         self.session_timeout = session_timeout
-        # Where the master's real speed can be sensed (pty_line_speed), what it
-        # sends is garbled only if it really talks at another speed than our
-        # UART; otherwise we assume it talks at the speed it selected.
+        # We assume the master talks at the speed it selected; where its real
+        # speed can be sensed (pty_line_speed) and equals our UART's, what it
+        # sends is heard clean (a master that fell back to 300 Bd after our
+        # garbage). Sensing only clears garbling: on a pty the agent switches
+        # speed the instant its bytes are written, before we hear them.
         self.line_speed = line_speed
         self.framer = Framer("meter")
         self.state = IDLE
@@ -184,9 +186,9 @@ class IecMeter:
             self._idle()
         self.last_heard = now
         data = bytes(b & 0x7F for b in data)        # a 7E1 UART strips the parity bit
-        talking = (self.line_speed() if self.line_speed else None) or self.master_baud
-        if talking != self.own_baud:
-            data = uart_view(data, talking, self.own_baud)
+        if self.master_baud != self.own_baud and not (
+                self.line_speed is not None and self.line_speed() == self.own_baud):
+            data = uart_view(data, self.master_baud, self.own_baud)
         self.framer.feed(data)
         out: list[tuple[bytes, int | None]] = []
         while True:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers import DriverError
-from drivers.iec62056_21 import IecRefused, IecUsageError, open_client, scan
+from drivers.iec62056_21 import IecProtocolError, IecRefused, IecUsageError, open_client, scan
 from drivers.iec62056_21.quirks import QuirkRegistry
 from drivers.meter import ProfileRow
 from hil.bus import Bus
@@ -159,9 +158,10 @@ def test_unknown_meter_ignoring_its_speed_is_learned_as_a_quirk(rig) -> None:
     strict = open_client(port.agent_path, address=ADDRS[0], quirks=registry, retries=0,
                          timeout=1.0, learn_quirks=False)
     try:
-        with pytest.raises(DriverError) as ei:
+        with pytest.raises(IecProtocolError) as ei:
             strict.read_clock()
-        assert any(" rx " in line for line in ei.value.flight)      # the garbage is recorded
+        assert "garbled" in str(ei.value) and set(bytes.fromhex(ei.value.raw)) == {0}
+        assert any(" rx 00" in line for line in ei.value.flight)    # the garbage is recorded
     finally:
         strict.close()
     client = open_client(port.agent_path, address=ADDRS[0], quirks=registry, timeout=1.0)

@@ -11,11 +11,17 @@ when ``open_client``/``scan`` are called. Must not know schedules, archives
 or the HES.
 """
 
-from drivers.iec62056_21.errors import BccError, IecProtocolError, IecRefused, IecUsageError
+from drivers.iec62056_21.errors import (
+    BccError,
+    GarbledAnswer,
+    IecProtocolError,
+    IecRefused,
+    IecUsageError,
+)
 
 PROTOCOL = "iec62056-21"
 
-__all__ = ["BccError", "IecProtocolError", "IecRefused", "IecUsageError", "PROTOCOL",
+__all__ = ["BccError", "GarbledAnswer", "IecProtocolError", "IecRefused", "IecUsageError", "PROTOCOL",
            "dissect", "open_client", "scan"]
 
 

@@ -63,6 +63,11 @@ RECV = {
                   "block-partial": AWAIT_REPLY, "B0": IDLE},
     DONE: {},
 }
+# Frames dropped without an error: what only a master sends (our own echo on
+# a bus without echo suppression, or another master's), and stray ACK/NAK/
+# break while no session is open (noise, the echo of an earlier break).
+MASTER_KINDS = ("request", "option-readout", "option-programming", "option-x")
+STRAY = {IDLE: ("ack", "nak", "B0"), AWAIT_ID: ("ack", "nak", "B0"), DONE: ("ack", "nak", "B0")}
 # Entering these states puts the line back to the initial speed.
 LINE_RESET = (IDLE, DONE)
 
@@ -120,6 +125,7 @@ class Connection:
         self._framer = Framer("client", max_frame)
         self._events = []
         self._last_sent = None
+        self.stray = 0                  # frames dropped by MASTER_KINDS / STRAY
 
     # -- the three verbs ---------------------------------------------------
     def receive_data(self, data):
@@ -153,6 +159,10 @@ class Connection:
                 return NEED_DATA
             if self._last_sent is not None and msg.to_bytes() == self._last_sent:
                 self._last_sent = None        # our own echo (no echo suppression)
+                continue
+            kind = kind_of(msg)
+            if kind in MASTER_KINDS or kind in STRAY.get(self.state, ()):
+                self.stray += 1
                 continue
             return self._received(msg)
 

@@ -18,6 +18,11 @@ class BccError(IecProtocolError):
     """A block arrived whose block check character does not match (§6.3.14 / §6.3.13)."""
 
 
+class GarbledAnswer(IecProtocolError):
+    """Only line noise arrived where an answer was due (``raw``: the noise), the
+    mark of a speed mismatch after the baud switch."""
+
+
 class IecRefused(MeterRefused):
     """The meter answered with NAK, an error message ``(ERRxx)`` or a break."""
 

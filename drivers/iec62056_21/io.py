@@ -29,7 +29,13 @@ from drivers.iec62056_21.core import (
     Connection,
 )
 from drivers.iec62056_21.dataset import Readout, obis_of, registers
-from drivers.iec62056_21.errors import BccError, IecProtocolError, IecRefused, IecUsageError
+from drivers.iec62056_21.errors import (
+    BccError,
+    GarbledAnswer,
+    IecProtocolError,
+    IecRefused,
+    IecUsageError,
+)
 from drivers.iec62056_21.frames import INITIAL_BAUD, Ack, Block, Break, Command, Nak, Request
 from drivers.iec62056_21.profile import (
     clock_texts,
@@ -151,9 +157,11 @@ class IecClient(MeterClient):
         count, noise = conn.noise
         fields = dict(meter=self.address, port=self.url, state=conn.state,
                       baud=conn.line_baud)
-        if count > noise0 or conn.pending:
-            raise IecProtocolError("garbled answer: %d bytes of line noise" % (count - noise0),
-                                   raw=noise.hex(), **fields)
+        if count > noise0:
+            raise GarbledAnswer("garbled answer: %d bytes of line noise" % (count - noise0),
+                                raw=noise.hex(), **fields)
+        if conn.pending:
+            raise IecProtocolError("incomplete frame, then silence", **fields)
         raise MeterTimeout("meter %r silent for %.1fs" % (self.address, self.timeout), **fields)
 
     # -- sessions --------------------------------------------------------------
@@ -175,14 +183,15 @@ class IecClient(MeterClient):
                              meter=self.address)
         try:
             first = self._await(conn)
-        except DriverError:
+        except GarbledAnswer:
             self._maybe_learn(conn)
             raise
         return conn, first
 
     def _maybe_learn(self, conn: Connection) -> None:
-        """No clean answer right after the speed switch: the meter did not follow
-        its own proposal. Register a quirk so the next sign-on stays at 300 Bd."""
+        """Only noise right after the speed switch: the meter did not follow its
+        own proposal. Register a quirk so the next sign-on stays at 300 Bd. (A
+        bad BCC or a framed but broken answer means the speed is right.)"""
         ident = conn.identification
         if (self.learn_quirks and ident is not None and conn.state in (AWAIT_DATA, AWAIT_P0)
                 and conn.line_baud != INITIAL_BAUD and conn.quirk is None):
