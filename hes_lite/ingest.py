@@ -14,9 +14,11 @@ Owns ordering and bookkeeping; must not know SQL (the store) nor byte layouts
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from hes_lite import HesError, wire
@@ -42,10 +44,16 @@ class Ack:
     seq: int
     status: str  # "accepted" | "duplicate"
     server_time: float
+    # stored, but a delta against a codec state the HES does not hold: the
+    # concentrator should send a keyframe (a hint; the batch is kept raw)
+    need_keyframe: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        return {"device": self.device, "seq": self.seq, "status": self.status,
-                "server_time": self.server_time}
+        d: dict[str, object] = {"device": self.device, "seq": self.seq, "status": self.status,
+                                "server_time": self.server_time}
+        if self.need_keyframe:
+            d["need_keyframe"] = True
+        return d
 
 
 @dataclass
@@ -82,6 +90,16 @@ class Ingestor:
             return self._submit_many(items)
 
     def _submit_many(self, items: Sequence[Item]) -> list[Ack | Rejected]:
+        results, fresh = self._admit(items)
+        if fresh:
+            waiting = self._finish([decode_runs(self._runs(fresh))], fresh)
+            for i, r in enumerate(results):
+                if isinstance(r, Ack) and r.device in waiting and r.status == "accepted":
+                    results[i] = Ack(r.device, r.seq, r.status, r.server_time, True)
+        return results
+
+    def _admit(self, items: Sequence[Item]) -> tuple[list[Ack | Rejected], list[_Opened]]:
+        """Verify, screen and durably store; the acks, and what is to decode."""
         now = self.clock()
         results: list[Ack | Rejected | None] = [None] * len(items)
         keys: dict[tuple[str, int], KeyRecord | None] = {}
@@ -98,8 +116,37 @@ class Ingestor:
             self.store.store_raw(raws)
             for o, _ in fresh:
                 results[o.index] = Ack(o.header.device, o.seq, "accepted", now)
-            self._decode([o for o, _ in fresh])
-        return [r for r in results if r is not None]
+        return [r for r in results if r is not None], [o for o, _ in fresh]
+
+    def ingest_stream(self, groups: Iterable[Sequence[Item]],
+                      workers: int = 0) -> Iterator[list[Ack | Rejected]]:
+        """The bulk path: per group, verify + store durably (here) while the
+        previous group's batches decode in ``workers`` processes; decoded rows
+        are written here, so SQLite has one writer. Yields each group's acks
+        once its raw batches are durable. ``workers=0`` decodes inline."""
+        if workers <= 0:
+            for items in groups:
+                yield self.submit_many(items)
+            return
+        ctx = multiprocessing.get_context("spawn")
+        inflight: tuple[set[str], list[Future[list[_RunResult]]], list[_Opened]] | None = None
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool, self._lock:
+            for items in groups:
+                results, fresh = self._admit(items)
+                devices = {o.header.device for o in fresh}
+                if inflight is not None and inflight[0] & devices:
+                    self._finish([f.result() for f in inflight[1]], inflight[2])
+                    inflight = None
+                runs = self._runs(fresh)
+                step = max(1, -(-len(runs) // (2 * workers)))
+                futures = [pool.submit(decode_runs, runs[i:i + step])
+                           for i in range(0, len(runs), step)]
+                if inflight is not None:
+                    self._finish([f.result() for f in inflight[1]], inflight[2])
+                inflight = (devices, futures, fresh)
+                yield results
+            if inflight is not None:
+                self._finish([f.result() for f in inflight[1]], inflight[2])
 
     def _open(self, index: int, env: bytes, url_device: str | None, url_seq: int | None,
               keys: dict[tuple[str, int], KeyRecord | None]) -> _Opened:
@@ -161,36 +208,33 @@ class Ingestor:
         return r
 
     # -- decoding ---------------------------------------------------------------
-    def _decode(self, fresh: Iterable[_Opened]) -> None:
-        by_device: dict[str, list[_Opened]] = {}
+    def _runs(self, fresh: Iterable[_Opened]) -> list[_Run]:
+        """Per device not waiting for a codec base: its new batches and state."""
+        by_device: dict[str, list[tuple[int, bytes]]] = {}
         for o in fresh:
-            by_device.setdefault(o.header.device, []).append(o)
-        done: list[DecodedBatch] = []
-        for device, group in by_device.items():
-            if device in self._backlog:
-                continue  # older batches wait: decode everything in seq order below
-            self._decode_run(device, [(o.seq, o.plaintext) for o in group],
-                             self.store.codec_state(device), done)
-        self.store.apply(done)
-        for device in [d for d in by_device if d in self._backlog]:
-            self.recover(device)
+            by_device.setdefault(o.header.device, []).append((o.seq, o.plaintext))
+        return [(device, run, self.store.codec_state(device))
+                for device, run in by_device.items() if device not in self._backlog]
 
-    def _decode_run(self, device: str, run: list[tuple[int, bytes]], state: bytes | None,
-                    done: list[DecodedBatch]) -> bytes | None:
-        for seq, plaintext in sorted(run, key=lambda x: x[0]):
-            try:
-                d = wire.decode(plaintext, state)
-            except wire.NeedState:
-                log.info("batch %s/%d waits for its codec base", device, seq)
-                self._backlog.add(device)
-                continue
-            except wire.WireError as e:
-                log.error("stored batch %s/%d does not decode (%s); kept raw", device, seq,
-                          e.reason)
-                continue
-            state = d.codec_state if d.codec_state is not None else state
-            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units))
-        return state
+    def _finish(self, parts: Iterable[list[_RunResult]], fresh: Iterable[_Opened]) -> set[str]:
+        """Write decoded runs in one transaction, note who waits, then try the
+        devices with a backlog in seq order; returns the devices that wait."""
+        done: list[DecodedBatch] = []
+        waiting: set[str] = set()
+        for part in parts:
+            for device, decoded, wait, failed in part:
+                done.extend(decoded)
+                for seq in wait:
+                    log.info("batch %s/%d waits for its codec base", device, seq)
+                    waiting.add(device)
+                for seq, reason in failed:
+                    log.error("stored batch %s/%d does not decode (%s); kept raw", device,
+                              seq, reason)
+        self.store.apply(done)
+        self._backlog |= waiting
+        for device in {o.header.device for o in fresh} & self._backlog:
+            self.recover(device)
+        return waiting & self._backlog
 
     def recover(self, device: str | None = None) -> int:
         """Decode stored-but-undecoded batches (after a crash, or once a missing
@@ -211,8 +255,37 @@ class Ingestor:
                     run.append((p.seq, wire.open_envelope(p.payload, rec.root_key)))
                 except wire.WireError:
                     continue
-            done: list[DecodedBatch] = []
-            self._decode_run(dev, run, self.store.codec_state(dev), done)
+            ((_, done, wait, _failed),) = decode_runs([(dev, run, self.store.codec_state(dev))])
             self.store.apply(done)
+            if wait:
+                self._backlog.add(dev)
             decoded += len(done)
         return decoded
+
+
+_Run = tuple[str, list[tuple[int, bytes]], bytes | None]
+# (device, decoded batches, seqs waiting for their codec base, (seq, reason) undecodable)
+_RunResult = tuple[str, list[DecodedBatch], list[int], list[tuple[int, str]]]
+
+
+def decode_runs(runs: list[_Run]) -> list[_RunResult]:
+    """Pure (runs in worker processes too): per device, decode its batches in
+    seq order starting from its codec state."""
+    out: list[_RunResult] = []
+    for device, run, state in runs:
+        done: list[DecodedBatch] = []
+        wait: list[int] = []
+        failed: list[tuple[int, str]] = []
+        for seq, plaintext in sorted(run, key=lambda x: x[0]):
+            try:
+                d = wire.decode(plaintext, state)
+            except wire.NeedState:
+                wait.append(seq)
+                continue
+            except wire.WireError as e:
+                failed.append((seq, e.reason))
+                continue
+            state = d.codec_state if d.codec_state is not None else state
+            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units))
+        out.append((device, done, wait, failed))
+    return out
