@@ -45,6 +45,15 @@ FORMAT = 1
 DAY = 86400
 
 
+def _values(vals: "dict[str, Any]") -> "dict[str, Any]":
+    """A row's values, bools as ints (MicroPython's bool is no int subclass)."""
+    out = dict(vals)
+    for k, v in out.items():
+        if v is True or v is False:
+            out[k] = int(v)
+    return out
+
+
 class Batch:
     __slots__ = ("device", "seq", "created", "readings", "events", "statuses", "keyframe")
 
@@ -53,7 +62,7 @@ class Batch:
         self.device = device
         self.seq = int(seq)
         self.created = int(created)
-        self.readings = [(str(m), int(ts), dict(vals))
+        self.readings = [(str(m), int(ts), _values(vals))
                          for m, ts, vals in readings]  # type: ignore[attr-defined]
         self.events = [(str(m), int(ts), int(c)) for m, ts, c in events]  # type: ignore[attr-defined]
         self.statuses = [(str(m), str(s), None if e is None else str(e))

@@ -88,3 +88,20 @@ def test_runner_reports_failures() -> None:
     assert r.returncode == 1, r.stdout + r.stderr
     assert "PASS tests/portable/test_x.py::test_ok" in r.stdout
     assert "FAIL tests/portable/test_x.py::test_bad" in r.stdout
+
+
+def test_missing_micropython_fails_in_ci_and_skips_outside(tmp_path: Path) -> None:
+    """With the package absent, CI=1 turns the MicroPython tests into failures;
+    without CI they are skipped."""
+    import sys
+    target = "tests/test_micropython.py::test_portable_modules_import_in_micropython"
+    base = {k: v for k, v in os.environ.items() if k != "CI"}
+    base["WUM_MPY_NODE_MODULES"] = str(tmp_path / "nowhere")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", target]
+    ci = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env=dict(base, CI="true"))
+    assert ci.returncode == 1, ci.stdout
+    assert "MicroPython runner unavailable" in ci.stdout
+    local = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=base)
+    assert local.returncode == 0, local.stdout
+    assert "1 skipped" in local.stdout
