@@ -94,7 +94,100 @@ def run_agent(cfg: Path, clock: ScaledClock, cycles: int = 0, timeout: float = 1
 
 
 def start_agent(cfg: Path, clock: ScaledClock, cycles: int = 1000) -> subprocess.Popen[str]:
+    """The agent in the background; its log goes to ``agent.log`` beside the config
+    (a pipe nobody reads would fill up and stall it)."""
+    log = open(cfg.parent / "agent.log", "a")
     return subprocess.Popen([WUM, "run", "--config", str(cfg), "--clock", clock.spec(),
                              "--cycles", str(cycles)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            stderr=log, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+HES = str(Path(sys.executable).parent / "hes-lite")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HesProcess:
+    """``hes-lite serve`` as a real process on a free port (restartable on the same port)."""
+
+    def __init__(self, db: Path, device: str, key: str, port: int | None = None,
+                 mqtt: str = "") -> None:
+        self.db = "sqlite:///%s" % db
+        self.port = port or free_port()
+        self.mqtt = mqtt
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = db.with_suffix(".log")
+        subprocess.run([HES, "keys", "add", device, "--key", key, "--db", self.db], check=True,
+                       capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self) -> HesProcess:
+        import time
+        import urllib.request
+
+        argv = [HES, "serve", "--db", self.db, "--http", "127.0.0.1:%d" % self.port]
+        if self.mqtt:
+            argv += ["--mqtt", self.mqtt]
+        self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/v1/health", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("hes-lite did not start: %s" % self.log.read_text()[-2000:])
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def export_jsonl(self) -> list[dict]:
+        import json
+
+        out = subprocess.run([HES, "export", "--db", self.db, "--format", "jsonl", "-o", "-"],
+                             capture_output=True, text=True, check=True)
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def archived_rows(archive_path: Path) -> dict[tuple[str, int], dict]:
+    """{(meter serial, ts): values} as the uplink merges them into batches."""
+    from agent.archive import Archive
+
+    arc = Archive(str(archive_path)).open()
+    out: dict[tuple[str, int], dict] = {}
+    for r in sorted(arc.rows(), key=lambda r: -r.kind):
+        out.setdefault((arc.serial(r.meter), r.ts), {}).update(r.values)
+    arc.close()
+    return out
+
+
+def hes_rows(lines: list[dict]) -> tuple[dict[tuple[str, int], dict], int]:
+    from datetime import datetime
+
+    out: dict[tuple[str, int], dict] = {}
+    dup = 0
+    for line in lines:
+        ts = int(datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).timestamp())
+        if (line["meter"], ts) in out:
+            dup += 1
+        out.setdefault((line["meter"], ts), {}).update(line["values"])
+    return out, dup
