@@ -46,7 +46,9 @@ _KINDS = {8: (DOUBLE_LONG_UNSIGNED, 0), 32: (LONG_UNSIGNED, -1), 52: (LONG_UNSIG
           51: (DOUBLE_LONG_UNSIGNED, -3), 71: (DOUBLE_LONG_UNSIGNED, -3),
           13: (LONG_UNSIGNED, -3), 14: (LONG_UNSIGNED, -2)}
 PROFILE_ENTRIES = 45 * 24
-SERVER_CONFORMANCE = 0x00501F    # block-transfer-with-get, multiple refs, get/set/sel/action
+# priority-mgmt, block-transfer-with-get, multiple-references, get, set, selective-access,
+# event-notification, action (Green Book 9.5 conformance bits 9, 11, 14, 19-23)
+SERVER_CONFORMANCE = 0x00521F
 NO_SUCH = 4                      # data-access-result object-undefined
 DENIED = 3                       # read-write-denied
 
@@ -66,7 +68,7 @@ class DlmsMeter:
                  system_title: bytes | None = None, max_info: int = 2030, window: int = 7,
                  block_size: int | None = None, logical_device: int = 1, deviation: int = -60,
                  max_pdu: int = 0x0800, compress_profile: bool = True,
-                 dst: bool = False) -> None:
+                 dst: bool = False, conformance: int = SERVER_CONFORMANCE) -> None:
         self.model, self.address, self.clock = model, str(address), clock
         self.physical, self.logical = int(address), logical_device
         self.auth = auth
@@ -76,6 +78,7 @@ class DlmsMeter:
         self.own = hdlc.LinkParameters(max_info, max_info, window, window)
         self.block_size, self.max_pdu = block_size, max_pdu
         self.deviation, self.compress, self.dst = deviation, compress_profile, dst
+        self.conformance = conformance
         self.framer = hdlc.Framer()
         self.conn: Connection | None = None
         self.requests = 0
@@ -202,7 +205,7 @@ class DlmsMeter:
             self.ctx = None
             return self._aare(1, acse.DIAG_NO_REASON, aarq.context, refuse)
         self.client_max_pdu = ir.max_pdu
-        resp = acse.InitiateResponse(SERVER_CONFORMANCE & ir.conformance, self.max_pdu).to_bytes()
+        resp = acse.InitiateResponse(self.conformance & ir.conformance, self.max_pdu).to_bytes()
         if self.ctx is not None:
             resp = self.ctx.encrypt(resp)
             self.ctx.dedicated_key = ir.dedicated_key     # ded-ciphering from now on
@@ -255,6 +258,8 @@ class DlmsMeter:
                 return xdlms.GetResponse(xdlms.DATABLOCK, [code], block=msg.block,
                                          invoke_id=iid).to_bytes()
             return self._block(msg.block + 1, iid)
+        if msg.kind == xdlms.WITH_LIST and not self.conformance & (1 << (23 - 14)):
+            return xdlms.ExceptionResponse(2, 2).to_bytes()   # no multiple-references
         results = [self._read(d) for d in msg.descriptors]
         if msg.kind == xdlms.NORMAL:
             resp = xdlms.GetResponse(xdlms.NORMAL, results, invoke_id=iid).to_bytes()

@@ -100,7 +100,7 @@ def test_profile_by_entry_and_clock_inference_in_the_simulator():
 
 def test_hls_gmac_with_suite0_ciphering():
     model, sim = _meter(4, 21, auth="hls", ek=EK, ak=AK, block_size=200)
-    link = Link("", BAUD)
+    link = Link("", BAUD, recorder=FlightRecorder(100000))
     with bus_of([sim]) as port:
         link.url = port.agent_path
         link.connect()
@@ -238,7 +238,7 @@ def test_dissect_a_ciphered_exchange_with_keys():
 
 def test_dedicated_key_session_uses_ded_ciphering():
     model, sim = _meter(9, 24, ek=EK, ak=AK)
-    link = Link("", BAUD)
+    link = Link("", BAUD, recorder=FlightRecorder(100000))
     with bus_of([sim]) as port:
         link.url = port.agent_path
         link.connect()
@@ -278,3 +278,20 @@ def test_clock_with_daylight_saving_deviation(true_ts):
     assert c.deviation == (-120 if true_ts == T else -60)
     assert abs(after - (true_ts + 60)) <= 1
     assert [(r.ts, r.values) for r in rows] == model.profile(true_ts - 3 * HOUR, true_ts)
+
+
+def test_meter_without_multiple_references_is_read_attribute_by_attribute():
+    from drivers.dlms import acse
+
+    no_lists = 0x00521F & ~(1 << (23 - acse.CONFORMANCE["multiple-references"]))
+    model, sim = _meter(13, 26, conformance=no_lists)
+    with bus_of([sim]) as port:
+        c = dlms.open_client(port.agent_path, "26", baud=BAUD)
+        try:
+            regs = c.read_registers()
+            rows = c.read_load_profile(T - 2 * HOUR, T)
+        finally:
+            c.close()
+    assert {r.obis: r.value for r in regs} == model.registers(T)
+    assert [(r.ts, r.values) for r in rows] == model.profile(T - 2 * HOUR, T)
+    assert c.round_trips > 50

@@ -22,12 +22,12 @@ ASSOCIATED, AWAITING, RELEASING = "associated", "awaiting", "releasing"
 TRANSITIONS = {
     IDLE: {"snrm": LINKING, "disc": RELEASING},
     LINKING: {"ua": LINKED, "dm": IDLE, "snrm": LINKING, "disc": RELEASING},
-    LINKED: {"aarq": ASSOCIATING, "disc": RELEASING},
+    LINKED: {"aarq": ASSOCIATING, "disc": RELEASING, "dm": IDLE},
     ASSOCIATING: {"accepted": ASSOCIATED, "challenge": CHALLENGED, "rejected": LINKED,
-                  "disc": RELEASING},
-    CHALLENGED: {"request": AWAITING, "disc": RELEASING},
-    ASSOCIATED: {"request": AWAITING, "disc": RELEASING},
-    AWAITING: {"response": ASSOCIATED, "disc": RELEASING},
+                  "disc": RELEASING, "dm": IDLE},
+    CHALLENGED: {"request": AWAITING, "disc": RELEASING, "dm": IDLE},
+    ASSOCIATED: {"request": AWAITING, "disc": RELEASING, "dm": IDLE},
+    AWAITING: {"response": ASSOCIATED, "disc": RELEASING, "dm": IDLE},
     RELEASING: {"ua": IDLE, "dm": IDLE, "disc": RELEASING},
 }
 
@@ -201,12 +201,13 @@ class Association:
 
     def _on_frame(self, frame):
         kind = frame.kind
+        if kind == hdlc.DM and self.state not in (IDLE, RELEASING):
+            was = self.state                # the meter has no connection with us (any more)
+            self._go("dm")
+            raise MeterRefused("meter answered DM in state %s" % was, state=was)
         if kind in (hdlc.UA, hdlc.DM):
             if self.state not in (LINKING, RELEASING):
                 return                      # a late duplicate
-            if kind == hdlc.DM and self.state == LINKING:
-                self._go("dm")
-                raise MeterRefused("meter refused the HDLC connection (DM)")
             self._go("ua" if kind == hdlc.UA else "dm")
             if self.state == LINKED:
                 srv = hdlc.LinkParameters.from_bytes(frame.info)

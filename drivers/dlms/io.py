@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from drivers import DriverError, LocalProtocolError, MeterRefused, RemoteProtocolError
+from drivers.dlms import acse, cosem, security, xdlms
 from drivers.dlms import client as core
-from drivers.dlms import cosem, security, xdlms
 from drivers.dlms.axdr import INTEGER, OCTET_STRING, VISIBLE_STRING
 from drivers.meter import MeterClient, MeterEvent, MeterIdentity, ProfileRow, RegisterValue
 from drivers.serialio import Link
@@ -141,11 +141,21 @@ class DlmsClient(MeterClient):
             e.meter = self.address  # type: ignore[attr-defined]
             raise
 
+    def _supports(self, name: str) -> bool:
+        init = self.assoc.negotiated
+        return init is None or bool(init.conformance & (1 << (23 - acse.CONFORMANCE[name])))
+
     def _get(self, descriptors: list[xdlms.Descriptor]) -> list[Any]:
-        """One GET (normal or with-list) -> list of Data tuples / int errors."""
+        """GET (with-list when the meter has multiple-references, split so each
+        request fits its max PDU) -> list of Data tuples / int errors."""
+        if len(descriptors) > 1 and not self._supports("multiple-references"):
+            return [r for d in descriptors for r in self._get([d])]
         kind = xdlms.NORMAL if len(descriptors) == 1 else xdlms.WITH_LIST
-        ev = self._exchange(self.assoc.request(xdlms.GetRequest(kind, descriptors)))
-        resp = ev.apdu
+        req = xdlms.GetRequest(kind, descriptors)
+        if kind == xdlms.WITH_LIST and len(req.to_bytes()) + 32 > self.assoc.max_pdu_tx():
+            half = len(descriptors) // 2
+            return self._get(descriptors[:half]) + self._get(descriptors[half:])
+        resp = self._exchange(self.assoc.request(req)).apdu
         if not isinstance(resp, xdlms.GetResponse) or len(resp.results) != len(descriptors):
             raise RemoteProtocolError("GET answered with %r" % (resp,))
         return resp.results
@@ -210,7 +220,9 @@ class DlmsClient(MeterClient):
         if obis not in self.columns:
             descs += [_desc(cosem.PROFILE_GENERIC, obis, cosem.CAPTURE_OBJECTS),
                       _desc(cosem.PROFILE_GENERIC, obis, cosem.CAPTURE_PERIOD)]
-        access = cosem.range_access(start, end, self.deviation)
+        access = None                   # without selective access: the whole buffer, filtered
+        if self._supports("selective-access"):
+            access = cosem.range_access(start, end, self.deviation)
         descs.append(_desc(cosem.PROFILE_GENERIC, obis, cosem.BUFFER, access))
         res = self._get(descs)
         for r in res:
