@@ -123,7 +123,10 @@ class Framer:
             c = buf[i]
             if c == ETX or c == EOT:
                 break
-            if c < 0x20 and c not in (0x0D, 0x0A) and not (c == STX and start == SOH and i == 3):
+            if (c < 0x20 and c not in (0x0D, 0x0A) and not (c == STX and start == SOH and i == 3)
+                    or (c == SLASH and self.role == "meter")):
+                # ('/' is not allowed in data sets; a master's block holding one
+                # is noise that swallowed the start of a request.)
                 # A control character inside a block: the block is broken;
                 # drop what came before it and re-hunt from it.
                 frame = self._take(i)

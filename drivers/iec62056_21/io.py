@@ -18,7 +18,7 @@ import time
 
 import serial
 
-from drivers import DriverError, MeterTimeout
+from drivers import DriverError, MeterTimeout, Unsupported
 from drivers.iec62056_21 import PROTOCOL
 from drivers.iec62056_21.core import (
     AWAIT_DATA,
@@ -179,8 +179,8 @@ class IecClient(MeterClient):
         elif conn.state == IDENTIFIED:
             self._tx(conn, conn.option_select(False))
         elif programming:
-            raise IecRefused("meter in mode %s has no programming mode" % ident.mode,
-                             meter=self.address)
+            raise Unsupported("meter in mode %s has no programming mode" % ident.mode,
+                              meter=self.address)
         try:
             first = self._await(conn)
         except GarbledAnswer:
@@ -245,8 +245,8 @@ class IecClient(MeterClient):
         def once():
             conn, msg = self._sign_on(True)
             if not (isinstance(msg, Command) and msg.command == "P"):
-                raise IecRefused("meter refused programming mode: %r" % (msg,),
-                                 meter=self.address)
+                raise Unsupported("meter has no programming mode (answered %r)" % (msg,),
+                                  meter=self.address)
             if self.password is not None:
                 self._command(conn, Command("P", "1", "(%s)" % self.password), expect_ack=True)
             elif write:
@@ -334,7 +334,11 @@ class IecClient(MeterClient):
 
     def read_load_profile(self, start, end):
         def ops(conn):
-            text = self._command(conn, Command("R", "5", request_text(start, end)))
+            try:
+                text = self._command(conn, Command("R", "5", request_text(start, end)))
+            except IecRefused as e:
+                raise Unsupported("meter has no P.01 load profile: %s" % e,
+                                  meter=self.address) from e
             rows = []
             for sec in parse_profile(text):
                 rows.extend(r for r in sec.profile_rows() if start <= r.ts <= end)
