@@ -164,8 +164,8 @@ class DlmsMeter:
             if isinstance(msg, apdu.Ciphered):
                 if self.ctx is None:
                     return xdlms.ExceptionResponse(1, 2).to_bytes()
-                plain = self.ctx.decrypt(raw)
-                return self.ctx.encrypt(self._serve(apdu.decode(plain)))
+                reply = self._serve(apdu.decode(self.ctx.decrypt(raw)))
+                return reply if reply[0] == xdlms.EXCEPTION_RESPONSE else self.ctx.encrypt(reply)
             if self.ctx is not None:
                 return xdlms.ExceptionResponse(1, 1).to_bytes()   # plain APDU on a keyed link
             return self._serve(msg)

@@ -221,6 +221,8 @@ APDUS = st.one_of(
               st.one_of(st.none(), DATA), iid),
     st.builds(xdlms.ActionResponse, st.integers(0, 255), st.one_of(st.none(), RESULTS), iid),
     st.builds(xdlms.ExceptionResponse, st.integers(0, 255), st.integers(0, 255)),
+    st.builds(xdlms.ConfirmedServiceError, st.integers(0, 255), st.integers(0, 255),
+              st.integers(0, 255)),
     st.builds(acse.InitiateRequest, st.integers(0, 2 ** 24 - 1), st.integers(0, 65535),
               st.one_of(st.none(), st.binary(min_size=16, max_size=16))),
     st.builds(acse.InitiateResponse, st.integers(0, 2 ** 24 - 1), st.integers(0, 65535)),
@@ -282,3 +284,22 @@ def test_range_access_round_trip(start, span, deviation):
     selector, data = access
     again = (selector, axdr.decode(axdr.encode(data)))
     assert cosem.parse_range_access(again) == (start, start + span)
+
+
+@settings(max_examples=100, deadline=None)
+@given(APDUS.filter(lambda m: m.to_bytes()[0] in security.GLO), KEY, KEY,
+       st.binary(min_size=8, max_size=8), st.booleans(), st.one_of(st.none(), KEY),
+       st.integers(0, 2 ** 31))
+def test_ciphered_apdu_round_trip(msg, ek, ak, title, general, dedicated, ic):
+    sender = security.SecurityContext(ek, ak, title, invocation_counter=ic,
+                                      dedicated_key=dedicated, general=general)
+    receiver = security.SecurityContext(ek, ak, b"\x00" * 8, dedicated_key=dedicated)
+    receiver.peer_title = title
+    wire = sender.encrypt(msg.to_bytes())
+    assert wire[0] in security.CIPHERED_TAGS
+    assert apdu.decode(wire, receiver).to_bytes() == msg.to_bytes()
+    try:                                    # the same APDU again is a replay
+        receiver.decrypt(wire)
+    except DriverError:
+        return
+    raise AssertionError("replayed APDU accepted")
