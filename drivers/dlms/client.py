@@ -9,7 +9,7 @@ block reassembly (raw blocks joined before any A-XDR parsing). Must not know
 ports, clocks or what the registers mean. Portable.
 """
 
-from drivers import MeterRefused, MeterTimeout, RemoteProtocolError
+from drivers import LocalProtocolError, MeterRefused, MeterTimeout, RemoteProtocolError
 from drivers.dlms import acse, apdu, hdlc, security, xdlms
 from drivers.dlms.axdr import OCTET_STRING
 from drivers.dlms.hdlc_conn import Connection
@@ -111,11 +111,13 @@ class Association:
         self._events = []
 
     # -- the table -------------------------------------------------------------
-    def _go(self, event):
+    def _go(self, event, ours=False):
+        """Take a transition; an event the table does not allow is our misuse
+        (``ours``, LocalProtocolError) or the meter's (RemoteProtocolError)."""
         nxt = TRANSITIONS.get(self.state, {}).get(event)
         if nxt is None:
-            raise RemoteProtocolError("unexpected %s in state %s" % (event, self.state),
-                                      state=self.state)
+            err = LocalProtocolError if ours else RemoteProtocolError
+            raise err("unexpected %s in state %s" % (event, self.state), state=self.state)
         self.state = nxt
 
     def _out(self, frames):
@@ -124,12 +126,12 @@ class Association:
 
     # -- verbs that produce bytes ------------------------------------------------
     def connect(self):
-        self._go("snrm")
+        self._go("snrm", True)
         self.conn.reset()
         return self._out(self.conn.snrm(self.proposal))
 
     def associate(self):
-        self._go("aarq")
+        self._go("aarq", True)
         return self._send_apdu(self._aarq().to_bytes())
 
     def _aarq(self):
@@ -145,7 +147,7 @@ class Association:
 
     def request(self, req):
         """Send a GET/SET/ACTION request object (ciphered when keyed)."""
-        self._go("request")
+        self._go("request", True)
         self._pending = req
         self._blocks = bytearray()
         raw = req.to_bytes()
@@ -164,12 +166,12 @@ class Association:
         return self.request(xdlms.ActionRequest(desc, (OCTET_STRING, tag)))
 
     def release(self):
-        self._go("disc")
+        self._go("disc", True)
         return self._out(self.conn.disc())
 
     def _send_apdu(self, raw):
         if len(raw) > self.max_pdu_tx():
-            raise RemoteProtocolError("APDU longer than the meter accepts", size=len(raw))
+            raise LocalProtocolError("APDU longer than the meter accepts", size=len(raw))
         return self._out(self.conn.send_apdu(raw))
 
     def max_pdu_tx(self):
@@ -193,8 +195,7 @@ class Association:
             if ev is None:
                 return NEED_DATA
             if isinstance(ev, hdlc.FrameError):
-                self.bad_frames.append(ev.raw)
-                del self.bad_frames[:-32]
+                self.bad_frames = self.bad_frames[-31:] + [ev.raw]
                 return Corrupt(ev.raw)
             self._on_frame(ev)
         return self._events.pop(0)

@@ -2,7 +2,7 @@
 # (cosem) and the client association state machine (client) against a tiny
 # scripted server built from the same portable pieces.
 
-from drivers import MeterRefused, RemoteProtocolError
+from drivers import LocalProtocolError, MeterRefused, RemoteProtocolError
 from drivers.dlms import acse, apdu, axdr, client, cosem, hdlc, xdlms
 from drivers.dlms.hdlc_conn import Connection
 
@@ -147,7 +147,7 @@ def test_client_refuses_out_of_state_events_and_gives_up_after_retries():
     assoc = client.Association(retries=2)
     try:
         assoc.associate()
-    except RemoteProtocolError:
+    except LocalProtocolError:
         pass
     else:
         raise AssertionError("AARQ allowed before the link is up")
