@@ -217,62 +217,74 @@ class Ingestor:
                 for device, run in by_device.items() if device not in self._backlog]
 
     def _finish(self, parts: Iterable[list[_RunResult]], fresh: Iterable[_Opened]) -> set[str]:
-        """Write decoded runs in one transaction, note who waits, then try the
-        devices with a backlog in seq order; returns the devices that wait."""
+        """Write decoded runs in one transaction, then try the devices with a
+        backlog in seq order; returns the devices whose new batches wait."""
         done: list[DecodedBatch] = []
         waiting: set[str] = set()
         for part in parts:
-            for device, decoded, wait, failed in part:
+            for device, decoded, wait, orphaned, failed in part:
                 done.extend(decoded)
-                for seq in wait:
-                    log.info("batch %s/%d waits for its codec base", device, seq)
+                self._note(device, wait, orphaned, failed)
+                if wait:
                     waiting.add(device)
-                for seq, reason in failed:
-                    log.error("stored batch %s/%d does not decode (%s); kept raw", device,
-                              seq, reason)
         self.store.apply(done)
-        self._backlog |= waiting
         for device in {o.header.device for o in fresh} & self._backlog:
-            self.recover(device)
-        return waiting & self._backlog
+            if self._recover(device):
+                waiting.add(device)
+        return waiting
+
+    def _note(self, device: str, wait: list[int], orphaned: list[int],
+              failed: list[tuple[int, str]]) -> None:
+        for seq in wait:
+            log.info("batch %s/%d waits for its codec base", device, seq)
+        for seq in orphaned:
+            log.warning("batch %s/%d is a delta against a state the HES will not hold again; "
+                        "kept raw, not decoded", device, seq)
+        for seq, reason in failed:
+            log.error("stored batch %s/%d does not decode (%s); kept raw", device, seq, reason)
+        if orphaned:
+            self.store.mark_orphaned(device, orphaned)
+        if wait:
+            self._backlog.add(device)
 
     def recover(self, device: str | None = None) -> int:
         """Decode stored-but-undecoded batches (after a crash, or once a missing
         codec base arrived); returns how many were decoded."""
-        decoded = 0
-        pending = self.store.pending(device)
-        devices = sorted({p.device for p in pending})
-        for dev in devices:
-            self._backlog.discard(dev)
-            run = []
-            for p in pending:
-                if p.device != dev:
-                    continue
-                rec = self.store.key(dev, p.key_epoch)
-                if rec is None:
-                    continue
-                try:
-                    run.append((p.seq, wire.open_envelope(p.payload, rec.root_key)))
-                except wire.WireError:
-                    continue
-            ((_, done, wait, _failed),) = decode_runs([(dev, run, self.store.codec_state(dev))])
-            self.store.apply(done)
-            if wait:
-                self._backlog.add(dev)
-            decoded += len(done)
-        return decoded
+        devices = sorted({p.device for p in self.store.pending(device)})
+        return sum(self._recover(dev, count=True) for dev in devices)
+
+    def _recover(self, device: str, count: bool = False) -> int:
+        """One device's pending batches in seq order; returns how many decoded
+        (``count``) or how many still wait."""
+        self._backlog.discard(device)
+        run = []
+        for p in self.store.pending(device):
+            rec = self.store.key(device, p.key_epoch)
+            if rec is None:
+                continue
+            try:
+                run.append((p.seq, wire.open_envelope(p.payload, rec.root_key)))
+            except wire.WireError:
+                continue
+        ((_, done, wait, orphaned, failed),) = decode_runs(
+            [(device, run, self.store.codec_state(device))])
+        self.store.apply(done)
+        self._note(device, wait, orphaned, failed)
+        return len(done) if count else len(wait)
 
 
-_Run = tuple[str, list[tuple[int, bytes]], bytes | None]
-# (device, decoded batches, seqs waiting for their codec base, (seq, reason) undecodable)
-_RunResult = tuple[str, list[DecodedBatch], list[int], list[tuple[int, str]]]
+_Run = tuple[str, list[tuple[int, bytes]], tuple[int, bytes] | None]
+# (device, decoded batches, seqs waiting for their codec base, seqs orphaned
+# (older than the state: their base is gone), (seq, reason) undecodable)
+_RunResult = tuple[str, list[DecodedBatch], list[int], list[int], list[tuple[int, str]]]
 
 
 def decode_runs(runs: list[_Run]) -> list[_RunResult]:
     """Pure (runs in worker processes too): per device, decode its batches in
     seq order starting from its codec state."""
     out: list[_RunResult] = []
-    for device, run, state in runs:
+    for device, run, held in runs:
+        state_seq, state = held if held is not None else (-1, None)
         done: list[DecodedBatch] = []
         wait: list[int] = []
         failed: list[tuple[int, str]] = []
@@ -285,7 +297,9 @@ def decode_runs(runs: list[_Run]) -> list[_RunResult]:
             except wire.WireError as e:
                 failed.append((seq, e.reason))
                 continue
-            state = d.codec_state if d.codec_state is not None else state
+            if d.codec_state is not None:
+                state, state_seq = d.codec_state, seq
             done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units))
-        out.append((device, done, wait, failed))
+        orphaned = [s for s in wait if s < state_seq]
+        out.append((device, done, [s for s in wait if s > state_seq], orphaned, failed))
     return out

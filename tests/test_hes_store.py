@@ -93,7 +93,7 @@ def test_idempotent_writes_and_wal(tmp_path):
     assert list(s.rows()) == [("m", 3600, {"1.0.1.8.0.255": 5})]
     assert s.counts() == {"events": 1, "reading_rows": 1, "readings": 1}
     assert s.units() == {"1.0.1.8.0.255": "Wh"}
-    assert s.codec_state("c") == b"state" and s.replay_state("c", 1) == b"w"
+    assert s.codec_state("c") == (1, b"state") and s.replay_state("c", 1) == b"w"
     assert s.stored_seqs("c", range(1000)) == {1}
     assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -92,6 +92,7 @@ class ConcentratorInfo:
     batches: int
     pending: int
     meters: int = 0
+    orphaned: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -134,7 +135,13 @@ class Store:
         fsync'd transaction; per batch, True if new, False if a duplicate."""
         raise NotImplementedError
 
-    def codec_state(self, device: str) -> bytes | None:
+    def codec_state(self, device: str) -> tuple[int, bytes] | None:
+        """(seq of the last batch applied to it, state bytes), or None."""
+        raise NotImplementedError
+
+    def mark_orphaned(self, device: str, seqs: Sequence[int]) -> None:
+        """These stored batches will never decode (a delta whose base the HES
+        will not hold again): keep them raw, stop retrying them."""
         raise NotImplementedError
 
     def pending(self, device: str | None = None) -> list[PendingBatch]:
