@@ -45,7 +45,7 @@ def open_client(url, address="", baud=None, password=None, timeout=2.0, retries=
 def scan(url, baud=None, addresses=None, timeout=1.5, link=None):
     """Identify meters: ``/?<address>!`` for each of ``addresses`` (default: the
     empty address, i.e. the one meter on a point-to-point line)."""
-    from drivers.iec62056_21.io import scan as _scan
+    from drivers.iec62056_21.scan import scan as _scan
 
     return _scan(url, baud=baud, addresses=addresses, timeout=timeout, link=link)
 

@@ -50,6 +50,7 @@ from drivers.serialio import Link
 
 log = logging.getLogger(__name__)
 MAX_ANSWER_S = 300.0        # hard cap on one answer, however slow the line
+NO_7E1: set[str] = set()    # ports found to refuse 7 data bits (ptys): emulate at once
 
 
 def iec_address(obis: str) -> str:
@@ -85,7 +86,7 @@ class IecClient(MeterClient):
         self._own_link = link is None
         self._identity: MeterIdentity | None = None
         self.identification = None
-        self.emulate_7e1 = False      # the port cannot do 7E1: parity in bit 7 of 8N1
+        self.emulate_7e1 = url in NO_7E1  # the port cannot do 7E1: parity in bit 7 of 8N1
 
     # -- the line ----------------------------------------------------------------
     def _line(self, baud: int) -> None:
@@ -99,6 +100,7 @@ class IecClient(MeterClient):
             except (DriverError, OSError, ValueError, termios.error, serial.SerialException) as e:
                 log.info("%s refuses 7E1 (%s); emulating it over 8N1", self.url, e)
                 self.emulate_7e1 = True
+                NO_7E1.add(self.url)
         self.link.configure(baudrate=baud, bytesize=8, parity="N")
 
     def _write(self, data: bytes) -> None:
@@ -377,30 +379,3 @@ class IecClient(MeterClient):
 
     def reconnect(self) -> None:
         self._relay(True)
-
-
-def scan(url: str, baud: int | None = None, addresses=None, timeout: float = 1.5,
-         link: Link | None = None) -> list[MeterIdentity]:
-    """Sign on to each address, note the identification, break off."""
-    found = []
-    client = IecClient(url, baud=baud, timeout=timeout, retries=0, link=link).connect()
-    try:
-        for addr in addresses if addresses is not None else [""]:
-            client.address = str(addr)
-            conn = Connection(client.quirks)
-            assert client.link is not None
-            client._line(INITIAL_BAUD)
-            client.link.drain()
-            try:
-                client._tx(conn, Request(client.address))
-                ident = client._await(conn)
-            except (MeterTimeout, IecProtocolError) as e:
-                log.info("scan %s address %r: %s", url, addr, e)
-                continue
-            finally:
-                client._abandon()
-            found.append(MeterIdentity(PROTOCOL, addr, str(addr) or ident.ident,
-                                       manufacturer=ident.manufacturer, model=ident.model))
-    finally:
-        client.close()
-    return found
