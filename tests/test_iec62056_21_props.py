@@ -14,7 +14,17 @@ from drivers.iec62056_21.core import NEED_DATA, Connection
 from drivers.iec62056_21.dataset import DataSet, Readout
 from drivers.iec62056_21.framer import Framer
 from drivers.iec62056_21.frames import Block, Command, Identification, OptionSelect, Request
-from drivers.iec62056_21.profile import ProfileSection, format_profile, parse_profile
+from drivers.iec62056_21.profile import (
+    ProfileSection,
+    clock_texts,
+    clock_value,
+    format_profile,
+    parse_profile,
+    parse_request,
+    parse_stamp,
+    request_text,
+    stamp,
+)
 from drivers.iec62056_21.quirks import QuirkRegistry
 
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
@@ -142,3 +152,15 @@ def test_profile_roundtrip(start: int, rows: list, status: int) -> None:
     got = back[0].profile_rows()
     assert [r.ts for r in got] == [start + i * 3600 for i in range(len(rows))]
     assert [[r.values["1.0.1.8.0.255"], r.values["1.0.2.8.0.255"]] for r in got] == rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(946684800, 4102444799 - 3600))   # two-digit years: 2000 .. 2099
+def test_time_fields_roundtrip(ts: int) -> None:
+    assert parse_stamp(stamp(ts, seconds=True)) == ts
+    assert parse_stamp(stamp(ts, seconds=True, season="0")) == ts
+    assert parse_stamp(stamp(ts)) == ts - ts % 60
+    date, tod = clock_texts(ts)
+    assert clock_value(date, tod) == ts
+    assert parse_request(request_text(ts - ts % 60, ts - ts % 60 + 3600)) == (
+        "P.01", ts - ts % 60, ts - ts % 60 + 3600)
