@@ -81,6 +81,8 @@ class District:
                 if bb == b:
                     lines += ['[[bus.meter]]', 'address = "%d"' % addr,
                               'protocol = "%s"' % proto]
+                    if proto == "iec62056-21":
+                        lines.append('password = "00000000"')   # the simulator's default
         path.write_text("\n".join(lines) + "\n")
         return path
 
