@@ -230,10 +230,11 @@ class CodecState:
 
 def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False) -> bytes:
     """Encode ``batch`` as a delta against ``base`` (not modified), or as a
-    keyframe when ``keyframe``, ``base`` is None, has never seen a keyframe, or
-    its keyframe is a day older than ``batch.created``. Sets ``batch.keyframe``."""
+    keyframe when ``keyframe``, ``base`` is None, has never seen a keyframe, is
+    another device's, or its keyframe is a day older than ``batch.created``.
+    Sets ``batch.keyframe``."""
     kf = keyframe or base is None or base.keyframe_ts < 0 \
-        or batch.created - base.keyframe_ts >= DAY
+        or batch.created - base.keyframe_ts >= DAY or base.device != batch.device
     st = CodecState(batch.device) if kf or base is None else base
     head = bytes((FORMAT, 1 if kf else 0)) + _varint(batch.seq) + _varint(batch.created)
     if not kf:

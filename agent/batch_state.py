@@ -8,7 +8,7 @@ the batch body.
 
 import struct
 
-from agent.batch_bits import BatchError
+from agent.batch_bits import BatchError, bit_length
 
 MAGIC = b"WCS\x02"
 LIMIT = 1 << 20
@@ -93,13 +93,14 @@ class _In:
 
     def uv(self, limit: int = 1 << 62) -> int:
         n, shift = 0, 0
+        most = bit_length(limit) + 7
         while True:
             b = self.byte()
             n |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
             shift += 7
-            if shift > 70:
+            if shift > most:
                 raise BatchError("bad_value", "varint too long")
         if n > limit:
             raise BatchError("bad_value", "codec state value over limit")

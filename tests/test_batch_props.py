@@ -54,7 +54,7 @@ def same_values(a: Batch, b: Batch) -> None:
                                                                        math.isnan(y))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches())
 def test_keyframe_round_trip(b: Batch) -> None:
     d = decode_batch(encode_batch(b, None), None)
@@ -62,7 +62,7 @@ def test_keyframe_round_trip(b: Batch) -> None:
     assert d.keyframe
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_delta_chain_round_trip(data: st.DataObject) -> None:
     agent, hes = CodecState(), CodecState()
@@ -93,7 +93,7 @@ def test_any_bytes_decode_or_batch_error(data: bytes) -> None:
         assert e.reason in BATCH_REASONS
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches(), st.data())
 def test_corrupted_batches_decode_or_batch_error(b: Batch, data: st.DataObject) -> None:
     good = bytearray(encode_batch(b, None))
@@ -108,7 +108,7 @@ def test_corrupted_batches_decode_or_batch_error(b: Batch, data: st.DataObject) 
             assert e.reason in BATCH_REASONS
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches(seq=1, created=T0 + 7200), batches(seq=2, created=T0 + 10800), st.data())
 def test_corrupted_deltas_against_a_real_state(a: Batch, b: Batch, data: st.DataObject) -> None:
     a.device = b.device = "dc-1"

@@ -172,3 +172,17 @@ def test_garbage_gives_batch_error_only():
             CodecState.from_bytes(data)
         except BatchError as e:
             assert e.reason in BATCH_REASONS
+
+
+def test_huge_integers_in_the_state():
+    st = CodecState()
+    rows = [("m", T0 + 3600 * h, {E: (2 ** 70) * (h + 1) - h, "n": -(2 ** 66) * h})
+            for h in range(3)]
+    b = Batch("dev", 1, T0 + 3 * 3600, rows)
+    d = decode_batch(encode_batch(b, None), None)
+    assert d == b
+    st.advance(d)
+    again = CodecState.from_bytes(st.to_bytes())
+    assert again.to_bytes() == st.to_bytes()
+    b2 = Batch("dev", 2, T0 + 4 * 3600, [("m", T0 + 3 * 3600, {E: 2 ** 72, "n": 0})])
+    assert decode_batch(encode_batch(b2, st), again) == b2
