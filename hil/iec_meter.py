@@ -6,7 +6,7 @@ identification (only to ``/?<its address>!``, or ``/?!`` when
 of the full register set (EDIS codes such as ``1.8.0``, ``32.7.0``,
 ``0-0:96.3.10``), programming mode (P0 → P1 password → R1 reads, W1 writes of
 ``0.9.1``/``0.9.2`` clock and ``0-0:96.3.10`` relay, R5 ``P.01`` hourly load
-profile in partial blocks, B0 break, NAK → repeat), and the
+profile and ``P.98`` log book in partial blocks, B0 break, NAK → repeat), and the
 ``honour_baud=False`` quirk: the meter proposes ``max_baud`` but keeps its UART
 at ``quirk_baud``. A master on a different speed then hears what a UART hears
 across a speed mismatch (``uart_view``), not clean bytes; what the master
@@ -41,6 +41,7 @@ from drivers.iec62056_21.profile import (
     ProfileSection,
     clock_texts,
     clock_value,
+    format_logbook,
     format_profile,
     parse_request,
 )
@@ -295,7 +296,7 @@ class IecMeter:
                 return [self._say(Ack().to_bytes())]
             return self._error()
         try:
-            if cmd.command == "R" and cmd.data and cmd.data.startswith("P.0"):
+            if cmd.command == "R" and cmd.data and cmd.data.startswith("P."):
                 return self._profile(cmd.data)
             if name == "R1":
                 return self._read(cmd.data or "")
@@ -346,17 +347,23 @@ class IecMeter:
 
     def _profile(self, data: str) -> list[tuple[bytes, int | None]]:
         code, start, end = parse_request(data)
-        if code != "P.01":
+        if code not in ("P.01", "P.98"):
             return self._error()
         now = int(self.clock())
         start = start if start is not None else now - 24 * HOUR
         end = min(end if end is not None else now, now)
+        if code == "P.98":
+            return self._send_blocks(format_logbook(self.model.events(start, end)))
         rows = self.model.profile(start, end)
         channels = [(edis(o), PROFILE_UNITS[UNITS[o]]) for o in PROFILE]
         sec = ProfileSection("P.01", rows[0][0] if rows else start - start % HOUR, 0, 60,
                              channels, [["%07d.%03d" % divmod(vals[o], 1000) for o in PROFILE]
                                         for _, vals in rows])
-        lines = format_profile([sec]).split("\r\n")[:-1]
+        return self._send_blocks(format_profile([sec]))
+
+    def _send_blocks(self, text: str) -> list[tuple[bytes, int | None]]:
+        """An answer in partial blocks of about ``block_size`` (ACK fetches the next)."""
+        lines = text.split("\r\n")[:-1]
         blocks: list[bytes] = []
         chunk = ""
         for ln in lines:

@@ -12,7 +12,7 @@ import pytest
 
 from drivers.iec62056_21 import IecProtocolError, IecRefused, IecUsageError, open_client, scan
 from drivers.iec62056_21.quirks import QuirkRegistry
-from drivers.meter import ProfileRow
+from drivers.meter import MeterEvent, ProfileRow
 from hil.bus import Bus
 from hil.iec_meter import IecMeter, pty_line_speed
 from hil.model import HOUR, ORIGIN, UNITS, MeterModel
@@ -87,7 +87,7 @@ def test_r1_reads_clock_and_relay_in_programming_mode(rig) -> None:
         client.close()
 
 
-def test_load_profile_matches_model_rows(rig) -> None:
+def test_load_profile_and_log_book_match_the_model(rig) -> None:
     port, start = rig
     model = MeterModel(7, seed=3)
     meter = IecMeter(model, ADDRS[0], lambda: T, block_size=400)
@@ -98,6 +98,10 @@ def test_load_profile_matches_model_rows(rig) -> None:
         rows = client.read_load_profile(lo, hi)
         assert rows == [ProfileRow(ts, vals, 0) for ts, vals in model.profile(lo, hi)]
         assert len(rows) == 30
+        lo = T - 60 * 86400
+        want = [MeterEvent(ts, code) for ts, code in model.events(lo, T)]
+        assert len(want) >= 3
+        assert client.read_events(lo, T) == want
     finally:
         client.close()
 

@@ -8,7 +8,7 @@ readings, and the errors met on the way. Never raises on any input.
 from drivers.iec62056_21.dataset import Readout, obis_of, quantity
 from drivers.iec62056_21.errors import IecProtocolError
 from drivers.iec62056_21.framer import Framer
-from drivers.iec62056_21.profile import parse_profile
+from drivers.iec62056_21.profile import parse_logbook, parse_profile
 
 
 def _datasets(text):
@@ -41,7 +41,12 @@ def _describe(msg):
                  mode="programming" if msg.programming else "readout")
     elif k == "block":
         d.update(partial=msg.partial, text=msg.data, error=msg.error)
-        if msg.data.startswith("P.0"):
+        if msg.data.startswith("P.98"):
+            try:
+                d["events"] = [{"ts": e.ts, "code": e.code} for e in parse_logbook(msg.data)]
+            except IecProtocolError as e:
+                d["events_error"] = str(e)
+        elif msg.data.startswith("P.0"):
             try:
                 d["profile"] = [[{"ts": r.ts, "values": r.values, "status": r.status}
                                  for r in sec.profile_rows()] for sec in parse_profile(msg.data)]

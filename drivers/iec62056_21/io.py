@@ -40,6 +40,7 @@ from drivers.iec62056_21.frames import INITIAL_BAUD, Ack, Block, Break, Command,
 from drivers.iec62056_21.profile import (
     clock_texts,
     clock_value,
+    parse_logbook,
     parse_profile,
     request_text,
 )
@@ -347,6 +348,17 @@ class IecClient(MeterClient):
             return rows
 
         return self._programming("R5 load profile", ops)
+
+    def read_events(self, start, end):
+        def ops(conn):
+            try:
+                text = self._command(conn, Command("R", "5", request_text(start, end, "P.98")))
+            except IecRefused as e:
+                raise Unsupported("meter has no P.98 log book: %s" % e,
+                                  meter=self.address) from e
+            return [ev for ev in parse_logbook(text) if start <= ev.ts <= end]
+
+        return self._programming("R5 log book", ops)
 
     def read_clock(self) -> int:
         def ops(conn):

@@ -1,4 +1,5 @@
-"""The IEC/VDEW load profile readout (``P.01``) and meter date/time fields.
+"""The IEC/VDEW load profile (``P.01``) and log book (``P.98``) readouts, and
+meter date/time fields.
 
 Portable (CPython and MicroPython; no datetime). Owns the load profile
 request ``R5 P.01(from;to)`` data set, the answer's layout (VDEW 2.x as used
@@ -16,7 +17,7 @@ meter's clock is taken to run on UTC). Must not know messages or IO.
 
 from drivers.iec62056_21.dataset import DataSet, format_lines, obis_of, parse_lines, quantity
 from drivers.iec62056_21.errors import IecProtocolError
-from drivers.meter import ProfileRow
+from drivers.meter import MeterEvent, ProfileRow
 
 DAY = 86400
 
@@ -191,3 +192,39 @@ def format_profile(sections):
     for sec in sections:
         lines.extend(sec.lines())
     return format_lines(lines)
+
+
+# The log book (``P.98``): one line per entry, laid out like a P.01 header
+# with its values inline: P.98(ZSTs)(S)()(z)(KZ1)(E1)…(M1)…; the event number
+# travels in channel 96.11.0 (OBIS "event code", DLMS standard event log).
+EVENT_CODE = "96.11.0"
+
+
+def format_logbook(events):
+    """[(ts, code)] → the text of a ``P.98`` answer."""
+    return "".join("P.98(%s)(00)()(1)(%s)()(%d)\r\n" % (stamp(ts, True, "0"), EVENT_CODE, code)
+                   for ts, code in events)
+
+
+def parse_logbook(text):
+    """A ``P.98`` answer → [MeterEvent]; entries without an event code channel
+    report their status word as the code."""
+    out = []
+    want = obis_of(EVENT_CODE)
+    for line in parse_lines(text):
+        for ds in line:
+            vals = [v for v, _ in ds.values]
+            if not ds.address.startswith("P.98") or len(vals) < 4:
+                raise IecProtocolError("not a log book entry", raw=ds.to_text())
+            try:
+                ts, status, n = parse_stamp(vals[0]), int(vals[1], 16), int(vals[3])
+            except ValueError:
+                raise IecProtocolError("bad log book entry", raw=ds.to_text()) from None
+            if len(vals) != 4 + 3 * n:
+                raise IecProtocolError("log book entry width mismatch", raw=ds.to_text())
+            code = status
+            for j in range(n):
+                if obis_of(vals[4 + 2 * j]) == want and vals[4 + 2 * n + j].isdigit():
+                    code = int(vals[4 + 2 * n + j])
+            out.append(MeterEvent(ts, code))
+    return out

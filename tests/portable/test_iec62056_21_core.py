@@ -37,7 +37,9 @@ from drivers.iec62056_21.profile import (
     clock_value,
     days_from_civil,
     epoch,
+    format_logbook,
     format_profile,
+    parse_logbook,
     parse_profile,
     parse_request,
     parse_stamp,
@@ -301,3 +303,17 @@ def test_learned_quirk_is_most_specific():
     reg.learn_line_baud(ident, 300)
     assert reg.lookup(ident).line_baud == 300 and reg.lookup(ident).learned
     assert reg.lookup(Identification("XYZ", "5", "ODD-7")) is None
+
+
+def test_logbook_roundtrip():
+    text = format_logbook([(1780275600, 1), (1780275690, 2), (1780279200, 40)])
+    assert text.startswith("P.98(0260601010000)(00)()(1)(96.11.0)()(1)\r\n")
+    events = parse_logbook(text)
+    assert [(e.ts, e.code) for e in events] == [(1780275600, 1), (1780275690, 2), (1780279200, 40)]
+    assert parse_logbook("") == []
+    assert [e.code for e in parse_logbook("P.98(0260601010000)(0080)()(0)\r\n")] == [0x80]
+    try:
+        parse_logbook("P.98(0260601010000)(00)()(2)(96.11.0)()(1)\r\n")
+        raise AssertionError("width mismatch accepted")
+    except IecProtocolError:
+        pass
