@@ -142,7 +142,9 @@ class MemoryBootStore:
 
 
 class FileBootStore:
-    """Boot epoch in a small file, replaced atomically (write, flush, rename)."""
+    """Boot epoch in a small file, replaced atomically (write, fsync, rename,
+    fsync the folder where the OS allows), so a power cut can lose a save only
+    before ``save`` returned, never one a seal already relied on."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -165,6 +167,12 @@ class FileBootStore:
             if fsync is not None:
                 fsync(f.fileno())
         os.rename(tmp, self.path)
+        if fsync is not None and hasattr(os, "O_RDONLY"):      # CPython: the rename too
+            d = os.open(self.path.rsplit("/", 1)[0] if "/" in self.path else ".", os.O_RDONLY)
+            try:
+                fsync(d)
+            finally:
+                os.close(d)
 
 
 class Sealer:

@@ -146,3 +146,20 @@ def test_key_epochs():
     assert open_envelope(s.seal(b"e2"), ks).payload == b"e2"
     ks.revoke("dc-0001", 2)
     assert _reason(lambda: open_envelope(s.seal(b"e2"), ks)) == "revoked_key"
+
+
+def test_file_boot_store():
+    import os
+
+    from agent.envelope import FileBootStore
+    path = "/tmp/wum-boot-%d" % (id(ROOT) & 0xFFFFFF)
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    store = FileBootStore(path)
+    assert store.load() == 0
+    assert Sealer("dc-0001", ROOT, store).boot == 1
+    assert Sealer("dc-0001", ROOT, FileBootStore(path)).boot == 2
+    assert FileBootStore(path).load() == 2
+    os.remove(path)
