@@ -18,6 +18,9 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     [retention]
     days = 45            # 30..45
 
+    [time]
+    source = "auto"      # auto: the system clock when NTP-synchronised, else the HES's
+
     [uplink]
     transport = "http"   # or "mqtt"
     url = "http://hes.example:8080"
@@ -92,6 +95,7 @@ class Config:
     key_hex: str = ""
     max_bytes_per_cycle: int = 1_000_000
     initial_backfill: int = 86400
+    time_source: str = "auto"
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
     log_file: str = ""
 
@@ -176,7 +180,13 @@ def _bus(t: dict[str, Any], i: int) -> BusConfig:
 
 
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
-    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log"}, "config")
+    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time"},
+                 "config")
+    tm = _get(data, "time", "config", dict, {})
+    _check_known(tm, {"source"}, "time")
+    time_source = _get(tm, "source", "time", str, "auto")
+    if time_source not in ("auto", "system", "hes"):
+        raise ConfigError("time.source must be auto, system or hes", key="time.source")
     c = _get(data, "concentrator", "config", dict)
     _check_known(c, {"id", "archive"}, "concentrator")
     concentrator_id = _get(c, "id", "concentrator", str)
@@ -233,7 +243,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         retention_days=days, transport=transport, url=_get(u, "url", "uplink", str, ""),
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
-        log_file=_get(lg, "file", "log", str, ""))
+        log_file=_get(lg, "file", "log", str, ""), time_source=time_source)
 
 
 def load(path: str | Path) -> Config:

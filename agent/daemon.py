@@ -30,6 +30,7 @@ from agent.archive import Archive, ArchiveError
 from agent.clock import ScaledClock, SystemClock, clock_from_env
 from agent.config import Config, ConfigError, load
 from agent.cycle import BusCycle, MeterResult
+from agent.timesync import CorrectedClock
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,19 @@ class Daemon:
 
     def open(self) -> Daemon:
         self.archive = open_archive(self.cfg.archive)
+        if not isinstance(self.clock, ScaledClock):
+            # Real time: trust NTP when synchronised, else the HES (see agent.timesync).
+            self.clock = CorrectedClock(self.clock, self._hes_offset, self.cfg.time_source)
         if self.uplink is None and self.cfg.transport != "none" and self.cfg.url:
             from agent.uplink import Uplink
 
             self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock)
         return self
+
+    def _hes_offset(self) -> float | None:
+        with self.lock:
+            raw = self.archive.meta("hes_clock_offset")
+        return float(raw.decode()) if raw else None
 
     def next_start(self, now: float) -> float:
         period = self.cfg.period

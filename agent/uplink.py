@@ -167,7 +167,9 @@ class Uplink:
             log.warning("cannot advance codec state after batch %d (%s): next is a keyframe",
                         seq, e)
             raw = b""
-        offset = server_time - self.clock.now()
+        # Against the uncorrected clock, so the correction does not chase itself.
+        raw_clock: SystemClock = getattr(self.clock, "base", self.clock)
+        offset = server_time - raw_clock.now()
         with self.lock:
             self.archive.ack_batch(seq, self.clock.now(), STATE_KEY, raw)
             self.archive.set_meta("hes_clock_offset", ("%.3f" % offset).encode())
