@@ -66,7 +66,7 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
         return JSONResponse([{
             "device": c.device, "first_seen": c.first_seen, "last_seen": c.last_seen,
             "last_seq": c.last_seq, "batches": c.batches, "backlog": c.pending,
-            "meters": c.meters, "orphaned": c.orphaned} for c in store.concentrators()])
+            "meters": c.meters} for c in store.concentrators()])
 
     def meters(request: Request) -> Response:
         return JSONResponse(store.meters())
@@ -99,7 +99,7 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
             "status": "ok", "server_time": now,
             "concentrators": [{"device": c.device, "last_batch": c.last_seen,
                                "last_seq": c.last_seq, "age_s": round(now - c.last_seen, 3),
-                               "backlog": c.pending, "orphaned": c.orphaned} for c in conc],
+                               "backlog": c.pending} for c in conc],
             "backlog": sum(c.pending for c in conc),
             **{("readings_rows" if k == "reading_rows" else k): v
                for k, v in store.counts().items()},

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from hes_lite import HesError, wire
-from hes_lite.store import DecodedBatch, KeyRecord, RawBatch, Store
+from hes_lite.store import DecodedBatch, KeyRecord, PendingBatch, RawBatch, Store
 
 log = logging.getLogger("hes_lite.ingest")
 
@@ -222,9 +222,9 @@ class Ingestor:
         done: list[DecodedBatch] = []
         waiting: set[str] = set()
         for part in parts:
-            for device, decoded, wait, orphaned, failed in part:
+            for device, decoded, wait, failed in part:
                 done.extend(decoded)
-                self._note(device, wait, orphaned, failed)
+                self._note(device, wait, failed)
                 if wait:
                     waiting.add(device)
         self.store.apply(done)
@@ -233,17 +233,11 @@ class Ingestor:
                 waiting.add(device)
         return waiting
 
-    def _note(self, device: str, wait: list[int], orphaned: list[int],
-              failed: list[tuple[int, str]]) -> None:
+    def _note(self, device: str, wait: list[int], failed: list[tuple[int, str]]) -> None:
         for seq in wait:
             log.info("batch %s/%d waits for its codec base", device, seq)
-        for seq in orphaned:
-            log.warning("batch %s/%d is a delta against a state the HES will not hold again; "
-                        "kept raw, not decoded", device, seq)
         for seq, reason in failed:
             log.error("stored batch %s/%d does not decode (%s); kept raw", device, seq, reason)
-        if orphaned:
-            self.store.mark_orphaned(device, orphaned)
         if wait:
             self._backlog.add(device)
 
@@ -254,11 +248,54 @@ class Ingestor:
         return sum(self._recover(dev, count=True) for dev in devices)
 
     def _recover(self, device: str, count: bool = False) -> int:
-        """One device's pending batches in seq order; returns how many decoded
-        (``count``) or how many still wait."""
+        """One device's pending batches in seq order; deltas older than the
+        state held are decoded by replaying the stored chain from the keyframe
+        before them. Returns how many decoded (``count``) or how many wait."""
         self._backlog.discard(device)
+        run = self._plaintexts(device, self.store.pending(device))
+        held = self.store.codec_state(device)
+        ((_, done, wait, failed),) = decode_runs([(device, run, held)])
+        self.store.apply(done)
+        decoded = len(done)
+        if wait and held is not None and min(wait) < held[0]:
+            more, wait = self._replay(device, wait, held[0])
+            self.store.apply(more)
+            decoded += len(more)
+        self._note(device, wait, failed)
+        return decoded if count else len(wait)
+
+    def _replay(self, device: str, wait: list[int], held_seq: int
+                ) -> tuple[list[DecodedBatch], list[int]]:
+        """Rebuild the codec states the waiting deltas need from the stored
+        batches: from the last keyframe at or before the first waiting seq,
+        decode forward while the chain has no gap. The stored state moves
+        only forward (states at or below ``held_seq`` are not written)."""
+        lo, hi = min(wait), max(wait)
+        chain = dict(self._plaintexts(device, self.store.raw_range(
+            device, max(0, lo - REPLAY_BACK), hi)))
+        start = next((s for s in range(lo, lo - REPLAY_BACK - 1, -1)
+                      if s in chain and wire.is_keyframe(chain[s])), None)
+        if start is None:
+            return [], wait
+        todo, state = set(wait), None
+        out: list[DecodedBatch] = []
+        for seq in range(start, hi + 1):
+            if seq not in chain:
+                break
+            try:
+                d = wire.decode(chain[seq], state)
+            except wire.WireError:
+                break
+            state = d.codec_state if d.codec_state is not None else state
+            if seq in todo:
+                todo.discard(seq)
+                out.append(DecodedBatch(device, seq, d.rows, d.events,
+                                        d.codec_state if seq > held_seq else None, d.units))
+        return out, sorted(todo)
+
+    def _plaintexts(self, device: str, raws: Iterable[PendingBatch]) -> list[tuple[int, bytes]]:
         run = []
-        for p in self.store.pending(device):
+        for p in raws:
             rec = self.store.key(device, p.key_epoch)
             if rec is None:
                 continue
@@ -266,17 +303,13 @@ class Ingestor:
                 run.append((p.seq, wire.open_envelope(p.payload, rec.root_key)))
             except wire.WireError:
                 continue
-        ((_, done, wait, orphaned, failed),) = decode_runs(
-            [(device, run, self.store.codec_state(device))])
-        self.store.apply(done)
-        self._note(device, wait, orphaned, failed)
-        return len(done) if count else len(wait)
+        return run
 
 
+REPLAY_BACK = 60  # batches to look back for a keyframe (agents send one at least daily)
 _Run = tuple[str, list[tuple[int, bytes]], tuple[int, bytes] | None]
-# (device, decoded batches, seqs waiting for their codec base, seqs orphaned
-# (older than the state: their base is gone), (seq, reason) undecodable)
-_RunResult = tuple[str, list[DecodedBatch], list[int], list[int], list[tuple[int, str]]]
+# (device, decoded batches, seqs waiting for their codec base, (seq, reason) undecodable)
+_RunResult = tuple[str, list[DecodedBatch], list[int], list[tuple[int, str]]]
 
 
 def decode_runs(runs: list[_Run]) -> list[_RunResult]:
@@ -284,7 +317,7 @@ def decode_runs(runs: list[_Run]) -> list[_RunResult]:
     seq order starting from its codec state."""
     out: list[_RunResult] = []
     for device, run, held in runs:
-        state_seq, state = held if held is not None else (-1, None)
+        state = held[1] if held is not None else None
         done: list[DecodedBatch] = []
         wait: list[int] = []
         failed: list[tuple[int, str]] = []
@@ -297,9 +330,7 @@ def decode_runs(runs: list[_Run]) -> list[_RunResult]:
             except wire.WireError as e:
                 failed.append((seq, e.reason))
                 continue
-            if d.codec_state is not None:
-                state, state_seq = d.codec_state, seq
+            state = d.codec_state if d.codec_state is not None else state
             done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units))
-        orphaned = [s for s in wait if s < state_seq]
-        out.append((device, done, [s for s in wait if s > state_seq], orphaned, failed))
+        out.append((device, done, wait, failed))
     return out

@@ -122,6 +122,14 @@ def batch_seq(plaintext: bytes) -> int:
         raise WireError("bad_batch") from None
 
 
+def is_keyframe(plaintext: bytes) -> bool:
+    """A batch that decodes without any codec state."""
+    try:
+        return bool(batch.peek_batch(plaintext).keyframe)
+    except batch.BatchError:
+        return False
+
+
 def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
     """Batch → columnar rows and events, plus the codec state after it (None
     when the batch is older than the state held: the state does not move

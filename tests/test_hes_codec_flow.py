@@ -1,6 +1,7 @@
 """HES-lite with the real batch codec: deltas against the stored codec
 state, out-of-order arrival (kept raw until the base is there), deltas whose
-base is gone (orphaned, raw kept), a crash between the raw write and the
+base state has moved on (rebuilt from the stored chain), gaps, a crash
+between the raw write and the
 decode, and the bulk path with decode worker processes."""
 
 import pytest
@@ -74,19 +75,37 @@ def test_out_of_order_waits_for_its_base(store):
     assert store.concentrators()[0].pending == 0
 
 
-def test_delta_whose_base_is_gone_is_kept_raw(store):
+def test_late_delta_decodes_from_the_stored_chain(store):
     ing = Ingestor(store)
     b = chain(3)
     ing.submit(b[1])
-    ing.submit(b[3])  # its base (state after 2) never comes
-    data, _ = wire.encode(DEV, 4, hour_rows(4))  # the agent sends a keyframe
-    ing.submit(wire.seal(KEY, DEV, 0, 4, data))
+    ing.submit(b[3])  # its base (state after 2) is not here yet
+    kf, state4 = wire.encode(DEV, 4, hour_rows(4))  # the agent sends a keyframe
+    ing.submit(wire.seal(KEY, DEV, 0, 4, kf))
     c = store.concentrators()[0]
-    assert (c.pending, c.orphaned, c.batches) == (0, 1, 3)
+    assert (c.pending, c.batches) == (1, 3)
     assert stored(store) == expected([1, 4])
-    # a late copy of 2 still decodes: it is a delta against a state long gone too
+    # 2 arrives late: a delta against a state the HES moved past, rebuilt from
+    # the stored batches; then 3 decodes too, and the state stays at 4
     assert ing.submit(b[2]).status == "accepted"
-    assert store.concentrators()[0].orphaned == 2
+    assert stored(store) == expected([1, 2, 3, 4])
+    assert store.codec_state(DEV)[0] == 4 and store.concentrators()[0].pending == 0
+    data5, _ = wire.encode(DEV, 5, hour_rows(5), base=state4)
+    assert not ing.submit(wire.seal(KEY, DEV, 0, 5, data5)).need_keyframe
+    assert stored(store) == expected([1, 2, 3, 4, 5])
+
+
+def test_gap_keeps_batches_raw_until_filled_even_across_restarts(store):
+    b = chain(5)
+    ing = Ingestor(store)
+    for h in (1, 2, 4, 5):
+        ing.submit(b[h])
+    assert store.concentrators()[0].pending == 2 and stored(store) == expected([1, 2])
+    again = Ingestor(store)  # a restart keeps the backlog
+    assert again.recover() == 0
+    again.submit(b[3])
+    assert stored(store) == expected(range(1, 6))
+    assert store.codec_state(DEV)[0] == 5
 
 
 def test_crash_between_raw_write_and_decode(store, monkeypatch):

@@ -81,6 +81,7 @@ class PendingBatch:
     seq: int
     key_epoch: int
     payload: bytes
+    decoded: bool = False
 
 
 @dataclass
@@ -92,7 +93,6 @@ class ConcentratorInfo:
     batches: int
     pending: int
     meters: int = 0
-    orphaned: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -139,9 +139,8 @@ class Store:
         """(seq of the last batch applied to it, state bytes), or None."""
         raise NotImplementedError
 
-    def mark_orphaned(self, device: str, seqs: Sequence[int]) -> None:
-        """These stored batches will never decode (a delta whose base the HES
-        will not hold again): keep them raw, stop retrying them."""
+    def raw_range(self, device: str, first: int, last: int) -> list[PendingBatch]:
+        """Stored batches with first <= seq <= last, by seq (decoded or not)."""
         raise NotImplementedError
 
     def pending(self, device: str | None = None) -> list[PendingBatch]:

@@ -36,7 +36,7 @@ MIGRATIONS: list[list[str]] = [
             key_epoch INTEGER NOT NULL,
             payload BLOB NOT NULL,
             received REAL NOT NULL,
-            decoded INTEGER NOT NULL DEFAULT 0,  -- 1 done, 0 to do, -1 never (orphaned)
+            decoded INTEGER NOT NULL DEFAULT 0,
             UNIQUE (concentrator_id, seq))""",
         """CREATE TABLE readings (
             meter_id INTEGER NOT NULL,

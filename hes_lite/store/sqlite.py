@@ -242,13 +242,13 @@ class SqliteStore(Store):
                 "ON c.id = s.concentrator_id WHERE c.device = ?", (device,)).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
-    def mark_orphaned(self, device: str, seqs: Sequence[int]) -> None:
-        if not seqs:
-            return
-        with self._write("NORMAL"):
-            cid = self._concentrator(device, 0.0)
-            self._conn.executemany("UPDATE raw_batches SET decoded = -1 WHERE concentrator_id = ? "
-                                   "AND seq = ? AND decoded = 0", [(cid, s) for s in seqs])
+    def raw_range(self, device: str, first: int, last: int) -> list[PendingBatch]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.seq, r.key_epoch, r.payload, r.decoded FROM raw_batches r "
+                "JOIN concentrators c ON c.id = r.concentrator_id WHERE c.device = ? "
+                "AND r.seq >= ? AND r.seq <= ? ORDER BY r.seq", (device, first, last)).fetchall()
+        return [PendingBatch(device, int(r[0]), int(r[1]), bytes(r[2]), bool(r[3])) for r in rows]
 
     def pending(self, device: str | None = None) -> list[PendingBatch]:
         sql = ("SELECT c.device, r.seq, r.key_epoch, r.payload FROM raw_batches r "
@@ -320,13 +320,11 @@ class SqliteStore(Store):
                "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id), "
                "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id "
                "AND r.decoded = 0), "
-               "(SELECT count(*) FROM meters m WHERE m.concentrator_id = c.id), "
-               "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id "
-               "AND r.decoded = -1) "
+               "(SELECT count(*) FROM meters m WHERE m.concentrator_id = c.id) "
                "FROM concentrators c ORDER BY c.device")
         with self._lock:
             rows = self._conn.execute(sql).fetchall()
-        return [ConcentratorInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        return [ConcentratorInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def meters(self) -> list[dict[str, object]]:
         sql = ("SELECT m.meter, c.device, (SELECT max(ts) FROM readings r WHERE r.meter_id = m.id) "
