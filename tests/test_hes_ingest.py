@@ -95,6 +95,14 @@ def test_every_reason_counted_and_logged_without_key(store, caplog):
     assert _reject(ing, env[:3]) == "truncated"
     assert _reject(ing, b"") == "truncated"
     assert _reject(ing, env + b"\x00" * 10) == "bad_length"
+    n = len("conc-1")
+    absurd = bytearray(env)
+    absurd[13 + n:15 + n] = b"\xff\xff"  # the header claims a 64 KiB payload
+    assert _reject(ing, bytes(absurd)) == "truncated"
+    absurd[13 + n:15 + n] = b"\x00\x01"  # ... or one byte
+    assert _reject(ing, bytes(absurd)) == "bad_length"
+    absurd[4] = 200  # a device id longer than 64 bytes
+    assert _reject(ing, bytes(absurd)) == "bad_length"
     assert _reject(ing, b"XX" + env[2:]) == "bad_version"
     assert _reject(ing, batch(2, device="nobody")) == "unknown_key"
     assert _reject(ing, batch(2, epoch=7)) == "unknown_key"
@@ -106,7 +114,7 @@ def test_every_reason_counted_and_logged_without_key(store, caplog):
     assert _reject(ing, batch(1, device="conc-9", key=other)) == "revoked_key"
     assert snapshot(store) == before
     counts = store.rejects()
-    assert counts == {"bad_tag": 1, "truncated": 3, "bad_length": 1, "bad_version": 1,
+    assert counts == {"bad_tag": 1, "truncated": 4, "bad_length": 3, "bad_version": 1,
                       "unknown_key": 2, "device_mismatch": 1, "seq_mismatch": 1,
                       "revoked_key": 1}
     text = caplog.text.lower()
