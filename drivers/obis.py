@@ -36,9 +36,9 @@ class Obis:
         except ValueError:
             raise ObisError("not an OBIS code: %r" % text) from None
         if len(nums) == 6:
-            return cls(*nums)
+            return cls(nums[0], nums[1], nums[2], nums[3], nums[4], nums[5])
         if len(nums) == 5:
-            return cls(*nums, 255)
+            return cls(nums[0], nums[1], nums[2], nums[3], nums[4], 255)
         if len(nums) == 3:
             return cls(1, 0, nums[0], nums[1], nums[2], 255)
         raise ObisError("not an OBIS code: %r" % text)

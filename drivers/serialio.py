@@ -10,6 +10,7 @@ reads, and the port's flight recorder. Must not know any protocol.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from drivers import DriverError, MeterTimeout
 from drivers.flight import FlightRecorder
@@ -28,7 +29,7 @@ class Link:
         self.recorder = recorder or FlightRecorder()
         self.bytes_tx = 0
         self.bytes_rx = 0
-        self._ser = None
+        self._ser: Any = None
 
     def connect(self) -> Link:
         import serial

@@ -16,7 +16,7 @@ UNITS = {
     255: "",
 }
 
-CODES = {}
+CODES: dict = {}
 for _code, _name in UNITS.items():
     CODES.setdefault(_name, _code)
 

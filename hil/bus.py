@@ -154,7 +154,8 @@ class Bus:
                 nreq: int) -> None:
         addr = meter.address
         f = self.faults
-        if f.value("dead", addr) is not None and f.value("dead", addr) >= 1.0:
+        dead = f.value("dead", addr)
+        if dead is not None and dead >= 1.0:
             return
         if f.chance("drop", addr):
             return

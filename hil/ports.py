@@ -13,6 +13,7 @@ import os
 import select
 import termios
 import tty
+from typing import Any
 
 
 class PtyPort:
@@ -88,7 +89,7 @@ class SerialPort:
         self.baudrate = baudrate
         self.rs485 = rs485
         self.agent_path = url
-        self._ser = None
+        self._ser: Any = None
 
     def open(self) -> SerialPort:
         import serial
