@@ -17,8 +17,8 @@ import importlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agent.archive import Archive, ArchiveError

@@ -194,7 +194,7 @@ class MeterModel:
         """The full register set (27 values) as the meter would serve at ``ts``."""
         e = self.energy_at(ts)
         out: dict[str, int | float] = {}
-        for (obis, _), val in zip(ENERGY, e):
+        for (obis, _), val in zip(ENERGY, e, strict=True):
             out[obis] = val
         out.update(self.instantaneous(ts))
         out["0.0.96.3.10.255"] = 1 if self.relay_connected else 0
@@ -205,7 +205,7 @@ class MeterModel:
         bits = 0
         if not self.relay_connected:
             bits |= 0x01
-        for t, code in self.events(int(ts) - DAY, int(ts)):
+        for _t, code in self.events(int(ts) - DAY, int(ts)):
             if code in (40, 47):
                 bits |= 0x10 if code == 40 else 0x20
         return bits

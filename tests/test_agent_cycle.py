@@ -13,8 +13,8 @@ from agent.clock import ScaledClock
 from agent.config import BusConfig, Config, MeterConfig
 from agent.cycle import BusCycle
 from hil.bus import Bus, FaultSpec
-from hil.model import MeterModel
 from hil.modbus_meter import ModbusMeter
+from hil.model import MeterModel
 from hil.ports import open_port
 
 T0 = 1795910400  # 2026-11-29T00:00:00Z

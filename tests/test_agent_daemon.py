@@ -12,8 +12,8 @@ import subprocess
 import time
 
 from agent.archive import PROFILE, Archive
-from agent.cycle import BusCycle
 from agent.config import load
+from agent.cycle import BusCycle
 from tests.agent_rig import WUM, District, run_agent, start_agent
 
 T0 = 1795910400 + 1800

@@ -11,8 +11,15 @@ import time
 
 import pytest
 
-from tests.agent_rig import District, HesProcess, archived_rows, free_port, hes_rows, \
-    run_agent, start_agent
+from tests.agent_rig import (
+    District,
+    HesProcess,
+    archived_rows,
+    free_port,
+    hes_rows,
+    run_agent,
+    start_agent,
+)
 
 T0 = 1795910400 + 1200
 
