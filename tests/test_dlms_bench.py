@@ -25,3 +25,5 @@ def test_grouped_read_is_five_round_trips_per_meter(bench):
     assert g["round_trips_per_meter"] == 5.0
     assert n["round_trips_per_meter"] > 10 * g["round_trips_per_meter"]
     assert g["ratio"] >= 1.0 and g["bytes_per_meter"] < 2000
+    s = out["steady"]
+    assert s["round_trips_per_meter"] == 5.0 and s["bytes_per_meter"] < g["bytes_per_meter"] - 300

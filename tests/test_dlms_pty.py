@@ -295,3 +295,37 @@ def test_meter_without_multiple_references_is_read_attribute_by_attribute():
     assert {r.obis: r.value for r in regs} == model.registers(T)
     assert [(r.ts, r.values) for r in rows] == model.profile(T - 2 * HOUR, T)
     assert c.round_trips > 50
+
+
+def test_remembered_scalers_are_trusted_only_for_the_same_serial():
+    model, sim = _meter(14, 27)
+    memory = {}
+    link = Link("", BAUD)
+    with bus_of([sim]) as port:
+        link.url = port.agent_path
+        link.connect()
+        try:
+            def session():
+                tx0 = link.bytes_tx
+                c = dlms.open_client(port.agent_path, "27", link=link, metadata=memory)
+                regs = {r.obis: r.value for r in c.read_registers()}
+                c.read_load_profile(T - HOUR, T)
+                c.close()
+                return regs, link.bytes_tx - tx0, c.round_trips
+
+            first, sent1, trips1 = session()
+            again, sent2, trips2 = session()
+            assert first == again == model.registers(T)
+            assert sent2 < sent1 - 200 and trips1 == trips2 == 5
+            # A different meter at the same address: its serial gives it away.
+            key = next(iter(memory))
+            memory[key]["serial"] = "99999999"
+            memory[key]["scalers"]["1.0.32.7.0.255"] = (0, "kV")
+            third, _, trips3 = session()
+            assert third == model.registers(T) and trips3 == 6
+            # Same serial, lying memory: the client does trust it (so it is used).
+            memory[key]["scalers"]["1.0.32.7.0.255"] = (0, "kV")
+            fourth, _, _ = session()
+            assert fourth["1.0.32.7.0.255"] == round(model.registers(T)["1.0.32.7.0.255"] * 10)
+        finally:
+            link.close()

@@ -25,6 +25,11 @@ from drivers.serialio import Link
 
 log = logging.getLogger(__name__)
 CLIENT_TITLE = b"WUMCONC1"
+# Scalers, units and profile layouts change only with the meter: they are
+# remembered across sessions by (port, address) and trusted again only once
+# the serial number read in the same request matches (a swapped meter is
+# noticed and read afresh). Pass ``metadata={}`` to a client to opt out.
+METADATA: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def _key(value: bytes | str | None) -> bytes | None:
@@ -60,6 +65,7 @@ class DlmsClient(MeterClient):
                  registers: list[str] | None = None, own_link: bool = False,
                  max_info: int = 2030, window: int = 7, challenge: bytes | None = None,
                  dedicated_key: bytes | str | None = None, clock: Any = None,
+                 metadata: dict[tuple[str, str], dict[str, Any]] | None = None,
                  **_ignored: Any) -> None:
         from drivers.dlms.hdlc import LinkParameters
 
@@ -82,6 +88,8 @@ class DlmsClient(MeterClient):
         self.round_trips = 0
         self.identity: MeterIdentity | None = None
         self.clock = clock or time.time           # only when the meter's clock is unreadable
+        self.metadata = METADATA if metadata is None else metadata
+        self._remembered = self.metadata.get((link.url, self.address))
 
     # -- session ----------------------------------------------------------------
     def open(self) -> DlmsClient:
@@ -172,10 +180,26 @@ class DlmsClient(MeterClient):
         assert self.identity is not None
         return self.identity
 
-    def _identity_from(self, res: list[Any]) -> None:
+    def _identity_from(self, res: list[Any]) -> bool:
+        """Take the identity; True if what we remembered of this meter still holds."""
         serial = _text(res[0]) if not isinstance(res[0], int) else ""
         ldn = _text(res[1]) if not isinstance(res[1], int) else ""
         self.identity = MeterIdentity("dlms", self.address, serial, ldn[:3], ldn)
+        known, self._remembered = self._remembered, None
+        if known is None or not serial or known["serial"] != serial:
+            if known is not None:
+                log.info("meter %s: serial %s is not the %s we knew; reading its layout again",
+                         self.address, serial, known["serial"])
+            return False
+        for name in ("scalers", "columns", "periods"):
+            getattr(self, name).update(known[name])
+        return True
+
+    def _remember(self) -> None:
+        if self.identity is not None and self.identity.id:
+            self.metadata[(self.link.url, self.address)] = {
+                "serial": self.identity.id, "scalers": dict(self.scalers),
+                "columns": dict(self.columns), "periods": dict(self.periods)}
 
     def read_registers(self, obis: list[str] | None = None) -> list[RegisterValue]:
         return self._guard(self._read_registers, [str(o) for o in (obis or self.registers)])
@@ -183,15 +207,16 @@ class DlmsClient(MeterClient):
     def _read_registers(self, codes: list[str]) -> list[RegisterValue]:
         descs = [_desc(cosem.CLOCK, cosem.CLOCK_OBIS)]
         descs += [_desc(cosem.register_class(o), o) for o in codes]
+        hoped = self._remembered["scalers"] if self._remembered and self.identity is None else {}
         need = [o for o in codes if cosem.has_scaler(cosem.register_class(o))
-                and o not in self.scalers]
+                and o not in self.scalers and o not in hoped]
         descs += [_desc(cosem.register_class(o), o, cosem.SCALER_UNIT) for o in need]
         ask_identity = self.identity is None
         if ask_identity:
             descs += [_desc(c, o) for c, o in self.IDENTITY]
         res = self._get(descs)
-        if ask_identity:
-            self._identity_from(res[-2:])
+        if ask_identity and not self._identity_from(res[-2:]) and hoped:
+            return self._read_registers(codes)      # another meter: ask for its scalers
         for o, r in zip(need, res[1 + len(codes):], strict=False):
             if not isinstance(r, int):
                 self.scalers[o] = cosem.scaler_unit(r)
@@ -204,6 +229,7 @@ class DlmsClient(MeterClient):
                 continue
             scaler, unit = self.scalers.get(o, (0, ""))
             out.append(RegisterValue(o, cosem.reading_value(r, scaler), unit, ts))
+        self._remember()
         return out
 
     def _clock_ts(self, data: Any) -> int:
@@ -247,6 +273,7 @@ class DlmsClient(MeterClient):
                     self.scalers[o] = cosem.scaler_unit(r)
         scalers = {o: s[0] for o, s in self.scalers.items()}
         rows = cosem.profile_rows(buf, cols, period, scalers)
+        self._remember()
         return [r for r in rows if start <= r.ts <= end]
 
     def read_events(self, start: int, end: int) -> list[MeterEvent]:
