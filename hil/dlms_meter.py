@@ -299,8 +299,8 @@ class DlmsMeter:
             if d.access is not None:
                 return DENIED
             return self._attribute(d.class_id, obis, d.attribute, now)
-        except DriverError:
-            return 12          # type-unmatched (bad selective access parameters)
+        except (DriverError, TypeError, IndexError, ValueError):
+            return 12          # type-unmatched: selective access parameters of the wrong shape
 
     def _attribute(self, class_id: int, obis: str, attr: int, now: float) -> Any:
         m = self.model

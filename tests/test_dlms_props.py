@@ -303,3 +303,16 @@ def test_ciphered_apdu_round_trip(msg, ek, ak, title, general, dedicated, ic):
     except DriverError:
         return
     raise AssertionError("replayed APDU accepted")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 255), DATA, st.sampled_from(["1.0.99.1.0.255", "0.0.99.98.0.255",
+                                                   "0.0.1.0.0.255"]))
+def test_simulated_meter_answers_any_selective_access(selector, data, obis):
+    from drivers.dlms import cosem
+
+    meter = DlmsMeter(MeterModel(1, 1), 17, lambda: ORIGIN + 86400)
+    meter.associated = True
+    d = xdlms.Descriptor(7, cosem.obis_bytes(obis), 2, (selector, data))
+    reply = meter._get(xdlms.GetRequest(xdlms.NORMAL, [d]))
+    assert isinstance(apdu.decode(reply), xdlms.GetResponse)
