@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import groupby, repeat
-from operator import itemgetter
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 from hes_lite.store import (
     Cell,
-    ConcentratorInfo,
     DecodedBatch,
-    Event,
     KeyRecord,
     PendingBatch,
     RawBatch,
@@ -28,15 +25,7 @@ from hes_lite.store import (
     StoreError,
 )
 from hes_lite.store.migrations import LATEST, MIGRATIONS
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 10000")
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot open SQLite database: {e}", path=path) from e
-    return conn
+from hes_lite.store.sqlite_queries import SqliteQueries, connect
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -60,13 +49,13 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteQueries, Store):
     def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
         self.durable = durable
         self._lock = threading.RLock()
-        self._conn = _connect(path)
+        self._conn = connect(path)
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._sync("NORMAL")
@@ -313,104 +302,6 @@ class SqliteStore(Store):
                 "INSERT INTO rejects (device, reason, count, last_seen) VALUES (?, ?, 1, ?) "
                 "ON CONFLICT (device, reason) DO UPDATE SET count = count + 1, "
                 "last_seen = excluded.last_seen", (device, reason, now))
-
-    # -- queries ---------------------------------------------------------------
-    def concentrators(self) -> list[ConcentratorInfo]:
-        sql = ("SELECT c.device, c.first_seen, c.last_seen, c.last_seq, "
-               "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id), "
-               "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id "
-               "AND r.decoded = 0), "
-               "(SELECT count(*) FROM meters m WHERE m.concentrator_id = c.id) "
-               "FROM concentrators c ORDER BY c.device")
-        with self._lock:
-            rows = self._conn.execute(sql).fetchall()
-        return [ConcentratorInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
-
-    def meters(self) -> list[dict[str, object]]:
-        sql = ("SELECT m.meter, c.device, (SELECT max(ts) FROM readings r WHERE r.meter_id = m.id) "
-               "FROM meters m LEFT JOIN concentrators c ON c.id = m.concentrator_id "
-               "ORDER BY m.meter")
-        with self._lock:
-            rows = self._conn.execute(sql).fetchall()
-        return [{"meter": r[0], "concentrator": r[1], "last_reading": r[2]} for r in rows]
-
-    def units(self) -> dict[str, str]:
-        with self._lock:
-            return {r[0]: r[1] for r in self._conn.execute(
-                "SELECT obis, unit FROM obis_codes ORDER BY obis")}
-
-    def readings(self, meter: str, start: int | None = None,
-                 end: int | None = None) -> Iterator[tuple[str, int, Cell, str]]:
-        for _name, cur, codes in self._per_meter(meter, start, end):
-            for ts, oid, value in cur:
-                obis, unit = codes[oid]
-                yield obis, ts, value, unit
-
-    def rows(self, meter: str | None = None, start: int | None = None,
-             end: int | None = None) -> Iterator[tuple[str, int, dict[str, Cell]]]:
-        obis: dict[int, str] = {}
-        rank: dict[int, int] = {}
-        in_order = True
-        for name, cur, codes in self._per_meter(meter, start, end):
-            if len(obis) != len(codes):
-                obis = {oid: code for oid, (code, _) in codes.items()}
-                rank = {oid: i for i, oid in enumerate(sorted(obis, key=obis.__getitem__))}
-                in_order = sorted(obis) == sorted(obis, key=obis.__getitem__)
-            for ts, group in groupby(cur, key=itemgetter(0)):
-                if in_order:  # ids were handed out in OBIS order: the usual case
-                    yield name, ts, {obis[oid]: value for _, oid, value in group}
-                else:
-                    cells = sorted(group, key=lambda g: rank[g[1]])
-                    yield name, ts, {obis[oid]: value for _, oid, value in cells}
-
-    def _per_meter(self, meter: str | None, start: int | None, end: int | None
-                   ) -> Iterator[tuple[str, Iterator[tuple[int, int, Cell]],
-                                       dict[int, tuple[str, str]]]]:
-        """Per meter (name order) a cursor over (ts, OBIS id, value) by ts, on a
-        connection of its own so a long export neither holds the write lock
-        nor loads everything: rows are fetched as the consumer asks."""
-        conn = _connect(self.path) if self.path != ":memory:" else self._conn
-        try:
-            codes = {int(r[0]): (str(r[1]), str(r[2])) for r in
-                     conn.execute("SELECT id, obis, unit FROM obis_codes")}
-            msql = "SELECT id, meter FROM meters"
-            margs: tuple[object, ...] = ()
-            if meter is not None:
-                msql, margs = msql + " WHERE meter = ?", (meter,)
-            meters = conn.execute(msql + " ORDER BY meter", margs).fetchall()
-            lo = -(1 << 62) if start is None else int(start)
-            hi = (1 << 62) if end is None else int(end)
-            q = ("SELECT ts, obis_id, value FROM readings WHERE meter_id = ? "
-                 "AND ts >= ? AND ts <= ? ORDER BY ts, obis_id")
-            for mid, name in meters:
-                yield name, conn.execute(q, (mid, lo, hi)), codes
-        finally:
-            if conn is not self._conn:
-                conn.close()
-
-    def events(self, meter: str | None = None, start: int | None = None,
-               end: int | None = None, limit: int = 1000) -> list[Event]:
-        sql = ("SELECT m.meter, e.ts, e.code, e.name FROM events e JOIN meters m "
-               "ON m.id = e.meter_id WHERE e.ts >= ? AND e.ts <= ?")
-        args: list[object] = [-(1 << 62) if start is None else start,
-                              (1 << 62) if end is None else end]
-        if meter is not None:
-            sql += " AND m.meter = ?"
-            args.append(meter)
-        sql += " ORDER BY e.ts, m.meter LIMIT ?"
-        args.append(limit)
-        with self._lock:
-            return [(r[0], r[1], r[2], r[3]) for r in self._conn.execute(sql, args)]
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return {r[0]: int(r[1]) for r in
-                    self._conn.execute("SELECT name, value FROM counters ORDER BY name")}
-
-    def rejects(self) -> dict[str, int]:
-        with self._lock:
-            return {r[0]: int(r[1]) for r in self._conn.execute(
-                "SELECT reason, sum(count) FROM rejects GROUP BY reason ORDER BY reason")}
 
 
 def _key(row: tuple[object, ...]) -> KeyRecord:
