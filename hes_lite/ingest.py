@@ -73,7 +73,7 @@ class Ingestor:
         self.store = store
         self.clock = clock
         self._lock = threading.Lock()
-        self._backlog: set[str] = {p.device for p in store.pending()}
+        self._backlog: set[str] = set(store.backlog())
 
     def submit(self, envelope: bytes, device: str | None = None,
                seq: int | None = None) -> Ack:
@@ -244,7 +244,7 @@ class Ingestor:
     def recover(self, device: str | None = None) -> int:
         """Decode stored-but-undecoded batches (after a crash, or once a missing
         codec base arrived); returns how many were decoded."""
-        devices = sorted({p.device for p in self.store.pending(device)})
+        devices = [d for d in self.store.backlog() if device is None or d == device]
         return sum(self._recover(dev, count=True) for dev in devices)
 
     def _recover(self, device: str, count: bool = False) -> int:

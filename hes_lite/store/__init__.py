@@ -139,6 +139,10 @@ class Store:
         """(seq of the last batch applied to it, state bytes), or None."""
         raise NotImplementedError
 
+    def backlog(self) -> list[str]:
+        """Devices with stored batches not yet decoded."""
+        raise NotImplementedError
+
     def raw_range(self, device: str, first: int, last: int) -> list[PendingBatch]:
         """Stored batches with first <= seq <= last, by seq (decoded or not)."""
         raise NotImplementedError

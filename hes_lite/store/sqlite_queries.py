@@ -34,6 +34,12 @@ class SqliteQueries:
     _lock: threading.RLock
 
     # -- queries ---------------------------------------------------------------
+    def backlog(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute(
+                "SELECT DISTINCT c.device FROM raw_batches r JOIN concentrators c "
+                "ON c.id = r.concentrator_id WHERE r.decoded = 0 ORDER BY c.device")]
+
     def concentrators(self) -> list[ConcentratorInfo]:
         sql = ("SELECT c.device, c.first_seen, c.last_seen, c.last_seq, "
                "(SELECT count(*) FROM raw_batches r WHERE r.concentrator_id = c.id), "
