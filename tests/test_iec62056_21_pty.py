@@ -13,6 +13,7 @@ import pytest
 from drivers.iec62056_21 import IecProtocolError, IecRefused, IecUsageError, open_client, scan
 from drivers.iec62056_21.quirks import QuirkRegistry
 from drivers.meter import MeterEvent, ProfileRow
+from drivers.serialio import Link
 from hil.bus import Bus
 from hil.iec_meter import IecMeter, pty_line_speed
 from hil.model import HOUR, ORIGIN, UNITS, MeterModel
@@ -50,16 +51,19 @@ def test_mode_c_readout_of_two_meters_on_one_bus(rig) -> None:
     models = [MeterModel(i, seed=11) for i in (1, 2)]
     meters = [IecMeter(m, a, lambda: T, answer_empty=False) for m, a in zip(models, ADDRS, strict=True)]
     start(meters)
-    for model, addr in zip(models, ADDRS, strict=True):
-        client = open_client(port.agent_path, address=addr)
-        try:
+    link = Link(port.agent_path, baudrate=300).connect()      # one port, shared by both
+    try:
+        for model, addr in zip(models, ADDRS, strict=True):
+            client = open_client(port.agent_path, address=addr, link=link)
             regs = client.read_registers()
             assert {r.obis: (r.value, r.unit) for r in regs} == _model_registers(model)
             assert len(regs) == 27
             ident = client.identify()
             assert (ident.id, ident.manufacturer, ident.model) == (model.serial, "WUM", "IEC-SIM")
-        finally:
             client.close()
+            assert link.is_open                                 # a shared link stays open
+    finally:
+        link.close()
     # Each meter answered only its own two sign-ons.
     assert [m.requests for m in meters] == [2, 2]
 
