@@ -22,7 +22,6 @@ import sqlite3
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from agent import AgentError
@@ -30,30 +29,15 @@ from agent.archive import Archive, ArchiveError
 from agent.clock import ScaledClock, SystemClock, clock_from_env
 from agent.config import Config, ConfigError, load
 from agent.cycle import BusCycle, MeterResult
+from agent.timefmt import parse_time
+from agent.timefmt import rfc3339 as _rfc3339
 from agent.timesync import CorrectedClock
 
 log = logging.getLogger(__name__)
 
 
 def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> int:
-    """RFC 3339 / ISO 8601 (UTC if no offset) or epoch seconds."""
-    try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise AgentError("not a time: %r (use RFC 3339, e.g. 2026-11-28T00:00:00Z)" % text) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
+    return None if ts is None else _rfc3339(ts)
 
 
 def open_archive(path: str) -> Archive:

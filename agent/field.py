@@ -18,11 +18,12 @@ import argparse
 import importlib
 import json
 import sys
-from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
+from agent import AgentError
 from agent.clock import clock_from_env
+from agent.timefmt import TimeFormatError, parse_time, rfc3339
 
 PACKAGES = {"dlms": "drivers.dlms", "iec62056-21": "drivers.iec62056_21",
             "modbus": "drivers.modbus"}
@@ -30,7 +31,7 @@ DISSECTORS = {"hdlc": "dlms", "apdu": "dlms", "iec62056-21": "iec62056-21",
               "modbus-rtu": "modbus"}
 
 
-class FieldError(Exception):
+class FieldError(AgentError):
     """A usage problem the technician can fix (bad option, missing driver)."""
 
 
@@ -47,25 +48,6 @@ def driver(protocol: str, need: str = "open_client") -> ModuleType:
     if not hasattr(mod, need):
         raise FieldError("the %s driver has no %s() yet" % (protocol, need))
     return mod
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> int:
-    """Epoch seconds, or RFC 3339 / ISO 8601 (UTC unless an offset is given)."""
-    try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise FieldError("not a time: %r (epoch seconds or RFC 3339)" % text) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
 
 
 def parse_addresses(spec: str | None) -> list[str] | None:
@@ -207,7 +189,7 @@ def _guarded(fn: Any) -> Any:
         try:
             rc: int = fn(args)
             return rc
-        except FieldError as e:
+        except (FieldError, TimeFormatError) as e:
             print("wum %s: error: %s" % (args.command, e), file=sys.stderr)
             return 2
         except driver_error as e:

@@ -79,7 +79,7 @@ def test_helpers():
     assert field.parse_time("2026-06-01T00:00:00Z") == 1780272000
     assert field.parse_time("1780272000") == 1780272000
     assert field.rfc3339(1780272000) == "2026-06-01T00:00:00Z"
-    with pytest.raises(field.FieldError):
+    with pytest.raises(field.TimeFormatError):
         field.parse_time("yesterday")
     assert field.guess_layer(bytes.fromhex("7ea00a")) == "hdlc"
     assert field.guess_layer(b"/?!\r\n") == "iec62056-21"
