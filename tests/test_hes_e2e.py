@@ -47,7 +47,7 @@ def test_simulate_ingest_export_reproduces_input(tmp_path):
     assert json.loads(sim.stdout)["batches"] == 30
     db = f"sqlite:///{tmp_path}/hes.db"
     run("hes_lite.cli", "keys", "add", "e2e-1", "--key", KEY_HEX, "--db", db)
-    got = run("hes_lite.cli", "ingest", str(out), "--db", db)
+    got = run("hes_lite.cli", "ingest", str(out), "--db", db, "--workers", "2")
     assert json.loads(got.stdout) == {"accepted": 30, "duplicates": 0, "rejected": {}}
     dst = tmp_path / "out.jsonl"
     run("hes_lite.cli", "export", "--db", db, "--format", "jsonl", "-o", str(dst))
