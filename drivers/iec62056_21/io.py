@@ -36,7 +36,16 @@ from drivers.iec62056_21.errors import (
     IecRefused,
     IecUsageError,
 )
-from drivers.iec62056_21.frames import INITIAL_BAUD, Ack, Block, Break, Command, Nak, Request
+from drivers.iec62056_21.frames import (
+    INITIAL_BAUD,
+    Ack,
+    Block,
+    Break,
+    Command,
+    Identification,
+    Nak,
+    Request,
+)
 from drivers.iec62056_21.profile import (
     clock_texts,
     clock_value,
@@ -86,7 +95,7 @@ class IecClient(MeterClient):
         self.link = link
         self._own_link = link is None
         self._identity: MeterIdentity | None = None
-        self.identification = None
+        self.identification: Identification | None = None
         self.emulate_7e1 = url in NO_7E1  # the port cannot do 7E1: parity in bit 7 of 8N1
 
     # -- the line ----------------------------------------------------------------
@@ -213,7 +222,8 @@ class IecClient(MeterClient):
                             what, self.url, self.address, attempt + 1, self.retries + 1, e)
                 self._abandon()
         assert last is not None and self.link is not None
-        last.flight = self.link.recorder.dump()
+        last.fields["flight"] = self.link.recorder.dump()    # a structured field, like the rest
+        setattr(last, "flight", last.fields["flight"])       # noqa: B010
         raise last
 
     def _abandon(self) -> None:
@@ -308,9 +318,9 @@ class IecClient(MeterClient):
             ro = self.readout()
             serial = ro.find("0.0.0") or ro.find("C.1.0") or ro.find("96.1.0")
             ident = self.identification
+            fallback = self.address or (ident.ident if ident else "")
             self._identity = MeterIdentity(
-                PROTOCOL, self.address,
-                serial.value if serial is not None else (self.address or ident.ident),
+                PROTOCOL, self.address, serial.value if serial is not None else fallback,
                 manufacturer=ident.manufacturer if ident else "",
                 model=ident.model if ident else "")
         return self._identity
