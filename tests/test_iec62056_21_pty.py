@@ -71,7 +71,8 @@ def test_mode_c_readout_of_two_meters_on_one_bus(rig) -> None:
 def test_r1_reads_clock_and_relay_in_programming_mode(rig) -> None:
     port, start = rig
     model = MeterModel(5, seed=3)
-    start([IecMeter(model, ADDRS[0], lambda: T)])
+    # A lower-case third letter announces a 20 ms reaction time (§6.3.2).
+    start([IecMeter(model, ADDRS[0], lambda: T, manufacturer="WUm")])
     client = open_client(port.agent_path, address=ADDRS[0], password="00000000")
     try:
         want = ["1.0.1.8.0.255", "1.0.32.7.0.255", "1.0.31.7.0.255", "0.0.96.3.10.255",
@@ -94,7 +95,7 @@ def test_r1_reads_clock_and_relay_in_programming_mode(rig) -> None:
 def test_load_profile_and_log_book_match_the_model(rig) -> None:
     port, start = rig
     model = MeterModel(7, seed=3)
-    meter = IecMeter(model, ADDRS[0], lambda: T, block_size=400)
+    meter = IecMeter(model, ADDRS[0], lambda: T, block_size=400, manufacturer="WUm")
     start([meter])
     client = open_client(port.agent_path, address=ADDRS[0], password="00000000")
     try:

@@ -13,7 +13,9 @@ each state) and the line-setting events the IO layer must carry out:
 ``BaudChange`` means "from now on, after the bytes already handed out by
 ``send()`` have left the wire, talk at ``baud`` 7E1": after our option select
 in mode C (§6.4.4), after the identification in mode B, and back to 300 Bd
-when a session ends. Quirks (``quirks.QUIRKS``) pick the option-select speed
+when a session ends. ``reaction_time`` is the least time the IO layer must
+leave between the end of a meter's message and our next one (t_r, §5.3:
+200 ms, or 20 ms when the third letter of the manufacturer is lower case). Quirks (``quirks.QUIRKS``) pick the option-select speed
 of meters that do not honour their own proposal. Must not know sockets,
 serial ports, clocks or sleeps.
 """
@@ -68,6 +70,8 @@ RECV = {
 # break while no session is open (noise, the echo of an earlier break).
 MASTER_KINDS = ("request", "option-readout", "option-programming", "option-x")
 STRAY = {IDLE: ("ack", "nak", "B0"), AWAIT_ID: ("ack", "nak", "B0"), DONE: ("ack", "nak", "B0")}
+REACTION_TIME = 0.2            # t_r min (§5.3)
+FAST_REACTION_TIME = 0.02      # t_r min of a meter whose identification says so (§6.3.2)
 # Entering these states puts the line back to the initial speed.
 LINE_RESET = (IDLE, DONE)
 
@@ -185,6 +189,14 @@ class Connection:
         self._framer.clear()
         self._last_sent = None
         self._enter(IDLE)
+
+    @property
+    def reaction_time(self):
+        """Seconds to leave after the meter's last byte before we send."""
+        ident = self.identification
+        if ident is not None and ident.manufacturer[2:3].islower():
+            return FAST_REACTION_TIME
+        return REACTION_TIME
 
     @property
     def noise(self):

@@ -96,6 +96,7 @@ class IecClient(MeterClient):
         self._own_link = link is None
         self._identity: MeterIdentity | None = None
         self.identification: Identification | None = None
+        self._last_rx = 0.0
         self.emulate_7e1 = url in NO_7E1  # the port cannot do 7E1: parity in bit 7 of 8N1
 
     # -- the line ----------------------------------------------------------------
@@ -141,6 +142,9 @@ class IecClient(MeterClient):
 
     # -- the engine loop -------------------------------------------------------
     def _tx(self, conn: Connection, msg) -> None:
+        wait = self._last_rx + conn.reaction_time - time.monotonic()
+        if wait > 0:            # t_r: the meter turns its line around (IO timing, §5.3)
+            time.sleep(wait)
         self._write(conn.send(msg))
 
     def _await(self, conn: Connection):
@@ -161,6 +165,7 @@ class IecClient(MeterClient):
                 self._silence(conn, noise0)
             data = self._read(0.05)
             if data:
+                self._last_rx = time.monotonic()
                 conn.receive_data(data)
                 if conn.noise[0] == noise0:     # only real progress resets the clock
                     quiet_since = time.monotonic()

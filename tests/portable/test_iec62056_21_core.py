@@ -296,6 +296,18 @@ def test_mode_b_switches_without_ack_and_quirk_picks_speed():
     assert capped.option_select().baud_char == "4"
 
 
+def test_reaction_time_from_identification():
+    conn = Connection(quirks=QuirkRegistry())
+    conn.send(Request(""))
+    assert conn.reaction_time == 0.2
+    _feed(conn, b"/ISk5MT174\r\n")
+    assert conn.reaction_time == 0.02
+    conn.start_over()
+    conn.send(Request(""))
+    _feed(conn, b"/WUM5X\r\n")
+    assert conn.reaction_time == 0.2
+
+
 def test_learned_quirk_is_most_specific():
     reg = QuirkRegistry([Quirk("WUM", "", 2400)])
     ident = Identification("WUM", "5", "ODD-7")
