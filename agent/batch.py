@@ -113,6 +113,8 @@ class BatchHeader:
 
 
 def _varint(n: int) -> bytes:
+    if n < 0:
+        raise BatchError("bad_value", "negative header field")
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -233,6 +235,8 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
     keyframe when ``keyframe``, ``base`` is None, has never seen a keyframe, is
     another device's, or its keyframe is a day older than ``batch.created``.
     Sets ``batch.keyframe``."""
+    if batch.seq < 0 or batch.created < 0:
+        raise BatchError("bad_value", "seq and created must be >= 0")
     kf = keyframe or base is None or base.keyframe_ts < 0 \
         or batch.created - base.keyframe_ts >= DAY or base.device != batch.device
     st = CodecState(batch.device) if kf or base is None else base

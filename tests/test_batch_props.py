@@ -135,3 +135,7 @@ def test_encode_rejects_non_numbers() -> None:
     with pytest.raises(BatchError) as ei:
         encode_batch(Batch("d", 1, T0, [("m" * 300, T0, {})]), None)
     assert ei.value.reason == "bad_length"
+    for seq, created in ((-1, T0), (1, -5)):
+        with pytest.raises(BatchError) as ei:
+            encode_batch(Batch("d", seq, created), None)
+        assert ei.value.reason == "bad_value"
