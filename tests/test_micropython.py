@@ -48,8 +48,13 @@ def _node_or_miss() -> str:
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     node = _node_or_miss()
-    return subprocess.run([node, str(RUNNER), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=240)
+    try:
+        return subprocess.run([node, str(RUNNER), *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=240)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        pytest.fail("MicroPython run %s timed out after 240 s (a test loops?):\n%s"
+                    % (" ".join(args), out), pytrace=False)
 
 
 @pytest.mark.parametrize("name", PORTABLE_TESTS)

@@ -134,8 +134,10 @@ async function runFile(mpyModule, opts, tree, file) {
   const mp = await freshInterpreter(mpyModule, opts.heap, lines);
   populate(mp, tree);
   const modname = path.basename(file, ".py");
+  const dir = "/repo/" + path.posix.dirname(file.split(path.sep).join("/"));
   try {
     mp.runPython(HARNESS);
+    mp.runPython(`import sys\nif ${JSON.stringify(dir)} not in sys.path: sys.path.insert(0, ${JSON.stringify(dir)})`);
     mp.runPython(`_wum_run(${JSON.stringify(modname)})`);
   } catch (e) {
     lines.push(`@@IMPORTFAIL ${modname}`, "interpreter error: " + String(e && e.message || e));
