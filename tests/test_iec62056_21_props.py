@@ -91,7 +91,7 @@ def test_readout_and_profile_parsers_any_text(data: bytes) -> None:
     dissect(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(DATASET, max_size=3), max_size=5), st.booleans(), st.integers(1, 9))
 def test_readout_block_roundtrip(lines: list, complete: bool, step: int) -> None:
     # "(1)" then "(2)" on one line reads back as one set with two values: the

@@ -1,31 +1,28 @@
-"""The blocking IEC 62056-21 ``MeterClient`` over ``drivers.serialio.Link``.
+"""The blocking IEC 62056-21 ``MeterClient`` (sessions on an ``IecLine``).
 
-CPython only (threads, pyserial). Owns carrying out what the sans-IO core
-asks: writing its bytes, reading with a silence timeout, switching the line
-on ``BaudChange``, bounded retries (a new sign-on after a timeout or a
-garbled answer, NAK for a garbled block in programming mode), learning a
-baud quirk when a meter answers garbage right after the speed switch, and
-the MeterClient verbs: readout or R1 registers, R5 ``P.01`` load profile,
-0.9.1/0.9.2 clock via R1/W1. Must not know protocol byte layouts (core,
-frames) or schedules and archives (agent).
+CPython only. Owns sessions — sign-on, readout, programming mode with P1,
+break — bounded retries (a new sign-on after a timeout or a garbled answer,
+NAK for a garbled block in programming mode), learning a baud quirk when a
+meter answers only noise right after the speed switch, and the MeterClient
+verbs: readout or R1 registers, R5 ``P.01`` load profile and ``P.98`` log
+book, 0.9.1/0.9.2 clock via R1/W1, relay via 0-0:96.3.10. Must not know
+protocol byte layouts (core, frames), the line (line) or schedules and
+archives (agent).
 """
 
 from __future__ import annotations
 
 import logging
-import termios
 import time
-
-import serial
 
 from drivers import DriverError, MeterTimeout, Unsupported
 from drivers.iec62056_21 import PROTOCOL
 from drivers.iec62056_21.core import (
     AWAIT_DATA,
     AWAIT_P0,
+    DONE,
     IDENTIFIED,
-    NEED_DATA,
-    BaudChange,
+    IDLE,
     Connection,
 )
 from drivers.iec62056_21.dataset import Readout, obis_of, registers
@@ -46,6 +43,7 @@ from drivers.iec62056_21.frames import (
     Nak,
     Request,
 )
+from drivers.iec62056_21.line import IecLine
 from drivers.iec62056_21.profile import (
     clock_texts,
     clock_value,
@@ -59,8 +57,6 @@ from drivers.obis import Obis
 from drivers.serialio import Link
 
 log = logging.getLogger(__name__)
-MAX_ANSWER_S = 300.0        # hard cap on one answer, however slow the line
-NO_7E1: set[str] = set()    # ports found to refuse 7 data bits (ptys): emulate at once
 
 
 def iec_address(obis: str) -> str:
@@ -73,7 +69,7 @@ def iec_address(obis: str) -> str:
     return "%d-%d:%d.%d.%d" % (a, b, c, d, e) + ("" if f == 255 else "*%d" % f)
 
 
-class IecClient(MeterClient):
+class IecClient(IecLine, MeterClient):
     protocol = PROTOCOL
 
     def __init__(self, url: str, address: str = "", baud: int | None = None,
@@ -82,110 +78,23 @@ class IecClient(MeterClient):
                  learn_quirks: bool = True, clock=time.time, **_options) -> None:
         if mode not in ("A", "B", "C"):
             raise IecUsageError("mode must be A, B or C", mode=mode)
-        self.url = url
-        self.address = str(address or "")
+        IecLine.__init__(self, url, address, timeout, link)
         self.baud = baud
         self.password = password
-        self.timeout = timeout
         self.retries = max(0, int(retries))
         self.mode = mode
         self.quirks = QUIRKS if quirks is None else quirks
         self.learn_quirks = learn_quirks
         self.clock = clock
-        self.link = link
-        self._own_link = link is None
         self._identity: MeterIdentity | None = None
         self.identification: Identification | None = None
-        self._last_rx = 0.0
-        self.emulate_7e1 = url in NO_7E1  # the port cannot do 7E1: parity in bit 7 of 8N1
-
-    # -- the line ----------------------------------------------------------------
-    def _line(self, baud: int) -> None:
-        """Put the port at ``baud`` 7E1; ports that refuse 7 data bits (ptys, some
-        adapters) run 8N1 and carry the even parity in bit 7 instead."""
-        assert self.link is not None
-        if not self.emulate_7e1:
-            try:
-                self.link.configure(baudrate=baud, bytesize=7, parity="E")
-                return
-            except (DriverError, OSError, ValueError, termios.error, serial.SerialException) as e:
-                log.info("%s refuses 7E1 (%s); emulating it over 8N1", self.url, e)
-                self.emulate_7e1 = True
-                NO_7E1.add(self.url)
-        self.link.configure(baudrate=baud, bytesize=8, parity="N")
-
-    def _write(self, data: bytes) -> None:
-        assert self.link is not None
-        if self.emulate_7e1:
-            data = bytes(b | ((bin(b).count("1") & 1) << 7) for b in data)
-        self.link.send(data)
-
-    def _read(self, timeout: float) -> bytes:
-        assert self.link is not None
-        data = self.link.recv(timeout)
-        if self.emulate_7e1 and data:
-            data = bytes(b & 0x7F for b in data)
-        return data
-
-    # -- lifecycle -----------------------------------------------------------
-    def connect(self) -> IecClient:
-        if self.link is None:
-            self.link = Link(self.url, baudrate=INITIAL_BAUD)
-        if not self.link.is_open:
-            self.link.connect()
-        self._line(INITIAL_BAUD)
-        return self
-
-    def close(self) -> None:
-        if self._own_link and self.link is not None:
-            self.link.close()
-
-    # -- the engine loop -------------------------------------------------------
-    def _tx(self, conn: Connection, msg) -> None:
-        wait = self._last_rx + conn.reaction_time - time.monotonic()
-        if wait > 0:            # t_r: the meter turns its line around (IO timing, §5.3)
-            time.sleep(wait)
-        self._write(conn.send(msg))
-
-    def _await(self, conn: Connection):
-        """The next message from the meter, carrying out line events on the way."""
-        assert self.link is not None
-        start = time.monotonic()
-        quiet_since = start
-        noise0 = conn.noise[0]
-        while True:
-            ev = conn.next_event()
-            if isinstance(ev, BaudChange):
-                self._line(ev.baud)
-                continue
-            if ev is not NEED_DATA:
-                return ev
-            now = time.monotonic()
-            if now - quiet_since > self.timeout or now - start > MAX_ANSWER_S:
-                self._silence(conn, noise0)
-            data = self._read(0.05)
-            if data:
-                self._last_rx = time.monotonic()
-                conn.receive_data(data)
-                if conn.noise[0] == noise0:     # only real progress resets the clock
-                    quiet_since = time.monotonic()
-
-    def _silence(self, conn: Connection, noise0: int) -> None:
-        count, noise = conn.noise
-        fields = dict(meter=self.address, port=self.url, state=conn.state,
-                      baud=conn.line_baud)
-        if count > noise0:
-            raise GarbledAnswer("garbled answer: %d bytes of line noise" % (count - noise0),
-                                raw=noise.hex(), **fields)
-        if conn.pending:
-            raise IecProtocolError("incomplete frame, then silence", **fields)
-        raise MeterTimeout("meter %r silent for %.1fs" % (self.address, self.timeout), **fields)
+        self._conn: Connection | None = None      # the session under way, if any
 
     # -- sessions --------------------------------------------------------------
     def _sign_on(self, programming: bool) -> tuple[Connection, object]:
         """Request, identification, option select; → (conn, first message after)."""
         assert self.link is not None
-        conn = Connection(self.quirks, max_baud=self.baud)
+        conn = self._conn = Connection(self.quirks, max_baud=self.baud)
         self._line(INITIAL_BAUD)
         self.link.drain()
         self._tx(conn, Request(self.address))
@@ -232,9 +141,13 @@ class IecClient(MeterClient):
         raise last
 
     def _abandon(self) -> None:
-        """Best effort: end whatever the meter thinks is going on, at 300 Bd."""
+        """Best effort: end whatever the meter thinks is going on — B0 at the
+        session's speed, then at 300 Bd — and let the line settle."""
         assert self.link is not None
+        conn, self._conn = self._conn, None
         try:
+            if conn is not None and conn.line_baud != INITIAL_BAUD:
+                self._write(Break().to_bytes())
             self._line(INITIAL_BAUD)
             self._write(Break().to_bytes())
             time.sleep(0.3)          # IO pacing, not protocol logic: let the meter settle
@@ -265,15 +178,29 @@ class IecClient(MeterClient):
             if not (isinstance(msg, Command) and msg.command == "P"):
                 raise Unsupported("meter has no programming mode (answered %r)" % (msg,),
                                   meter=self.address)
-            if self.password is not None:
-                self._command(conn, Command("P", "1", "(%s)" % self.password), expect_ack=True)
-            elif write:
-                raise IecUsageError("writing needs the meter password", meter=self.address)
-            result = ops(conn)
-            self._tx(conn, Break())
+            try:
+                if self.password is not None:
+                    self._command(conn, Command("P", "1", "(%s)" % self.password),
+                                  expect_ack=True)
+                elif write:
+                    raise IecUsageError("writing needs the meter password", meter=self.address)
+            except (IecRefused, IecUsageError):
+                self._bye(conn)
+                raise
+            try:
+                result = ops(conn)
+            except IecRefused:
+                self._bye(conn)                # leave programming mode before giving up
+                raise
+            self._bye(conn)
             return result
 
         return self._with_retries(what, once)
+
+    def _bye(self, conn: Connection) -> None:
+        """B0, unless the meter already ended the session."""
+        if conn.state not in (IDLE, DONE):
+            self._tx(conn, Break())
 
     def _command(self, conn: Connection, cmd: Command, expect_ack: bool = False):
         """Send a programming command; NAK garbled answers and repeat on the
