@@ -8,6 +8,8 @@ at the simulators' fixed clock, never read back from the simulator.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from drivers.iec62056_21 import IecProtocolError, IecRefused, IecUsageError, open_client, scan
@@ -114,11 +116,15 @@ def test_load_profile_and_log_book_match_the_model(rig) -> None:
 def test_wrong_password_and_write_without_password_are_refused(rig) -> None:
     port, start = rig
     model = MeterModel(8, seed=3)
-    start([IecMeter(model, ADDRS[0], lambda: T)])
+    meter = IecMeter(model, ADDRS[0], lambda: T)
+    start([meter])
     bad = open_client(port.agent_path, address=ADDRS[0], password="12345678")
     try:
         with pytest.raises(IecRefused):
             bad.set_clock(T)
+        time.sleep(0.2)
+        assert meter.state == "IDLE"              # we left programming mode with B0
+        assert meter.requests == 1                # refused: no retry
     finally:
         bad.close()
     anon = open_client(port.agent_path, address=ADDRS[0])
