@@ -64,7 +64,8 @@ class Batch:
         self.created = int(created)
         self.readings = [(str(m), int(ts), _values(vals))
                          for m, ts, vals in readings]  # type: ignore[attr-defined]
-        self.events = [(str(m), int(ts), int(c)) for m, ts, c in events]  # type: ignore[attr-defined]
+        self.events = [(str(m), int(ts), int(c))
+                       for m, ts, c in events]  # type: ignore[attr-defined]
         self.statuses = [(str(m), str(s), None if e is None else str(e))
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None

@@ -149,7 +149,8 @@ def _read_raw(r: BitReader) -> "int | float":
 P_REL = 3           # a relation to other registers of the row (agent.batch_relations)
 
 
-def _modes(cells: "list[Any]", entries: "list[Any]", t: int, k: int, rel: "tuple[Any, ...] | None") -> "list[Any]":
+def _modes(cells: "list[Any]", entries: "list[Any]", t: int, k: int,
+           rel: "tuple[Any, ...] | None") -> "list[Any]":
     """Per predictor mode, (fresh mantissas, residuals); a mode is None when
     it does not apply. The fresh/known split follows from state, nulls and the
     relation's availability alone, never from the cell's own value."""
@@ -182,15 +183,24 @@ def _modes(cells: "list[Any]", entries: "list[Any]", t: int, k: int, rel: "tuple
     return out
 
 
-def _rel_pred(kind: str, pr: "int | None", a: "int | None") -> "int | None":
+def _cell_kind(kind: str, pr: "Any") -> str:
+    """A cell's prediction is an int of the relation's kind or (kind, int)."""
+    return str(pr[0]) if isinstance(pr, tuple) else kind
+
+
+def _rel_pred(kind: str, pr: "Any", a: "int | None") -> "int | None":
     if pr is None:
         return None
-    if kind == "step":
-        return None if a is None else a + pr
-    return pr
+    if isinstance(pr, tuple):
+        kind, pr = pr
+    if kind == "step" and a is None:
+        return None
+    v: int = a + pr if kind == "step" else pr
+    return v
 
 
-def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]", rel: "tuple[Any, ...] | None" = None) -> "list[Any]":
+def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
+                  rel: "tuple[Any, ...] | None" = None) -> "list[Any]":
     """Write one register's cells. ``cells``: per meter, its list of values
     (None = null) in row order; ``entries``: per meter its state entry (or
     None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
@@ -273,8 +283,8 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
         usable = entry is not None and mantissa(entry[0], k, t) is not None
         for ci in range(count):
             if not nulls[pos]:
-                if not usable and not (preds is not None and kind != "step"
-                                       and preds[mi][ci] is not None):
+                if not usable and not (preds is not None and preds[mi][ci] is not None
+                                       and _cell_kind(kind, preds[mi][ci]) != "step"):
                     n_fresh += 1
                 usable = True
             pos += 1
@@ -289,7 +299,8 @@ def _value(m: int, t: int, k: int) -> "int | float":
     return m if t == T_INT else m / POW10[k]
 
 
-def _rebuild(shape: "list[Any]", entries: "list[Any]", nulls: "list[Any]", fresh: "list[Any]", known: "list[Any]", p: int,
+def _rebuild(shape: "list[Any]", entries: "list[Any]", nulls: "list[Any]", fresh: "list[Any]",
+             known: "list[Any]", p: int,
              t: int, k: int, kind: str, preds: "list[Any] | None") -> "list[Any]":
     cells = []
     pos, fi, ki = 0, 0, 0

@@ -102,20 +102,28 @@ def predictor(rel: "tuple[Any, ...]", rows: "list[Any]") -> "tuple[Any, ...]":
     return (kind, preds)
 
 
-def _one(name: str, srcs: "list[Any]", cell: "dict[Any, Any]", t: int, k: int) -> "int | None":
+def _tariff(got: "list[Any]", t: int, k: int) -> "Any":
+    """The total's step (sum of the rates' steps) when every rate has a previous
+    value, else the total itself as the sum of the rates (a keyframe, a new
+    meter): (ABS, value)."""
+    step: "int | None" = 0
+    total = 0
+    for v, p in got:
+        mv = mantissa(v, k, t)
+        if mv is None:
+            return None
+        total += mv
+        mp = mantissa(p, k, t) if p is not None and step is not None else None
+        step = None if mp is None or step is None else step + mv - mp
+    return step if step is not None else (ABS, total)
+
+
+def _one(name: str, srcs: "list[Any]", cell: "dict[Any, Any]", t: int, k: int) -> "Any":
     got: "list[Any]" = [cell.get(s) for s in srcs]
     if any(x is None or x[0] is None for x in got):
         return None
     if name == "tariff":
-        total = 0
-        for v, p in got:
-            if p is None:
-                return None
-            mv, mp = mantissa(v, k, t), mantissa(p, k, t)
-            if mv is None or mp is None:
-                return None
-            total += mv - mp
-        return total
+        return _tariff(got, t, k)
     if name in ("phases", "phases+"):
         total = 0
         for v, _ in got:

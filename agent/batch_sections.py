@@ -109,7 +109,8 @@ def write_body(w: BitWriter, batch: "object", st: "object") -> None:
     _write_statuses(w, statuses, meters, st)
 
 
-def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object", created: int) -> None:
+def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object",
+                created: int) -> None:
     # 4. row shapes: the set of OBIS codes of each row.
     prev = dict(st.schema)  # type: ignore[attr-defined]
     same = []
@@ -134,7 +135,8 @@ def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object
     write_column(w, res)
 
 
-def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object", code: "object") -> None:
+def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object",
+             code: "object") -> None:
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
     ``code(o, rows, entries, rel) -> (values, prevs)`` codes one column."""
@@ -151,7 +153,8 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
                    for mi, ris in enumerate(where)]
             pred = predictor(rel, ctx)
         rows = [[by_meter[m][ri] for ri in ris] for m, ris in zip(meters, where)]
-        values, prevs = code(o, rows, [cells_of.get((m, o)) for m in meters], pred)  # type: ignore[operator]
+        entries = [cells_of.get((m, o)) for m in meters]
+        values, prevs = code(o, rows, entries, pred)  # type: ignore[operator]
         mine = {}
         for mi, ris in enumerate(where):
             for ri, v, p in zip(ris, values[mi], prevs[mi]):
@@ -159,10 +162,12 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
         seen[o] = mine
 
 
-def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]",
+def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]",
+                   table: "list[Any]",
                    st: "object") -> None:
     # 6. one column per register used in this batch.
-    def code(o: str, rows: "list[Any]", entries: "list[Any]", pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
+    def code(o: str, rows: "list[Any]", entries: "list[Any]",
+             pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
         cells = [[row[2][o] for row in rs] for rs in rows]
         return cells, encode_column(w, cells, entries, pred)
     _columns(meters, by_meter, table, st, code)
@@ -228,7 +233,8 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "object":
     return batch
 
 
-def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "list[Any]", st: "object",
+def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "list[Any]",
+               st: "object",
                created: int) -> "list[Any]":
     order = [m for m, c in zip(meters, counts) for _ in range(c)]
     prev = dict(st.schema)  # type: ignore[attr-defined]
@@ -255,8 +261,10 @@ def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "l
     return rows
 
 
-def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]", st: "object") -> None:
-    def code(o: str, rs: "list[Any]", entries: "list[Any]", pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
+def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]",
+                  st: "object") -> None:
+    def code(o: str, rs: "list[Any]", entries: "list[Any]",
+             pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
         cells, prevs = decode_column(r, [len(x) for x in rs], entries, pred)
         for rows_m, vs in zip(rs, cells):
             for row, v in zip(rows_m, vs):

@@ -155,7 +155,8 @@ def _fill(st: "object", r: _In) -> None:
             st.last_ts[m] = int(ts)  # type: ignore[attr-defined,call-overload]
         n = r.uv(LIMIT)
         if n:
-            st.schema[m] = tuple(obis[r.uv(LIMIT)] for _ in range(n - 1))  # type: ignore[attr-defined]
+            shape = tuple(obis[r.uv(LIMIT)] for _ in range(n - 1))
+            st.schema[m] = shape  # type: ignore[attr-defined]
         t = r.byte()
         if t:
             s = r.tx()

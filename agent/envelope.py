@@ -304,7 +304,8 @@ class ReplayWindow:
             self.boot, self.top, self.bits = boot, counter, 1
         elif counter > self.top:
             shift = counter - self.top
-            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            mask = (1 << self.size) - 1
+            self.bits = ((self.bits << shift) | 1) & mask if shift < self.size else 1
             self.top = counter
         else:
             self.bits |= 1 << (self.top - counter)
