@@ -103,8 +103,10 @@ class Framer:
             if i > MAX_LINE:
                 frame = self._take(i)
                 raise IecProtocolError("no CR LF within %d bytes" % MAX_LINE, raw=frame.hex())
-            if c < 0x20 and c != 0x0D and c != 0x0A:
-                frame = self._take(i)          # re-hunt from the control character
+            if (c < 0x20 and c != 0x0D and c != 0x0A) or c == SLASH:
+                # A control character or a second '/' (never inside a request or
+                # identification): noise opened this line; re-hunt from here.
+                frame = self._take(i)
                 raise IecProtocolError("unterminated line", raw=frame.hex())
             i += 1
         if i >= n:

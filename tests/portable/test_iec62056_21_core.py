@@ -111,6 +111,17 @@ def test_stream_of_all_vectors_with_noise_between():
     assert f.discarded == 2 * len(VECTORS)
 
 
+def test_noise_that_opens_a_line_does_not_swallow_the_request():
+    f = Framer("meter")
+    f.feed(b"/\x7fA3/?1!\r\n")          # '/' in another protocol's binary frame
+    try:
+        f.next_frame()
+        raise AssertionError("noise line accepted")
+    except IecProtocolError:
+        pass
+    assert f.next_frame() == Request("1")
+
+
 def test_bad_bcc_is_typed_and_framer_recovers():
     f = Framer("client")
     f.feed(b"\x023:171.0(0)\x03\x11" + b"\x023:171.0(0)\x03\x12")
