@@ -82,12 +82,16 @@ class DlmsMeter:
         self.framer = hdlc.Framer()
         self.conn: Connection | None = None
         self.requests = 0
+        self.frame_counter = 1          # our invocation counter: never reset, never reused
+        self.ctx: security.SecurityContext | None = None
         self._drop_session()
 
     def _drop_session(self) -> None:
+        if self.ctx is not None:
+            self.frame_counter = self.ctx.ic
         self.associated = False
         self.hls_pending = False
-        self.ctx: security.SecurityContext | None = None
+        self.ctx = None
         self.client_max_pdu = 0xFFFF
         self.challenge_ctos = b""
         self.challenge_stoc = b""
@@ -165,6 +169,9 @@ class DlmsMeter:
                 if self.ctx is None:
                     return xdlms.ExceptionResponse(1, 2).to_bytes()
                 reply = self._serve(apdu.decode(self.ctx.decrypt(raw)))
+                # answer with the protection the request came with (general- or service-
+                # specific ciphering, Green Book 9.2.7.2.4)
+                self.ctx.general = raw[0] in (security.GENERAL_GLO, security.GENERAL_DED)
                 return reply if reply[0] == xdlms.EXCEPTION_RESPONSE else self.ctx.encrypt(reply)
             if self.ctx is not None:
                 return xdlms.ExceptionResponse(1, 1).to_bytes()   # plain APDU on a keyed link
@@ -195,7 +202,7 @@ class DlmsMeter:
             if aarq.ap_title is None or len(aarq.ap_title) != 8:
                 return self._aare(1, acse.DIAG_NO_REASON, aarq.context, refuse)
             self.ctx = security.SecurityContext(self.ek, self.ak, self.system_title,
-                                                invocation_counter=0)
+                                                invocation_counter=self.frame_counter)
             self.ctx.peer_title = aarq.ap_title
         try:
             ir = apdu.decode(aarq.user_information, self.ctx)

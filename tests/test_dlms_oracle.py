@@ -6,6 +6,7 @@ and regenerated here to prove they still come from it."""
 
 import json
 import pathlib
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -31,6 +32,7 @@ from dlms_cosem.protocol.xdlms import set as oset  # noqa: E402
 from drivers.dlms import acse, apdu, axdr, cosem, hdlc, security, xdlms  # noqa: E402
 from drivers.dlms.hdlc_conn import Connection  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))   # for test_dlms_pty helpers
 VECTORS = pathlib.Path(__file__).parent / "vectors" / "dlms" / "dlms_cosem_21_3_2.json"
 REG = CosemAttribute(interface=en.CosemInterface.REGISTER, instance=Obis(1, 0, 1, 8, 0, 255),
                      attribute=2)
@@ -223,3 +225,46 @@ def test_oracle_general_global_cipher_reads_ours():
     assert o.system_title == TITLE and o.invocation_counter == 5
     peer = security.SecurityContext(EK, AK, b"\x00" * 8)
     assert isinstance(apdu.decode(wire, peer), xdlms.GetRequest)
+
+
+# -- the oracle's own client reads our simulated meter over a pty ------------------------------
+def _oracle_session(port, **kw):
+    from dlms_cosem.clients.dlms_client import DlmsClient
+
+    return DlmsClient.with_serial_hdlc_transport(
+        port.agent_path, client_logical_address=16, server_logical_address=1,
+        server_physical_address=17, baud_rate=115200, timeout=3, **kw)
+
+
+@pytest.mark.parametrize("secured", [False, True])
+def test_oracle_client_reads_our_simulator(secured):
+    from test_dlms_pty import AK, EK, HOUR, T, _meter, bus_of
+
+    kw, opts = {}, {}
+    if secured:    # HLS-GMAC with general-glo-ciphering, as dlms-cosem 21.3.2 does it
+        kw = dict(authentication_method=en.AuthenticationMechanism.HLS_GMAC,
+                  encryption_key=EK, authentication_key=AK, client_system_title=b"ORACLE01")
+        opts = dict(auth="hls", ek=EK, ak=AK)
+    model, sim = _meter(3, 17, block_size=300, **opts)
+    start = (T - 24 * HOUR) // HOUR * HOUR
+    rd = RangeDescriptor(restricting_object=CaptureObject(cosem_attribute=CLK),
+                         from_value=datetime.fromtimestamp(start, UTC),
+                         to_value=datetime.fromtimestamp(T, UTC))
+    with bus_of([sim]) as port:
+        s = _oracle_session(port, **kw)
+        s.connect()
+        try:
+            s.associate()
+            energy = outils.parse_as_dlms_data(s.get(REG))
+            rows = outils.parse_as_dlms_data(s.get(LP, access_descriptor=rd))
+            assert s.release_association() is not None
+        finally:
+            # No DISC: dlms-cosem 21.3.2 cannot parse a UA without an information
+            # field (legal after DISC, IEC 62056-46 6.4.4.4.3.3) and would wait forever.
+            s.io_interface._serial.close()
+    assert energy == model.registers(T)["1.0.1.8.0.255"]
+    want = model.profile(start, T)
+    assert len(rows) == len(want) == 25          # three GET blocks, many HDLC segments
+    assert [r[1:5] for r in rows] == [[v[o] for o in sorted(v, key=list(v).index)]
+                                      for _, v in want]
+    assert sim.requests >= 4

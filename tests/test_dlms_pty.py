@@ -236,15 +236,17 @@ def test_dissect_a_ciphered_exchange_with_keys():
     assert isinstance(apdu.decode(plain), xdlms.GetRequest)
 
 
-def test_dedicated_key_session_uses_ded_ciphering():
+@pytest.mark.parametrize("mode", ["dedicated", "general"])
+def test_dedicated_key_and_general_ciphering_sessions(mode):
     model, sim = _meter(9, 24, ek=EK, ak=AK)
+    opts = {"dedicated_key": bytes(range(100, 116))} if mode == "dedicated" else \
+        {"general_ciphering": True}
     link = Link("", BAUD, recorder=FlightRecorder(100000))
     with bus_of([sim]) as port:
         link.url = port.agent_path
         link.connect()
         try:
-            c = dlms.open_client(port.agent_path, "24", ek=EK, ak=AK, link=link,
-                                 dedicated_key=bytes(range(100, 116)))
+            c = dlms.open_client(port.agent_path, "24", ek=EK, ak=AK, link=link, **opts)
             regs = c.read_registers()
             c.close()
         finally:
@@ -257,7 +259,7 @@ def test_dedicated_key_session_uses_ded_ciphering():
         while (f := framer.next_event()) is not None:
             if isinstance(f, hdlc.Frame) and f.kind == hdlc.I and f.info[:2] == b"\xe6\xe6":
                 tags.add(f.info[3])
-    assert 0xD0 in tags            # ded-get-request
+    assert (0xD0 if mode == "dedicated" else 0xDB) in tags   # ded-get / general-glo
 
 
 @pytest.mark.parametrize("true_ts", [T, ORIGIN + 200 * 86400 + 777])   # summer, winter

@@ -66,7 +66,7 @@ class DlmsClient(MeterClient):
                  max_info: int = 2030, window: int = 7, challenge: bytes | None = None,
                  dedicated_key: bytes | str | None = None, clock: Any = None,
                  metadata: dict[tuple[str, str], dict[str, Any]] | None = None,
-                 **_ignored: Any) -> None:
+                 general_ciphering: bool = False, **_ignored: Any) -> None:
         from drivers.dlms.hdlc import LinkParameters
 
         self.link, self.address, self.own_link = link, str(address), own_link
@@ -74,7 +74,8 @@ class DlmsClient(MeterClient):
         self.registers = list(registers or cosem.DEFAULT_REGISTERS)
         ctx = None
         if ek is not None:
-            ctx = security.SecurityContext(_key(ek), _key(ak) or b"", _title(system_title))
+            ctx = security.SecurityContext(_key(ek), _key(ak) or b"", _title(system_title),
+                                           general=general_ciphering)
         if isinstance(password, str):
             password = password.encode()
         self.assoc = core.Association(client, logical_device, int(address), auth, password, ctx,
