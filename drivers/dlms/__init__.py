@@ -34,8 +34,9 @@ def open_client(url, address, baud=None, client=16, logical_device=1, auth="none
 
 
 def scan(url, baud=None, addresses=None, timeout=0.5, link=None, **options):
-    """-> list of MeterIdentity of the meters that answer (default physical
-    addresses 16..79)."""
+    """-> list of MeterIdentity of the meters that answer. Default physical
+    addresses 1..79: a bus of up to 64 numbered from 1, and the common
+    16 + n scheme; each silent address costs ``timeout`` (one try)."""
     from drivers import DriverError
     from drivers.serialio import Link
 
@@ -44,7 +45,7 @@ def scan(url, baud=None, addresses=None, timeout=0.5, link=None, **options):
         link = Link(url, baud or 9600).connect()
     found = []
     try:
-        for addr in (addresses if addresses is not None else range(16, 80)):
+        for addr in (addresses if addresses is not None else range(1, 80)):
             try:
                 c = open_client(url, addr, timeout=timeout, retries=1, link=link, **options)
             except DriverError:
