@@ -331,3 +331,20 @@ def test_remembered_scalers_are_trusted_only_for_the_same_serial():
             assert fourth["1.0.32.7.0.255"] == round(model.registers(T)["1.0.32.7.0.255"] * 10)
         finally:
             link.close()
+
+
+class Babbler:
+    """A broken station that answers anything with a long run of noise."""
+
+    address = "30"
+
+    def feed(self, data, now):
+        return [(b"\x55" * 20000, None)] if b"\x7e" in data else []
+
+
+def test_a_babbling_line_still_times_out():
+    with bus_of([Babbler()]) as port:
+        t0 = time.monotonic()
+        with pytest.raises(MeterTimeout):
+            dlms.open_client(port.agent_path, "30", baud=BAUD, timeout=0.2, retries=1)
+        assert time.monotonic() - t0 < 5.0

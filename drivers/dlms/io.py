@@ -25,6 +25,7 @@ from drivers.serialio import Link
 
 log = logging.getLogger(__name__)
 CLIENT_TITLE = b"WUMCONC1"
+MAX_BURST = 8 * 2100    # bytes one answer (a window of 7 full frames) may take on the wire
 # Scalers, units and profile layouts change only with the meter: they are
 # remembered across sessions by (port, address) and trusted again only once
 # the serial number read in the same request matches (a swapped meter is
@@ -106,34 +107,37 @@ class DlmsClient(MeterClient):
 
     def _exchange(self, data: bytes) -> Any:
         """Send, then read until the core yields an event that is not a Send."""
-        self.link.send(data)
-        self.round_trips += 1
-        wait = self.timeout
-        deadline = time.monotonic() + wait
+        wait = deadline = heard = 0.0
+
+        def transmit(out: bytes) -> None:
+            nonlocal wait, deadline, heard
+            self.link.send(out)
+            self.round_trips += 1
+            wait, heard = self.timeout, 0
+            deadline = time.monotonic() + wait
+
+        transmit(data)
         while True:
             ev = self.assoc.next_event()
             if ev is core.NEED_DATA:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log.debug("meter %s: no (good) answer, retransmitting", self.address)
-                    self.link.send(self.assoc.timeout())
-                    self.round_trips += 1
-                    wait = self.timeout
-                    deadline = time.monotonic() + wait
+                    transmit(self.assoc.timeout())
                     continue
                 chunk = self.link.recv(left)
-                if chunk:                   # the answer is arriving: a long one may take
-                    self.assoc.receive_data(chunk)      # longer than ``timeout`` on the wire
-                    deadline = time.monotonic() + wait
+                heard += len(chunk)
+                if chunk:
+                    self.assoc.receive_data(chunk)
+                    if heard <= MAX_BURST:  # an answer is arriving: a long one may take
+                        deadline = time.monotonic() + wait  # longer than ``timeout``
                 continue
             if isinstance(ev, core.Corrupt):
                 wait = self._quiet()        # resend once the line has gone quiet
                 deadline = time.monotonic() + wait
                 continue
             if isinstance(ev, core.Send):
-                self.link.send(ev.data)
-                self.round_trips += 1
-                deadline = time.monotonic() + self.timeout
+                transmit(ev.data)
                 continue
             return ev
 
