@@ -83,12 +83,14 @@ class DlmsMeter:
         self.conn: Connection | None = None
         self.requests = 0
         self.frame_counter = 1          # our invocation counter: never reset, never reused
+        self.client_counter = -1        # the highest client counter seen: replays refused
         self.ctx: security.SecurityContext | None = None
         self._drop_session()
 
     def _drop_session(self) -> None:
         if self.ctx is not None:
             self.frame_counter = self.ctx.ic
+            self.client_counter = max(self.client_counter, self.ctx.peer_ic)
         self.associated = False
         self.hls_pending = False
         self.ctx = None
@@ -204,6 +206,7 @@ class DlmsMeter:
             self.ctx = security.SecurityContext(self.ek, self.ak, self.system_title,
                                                 invocation_counter=self.frame_counter)
             self.ctx.peer_title = aarq.ap_title
+            self.ctx.peer_ic = self.client_counter
         try:
             ir = apdu.decode(aarq.user_information, self.ctx)
         except DriverError:

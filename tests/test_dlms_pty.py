@@ -348,3 +348,22 @@ def test_a_babbling_line_still_times_out():
         with pytest.raises(MeterTimeout):
             dlms.open_client(port.agent_path, "30", baud=BAUD, timeout=0.2, retries=1)
         assert time.monotonic() - t0 < 5.0
+
+
+def test_invocation_counter_grows_across_sessions_and_a_rewind_is_refused():
+    model, sim = _meter(15, 28, ek=EK, ak=AK)
+    with bus_of([sim]) as port:
+        link = Link(port.agent_path, BAUD).connect()
+        try:
+            seen = []
+            for _ in range(2):
+                c = dlms.open_client(port.agent_path, "28", ek=EK, ak=AK, link=link)
+                assert {r.obis: r.value for r in c.read_registers()} == model.registers(T)
+                c.close()
+                seen.append(c.invocation_counter)
+            assert seen[1] > seen[0] > 1
+            with pytest.raises(MeterRefused):      # a client that forgot its counter
+                dlms.open_client(port.agent_path, "28", ek=EK, ak=AK, link=link,
+                                 invocation_counter=1, retries=1)
+        finally:
+            link.close()

@@ -31,6 +31,10 @@ MAX_BURST = 8 * 2100    # bytes one answer (a window of 7 full frames) may take 
 # the serial number read in the same request matches (a swapped meter is
 # noticed and read afresh). Pass ``metadata={}`` to a client to opt out.
 METADATA: dict[tuple[str, str], dict[str, Any]] = {}
+# Our invocation counter per meter: a meter refuses one that does not grow, across
+# sessions too. Kept here for the process; ``invocation_counter`` (read it after
+# ``close()``) is what a caller persists across restarts and passes back in.
+COUNTERS: dict[tuple[str, str], int] = {}
 
 
 def _key(value: bytes | str | None) -> bytes | None:
@@ -67,7 +71,8 @@ class DlmsClient(MeterClient):
                  max_info: int = 2030, window: int = 7, challenge: bytes | None = None,
                  dedicated_key: bytes | str | None = None, clock: Any = None,
                  metadata: dict[tuple[str, str], dict[str, Any]] | None = None,
-                 general_ciphering: bool = False, **_ignored: Any) -> None:
+                 general_ciphering: bool = False, invocation_counter: int | None = None,
+                 **_ignored: Any) -> None:
         from drivers.dlms.hdlc import LinkParameters
 
         self.link, self.address, self.own_link = link, str(address), own_link
@@ -75,8 +80,11 @@ class DlmsClient(MeterClient):
         self.registers = list(registers or cosem.DEFAULT_REGISTERS)
         ctx = None
         if ek is not None:
+            if invocation_counter is None:
+                invocation_counter = COUNTERS.get((link.url, str(address)), 1)
             ctx = security.SecurityContext(_key(ek), _key(ak) or b"", _title(system_title),
-                                           general=general_ciphering)
+                                           general=general_ciphering,
+                                           invocation_counter=invocation_counter)
         if isinstance(password, str):
             password = password.encode()
         self.assoc = core.Association(client, logical_device, int(address), auth, password, ctx,
@@ -321,8 +329,17 @@ class DlmsClient(MeterClient):
     def reconnect(self) -> None:
         self._guard(self._action, cosem.REMOTE_RECONNECT)
 
+    @property
+    def invocation_counter(self) -> int | None:
+        """The next invocation counter we would use (persist it across restarts)."""
+        ctx = self.assoc.security
+        return None if ctx is None else ctx.ic
+
     def close(self) -> None:
         """DISC (releases the association with the link, Green Book 9.4.4.2)."""
+        ctx = self.assoc.security
+        if ctx is not None:
+            COUNTERS[(self.link.url, self.address)] = ctx.ic
         try:
             if self.assoc.state not in (core.IDLE, core.LINKING, core.RELEASING):
                 self.assoc.retries = 1
