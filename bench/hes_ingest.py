@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -71,6 +72,25 @@ def generate(job: tuple[int, int, int, int]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def load_or_generate(args: argparse.Namespace, jobs: list[tuple[int, int, int, int]]
+                     ) -> list[tuple[bytes, bytes]]:
+    """Generating is slow (the portable encoder: ~0.35 CPU-s per 64-meter
+    batch), so ``--cache FILE`` keeps the sealed batches between runs."""
+    tag = (args.concentrators, args.meters, args.values)
+    if args.cache and os.path.exists(args.cache):
+        with open(args.cache, "rb") as f:
+            cached_tag, pairs = pickle.load(f)
+        if cached_tag == tag:
+            return list(pairs)
+    with ProcessPoolExecutor(max(1, args.gen_workers),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        pairs = [p for part in pool.map(generate, jobs) for p in part]
+    if args.cache:
+        with open(args.cache, "wb") as f:
+            pickle.dump((tag, pairs), f)
+    return pairs
+
+
 def burst(ing: Ingestor, envs: list[bytes], group: int, workers: int) -> float:
     groups = ([(e, None, None) for e in envs[i:i + group]] for i in range(0, len(envs), group))
     t = time.perf_counter()
@@ -86,9 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         n, per = args.concentrators, max(1, args.concentrators // 16)
         jobs = [(lo, min(n, lo + per), args.meters, args.values) for lo in range(0, n, per)]
         t = time.perf_counter()
-        with ProcessPoolExecutor(max(1, args.gen_workers),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            pairs = [p for part in pool.map(generate, jobs) for p in part]
+        pairs = load_or_generate(args, jobs)
         gen_s = time.perf_counter() - t
         store = open_store(os.path.join(work, "hes.db"), durable=args.sync != "off")
         store.add_keys([("conc-%05d" % c, 0, KEY) for c in range(n)], 0.0)
@@ -159,6 +177,7 @@ def main() -> None:
     p.add_argument("--export-rows", type=int, default=100_000,
                    help="meter-hour rows per export format (xlsx at most 50k)")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--cache", metavar="FILE", help="keep/reuse the generated batches here")
     print(json.dumps(run(p.parse_args()), indent=2))
 
 
