@@ -34,10 +34,18 @@ def unzigzag(z: int) -> int:
 
 
 def bit_length(n: int) -> int:
-    b = 0
-    while n >> b:
-        b += 1
-    return b
+    """Bits needed for ``n`` >= 0. ``int.bit_length`` where the port has it (the
+    codec state's limits are 4000-bit numbers: a bit-by-bit loop there is
+    quadratic), else by 32-bit steps then bits."""
+    try:
+        return n.bit_length()
+    except AttributeError:
+        b = 0
+        while n >> (b + 32):
+            b += 32
+        while n >> b:
+            b += 1
+        return b
 
 
 class BitWriter:
