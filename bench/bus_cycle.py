@@ -107,6 +107,14 @@ def modbus_cycle(meters: int = 64, baud: int = 9600, latency_ms: float = 0.0,
 
 
 CYCLES = {"modbus": modbus_cycle}     # protocol -> function(meters, baud, latency_ms)
+# The figures: DLMS meters answer after 50 ms, Modbus meters at once.
+LATENCY_MS = {"modbus": 0.0, "dlms": 50.0}
+try:
+    from bench._bus_cycle_dlms import dlms_cycle
+
+    CYCLES["dlms"] = dlms_cycle
+except ImportError:
+    pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,13 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", action="append", choices=sorted(CYCLES), default=None)
     p.add_argument("--meters", type=int, default=64)
     p.add_argument("--baud", type=int, default=9600)
-    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="meter response latency (default: 50 ms DLMS, 0 ms Modbus)")
     p.add_argument("--naive-meters", type=int, default=8)
     args = p.parse_args(argv)
     out = {}
     for name in args.protocol or sorted(CYCLES):
-        kw = {"naive_meters": args.naive_meters} if name == "modbus" else {}
-        out[name] = CYCLES[name](args.meters, args.baud, args.latency_ms, **kw)
+        kw = {"naive_meters": args.naive_meters}
+        latency = LATENCY_MS[name] if args.latency_ms is None else args.latency_ms
+        out[name] = CYCLES[name](args.meters, args.baud, latency, **kw)
     print(json.dumps(out, indent=2))
     return 0
 
