@@ -95,6 +95,11 @@ MIGRATIONS: list[list[str]] = [
         "(SELECT DISTINCT meter_id, ts FROM readings)",
         "INSERT INTO counters SELECT 'events', count(*) FROM events",
     ],
+    # 3 -> 4: /v1/concentrators counts meters per concentrator; without this
+    # index that is a scan of every meter for every concentrator.
+    [
+        "CREATE INDEX meters_concentrator ON meters (concentrator_id)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
