@@ -69,7 +69,12 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
             "meters": c.meters} for c in store.concentrators()])
 
     def meters(request: Request) -> Response:
-        return JSONResponse(store.meters())
+        q = request.query_params
+        try:
+            limit = int(q["limit"]) if q.get("limit") else None
+        except ValueError:
+            return _error("limit must be an integer")
+        return JSONResponse(store.meters(limit, q.get("after", "")))
 
     def readings(request: Request) -> Response:
         try:

@@ -116,6 +116,9 @@ def test_read_api(server):
     put(client, batch(1), 1)
     meters = client.get("/v1/meters").json()
     assert [m["meter"] for m in meters] == [f"conc-a-m{i}" for i in range(4)]
+    page = client.get("/v1/meters", params={"limit": 2, "after": "conc-a-m0"}).json()
+    assert [m["meter"] for m in page] == ["conc-a-m1", "conc-a-m2"]
+    assert page[0]["concentrator"] == "conc-a" and page[0]["last_reading"] == T0 + 3 * 3600
     r = client.get("/v1/meters/conc-a-m1/readings",
                    params={"from": "2026-06-01T01:00:00Z", "to": str(T0 + 2 * 3600)})
     got = r.json()["readings"]

@@ -163,7 +163,8 @@ class Store:
     def concentrators(self) -> list[ConcentratorInfo]:
         raise NotImplementedError
 
-    def meters(self) -> list[dict[str, object]]:
+    def meters(self, limit: int | None = None, after: str = "") -> list[dict[str, object]]:
+        """Meters by id (keyset pages: ids greater than ``after``)."""
         raise NotImplementedError
 
     def readings(self, meter: str, start: int | None = None,

@@ -51,12 +51,12 @@ class SqliteQueries:
             rows = self._conn.execute(sql).fetchall()
         return [ConcentratorInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
-    def meters(self) -> list[dict[str, object]]:
+    def meters(self, limit: int | None = None, after: str = "") -> list[dict[str, object]]:
         sql = ("SELECT m.meter, c.device, (SELECT max(ts) FROM readings r WHERE r.meter_id = m.id) "
                "FROM meters m LEFT JOIN concentrators c ON c.id = m.concentrator_id "
-               "ORDER BY m.meter")
+               "WHERE m.meter > ? ORDER BY m.meter LIMIT ?")
         with self._lock:
-            rows = self._conn.execute(sql).fetchall()
+            rows = self._conn.execute(sql, (after, -1 if limit is None else limit)).fetchall()
         return [{"meter": r[0], "concentrator": r[1], "last_reading": r[2]} for r in rows]
 
     def units(self) -> dict[str, str]:
