@@ -149,24 +149,28 @@ class Uplink:
                             "/%s" % e.hes_reason if e.hes_reason else "")
                 break
             sent += len(sealed)
-            self._acked(seq, sealed, ack.server_time)
+            self._acked(seq, sealed, ack.server_time, ack.need_keyframe)
             acked += 1
         self.sent_bytes += sent
         self.acked += acked
         return {"sent_bytes": sent, "acked": acked}
 
-    def _acked(self, seq: int, sealed: bytes, server_time: float) -> None:
-        base = self.state()
-        opened = open_envelope(sealed, self._keyring)
-        try:
-            batch = decode_batch(opened.payload, base)
-            state = base.copy() if base is not None else CodecState(self.device)
-            state.advance(batch)
-            raw = state.to_bytes()
-        except BatchError as e:
-            log.warning("cannot advance codec state after batch %d (%s): next is a keyframe",
-                        seq, e)
-            raw = b""
+    def _acked(self, seq: int, sealed: bytes, server_time: float,
+               need_keyframe: bool = False) -> None:
+        raw = b""
+        if need_keyframe:
+            log.warning("HES lacks the codec base of batch %d: next batch is a keyframe", seq)
+        else:
+            base = self.state()
+            opened = open_envelope(sealed, self._keyring)
+            try:
+                batch = decode_batch(opened.payload, base)
+                state = base.copy() if base is not None else CodecState(self.device)
+                state.advance(batch)
+                raw = state.to_bytes()
+            except BatchError as e:
+                log.warning("cannot advance codec state after batch %d (%s): next is a keyframe",
+                            seq, e)
         # Against the uncorrected clock, so the correction does not chase itself.
         raw_clock: SystemClock = getattr(self.clock, "base", self.clock)
         offset = server_time - raw_clock.now()

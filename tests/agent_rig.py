@@ -67,10 +67,10 @@ class District:
             p.close()
 
     def config(self, path: Path, archive: Path, uplink: str = "", key: str = "",
-               transport: str = "none", extra: str = "") -> Path:
+               transport: str = "none", extra: str = "", backfill: int = 86400) -> Path:
         lines = ['[concentrator]', 'id = "DC-TEST"', 'archive = "%s"' % archive,
                  '[schedule]', 'period = 3600', 'jitter = 0', 'meter_budget = 60',
-                 'retries = 1', 'initial_backfill = 86400', extra,
+                 'retries = 1', 'initial_backfill = %d' % backfill, extra,
                  '[uplink]', 'transport = "%s"' % transport]
         if uplink:
             lines += ['url = "%s"' % uplink, 'key = "%s"' % key]

@@ -66,10 +66,16 @@ class Ack:
     seq: int
     status: str  # "accepted" | "duplicate"
     server_time: float
+    # The HES holds the batch but lacks the codec state it is a delta of: the
+    # next batch must be a keyframe.
+    need_keyframe: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        return {"device": self.device, "seq": self.seq, "status": self.status,
-                "server_time": self.server_time}
+        d: dict[str, object] = {"device": self.device, "seq": self.seq, "status": self.status,
+                                "server_time": self.server_time}
+        if self.need_keyframe:
+            d["need_keyframe"] = True
+        return d
 
 
 def parse_ack(answer: Any, device: str, seq: int, url: str) -> Ack:
@@ -92,7 +98,7 @@ def parse_ack(answer: Any, device: str, seq: int, url: str) -> Ack:
         raise bad("status %r" % (status,))
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise bad("server_time %r" % (t,))
-    return Ack(device, seq, str(status), float(t))
+    return Ack(device, seq, str(status), float(t), answer.get("need_keyframe") is True)
 
 
 def check_device(device: str, seq: int, url: str) -> None:
