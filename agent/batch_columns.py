@@ -91,6 +91,8 @@ def step(entry: "tuple[Any, ...] | None", v: "int | float") -> "tuple[Any, ...]"
     if entry is None:
         return (v, None, 0)
     prev = entry[0]
+    if type(prev) is int and type(v) is int:   # the common case, same result as below
+        return (v, v - prev, 0)
     ep, ev = exponent(prev), exponent(v)
     if ep < 0 or ev < 0:
         return (v, None, 0)

@@ -78,6 +78,17 @@ def state_to_bytes(st: "object") -> bytes:
     return bytes(out)
 
 
+_MOST: "dict[int, int]" = {}
+_BIG = 1 << 4000
+
+
+def _most(limit: int) -> int:
+    m = _MOST.get(limit)
+    if m is None:
+        m = _MOST[limit] = bit_length(limit) + 7
+    return m
+
+
 class _In:
     __slots__ = ("d", "p")
 
@@ -92,16 +103,32 @@ class _In:
         return self.d[self.p - 1]
 
     def uv(self, limit: int = 1 << 62) -> int:
-        n, shift = 0, 0
-        most = bit_length(limit) + 7
+        # Hot path of loading a state (one call per value): locals, no calls.
+        d, p = self.d, self.p
+        end = len(d)
+        if p >= end:
+            raise BatchError("truncated", "codec state ends early")
+        b = d[p]
+        p += 1
+        if b < 0x80:
+            self.p = p
+            if b > limit:
+                raise BatchError("bad_value", "codec state value over limit")
+            return b
+        n, shift = b & 0x7F, 7
+        most = _most(limit)
         while True:
-            b = self.byte()
+            if p >= end:
+                raise BatchError("truncated", "codec state ends early")
+            b = d[p]
+            p += 1
             n |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
             shift += 7
             if shift > most:
                 raise BatchError("bad_value", "varint too long")
+        self.p = p
         if n > limit:
             raise BatchError("bad_value", "codec state value over limit")
         return n
@@ -116,11 +143,15 @@ class _In:
         return self.raw(self.uv(LIMIT)).decode()
 
     def val(self) -> "object":
-        t = self.byte()
+        d, p = self.d, self.p
+        if p >= len(d):
+            raise BatchError("truncated", "codec state ends early")
+        t = d[p]
+        self.p = p + 1
         if t == 0:
             return None
         if t == 1:
-            z = self.uv(1 << 4000)
+            z = self.uv(_BIG)
             return z >> 1 if not z & 1 else -((z + 1) >> 1)
         if t == 2:
             return float(struct.unpack(">d", self.raw(8))[0])
