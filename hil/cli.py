@@ -55,7 +55,8 @@ def make_clock(spec: str | None = None, speed: float | None = None) -> SystemClo
 
 
 def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
-                 profile: str = "generic", first: int = 1) -> list[Any]:
+                 profile: str = "generic", first: int = 1,
+                 dlms: dict[str, Any] | None = None) -> list[Any]:
     """``count`` meters with addresses first..first+count-1; ``mix`` cycles the
     protocols (address 1 DLMS, 2 IEC, 3 Modbus, ...)."""
     meters = []
@@ -67,7 +68,9 @@ def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
         model = MeterModel(i, seed)
         model.registers(clock.now())    # warm the energy cache: the first read of a
         #                                 meter must cost wire time, not bookkeeping
-        opts = {"profile": profile} if proto == "modbus" else {}
+        opts: dict[str, Any] = {"profile": profile} if proto == "modbus" else {}
+        if proto == "dlms" and dlms:
+            opts.update(dlms)
         meters.append(cls(model, str(i), clock.now, **opts))
     return meters
 
@@ -83,7 +86,12 @@ def describe(meters: list[Any], protocol: str, seed: int) -> list[dict[str, str]
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     clock = make_clock(args.clock, args.speed)
-    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile)
+    dlms: dict[str, Any] = {"auth": args.auth}
+    if args.password:
+        dlms["password"] = args.password
+    if args.ek:
+        dlms["ek"], dlms["ak"] = bytes.fromhex(args.ek), bytes.fromhex(args.ak or args.ek)
+    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile, dlms=dlms)
     port = open_port(args.port, args.baud, link=args.link)
     bus = Bus(port, meters, baud=args.baud, latency=args.latency_ms / 1000.0,
               faults=FaultSpec.parse(args.faults, args.seed))
@@ -125,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=None, help="simulated seconds per second")
     s.add_argument("--clock", default=None, help="ScaledClock spec t0,w0,speed to share")
     s.add_argument("--link", default=None, help="symlink to create to the agent's end")
+    s.add_argument("--auth", default="none", choices=("none", "lls", "hls"),
+                   help="DLMS meters: authentication they demand (hls = HLS-GMAC + suite 0)")
+    s.add_argument("--password", default=None, help="DLMS LLS / IEC password of the meters")
+    s.add_argument("--ek", default=None, help="DLMS global encryption key (hex)")
+    s.add_argument("--ak", default=None, help="DLMS authentication key (hex)")
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("rig", help="acceptance scenarios between two ports")
     r.add_argument("--agent-port", default=None, help="URL the drivers read through")
