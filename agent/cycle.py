@@ -29,7 +29,8 @@ from drivers import DriverError, Unsupported
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CLOCK_SET_EVENT = 4096     # our own event code: the concentrator corrected the meter's clock
+CLOCK_SET_EVENT = 4096
+IC_LEASE = 10000           # invocation counters reserved per DLMS session     # our own event code: the concentrator corrected the meter's clock
 MODULES = {"dlms": "drivers.dlms", "iec62056-21": "drivers.iec62056_21", "modbus": "drivers.modbus"}
 
 
@@ -81,19 +82,39 @@ class BusCycle:
             results.append(self.read_meter(cycle, m))
         return results
 
-    def _open(self, m: MeterConfig) -> Any:
+    def _open(self, m: MeterConfig, mid: int) -> Any:
         opts: dict[str, Any] = {"timeout": self.bus.timeout, "retries": self.cfg.retries}
         if m.protocol == "modbus":
             opts["profile"] = m.profile or "generic"
         elif m.protocol == "dlms":
-            opts.update(client=m.client, logical_device=m.logical_device, auth=m.auth)
+            # drivers.dlms counts attempts, the others retransmissions
+            opts.update(client=m.client, logical_device=m.logical_device, auth=m.auth,
+                        retries=self.cfg.retries + 1)
             if m.password:
                 opts["password"] = m.password
             if m.ek:
-                opts.update(ek=m.ek, ak=m.ak)
+                opts.update(ek=m.ek, ak=m.ak, invocation_counter=self._lease_counter(mid))
         elif m.protocol == "iec62056-21" and m.password:
             opts["password"] = m.password
         return driver(m.protocol).open_client(self.bus.port, m.address, baud=self.bus.baud, **opts)
+
+    def _lease_counter(self, mid: int) -> int:
+        """The DLMS invocation counter to start from: a meter refuses one that
+        does not grow, across our restarts too. The stored value is raised by a
+        lease before use, so a power cut mid-session never replays a counter;
+        a clean close stores the exact next value."""
+        key = "dlms_ic:%d" % mid
+        with self.lock:
+            raw = self.archive.meta(key)
+            start = int(raw.decode()) if raw else 1
+            self.archive.set_meta(key, str(start + IC_LEASE).encode())
+        return start
+
+    def _save_counter(self, mid: int, client: Any) -> None:
+        ic = getattr(client, "invocation_counter", None)
+        if isinstance(ic, int):
+            with self.lock:
+                self.archive.set_meta("dlms_ic:%d" % mid, str(ic).encode())
 
     def read_meter(self, cycle: int, m: MeterConfig) -> MeterResult:
         t0 = time.monotonic()
@@ -109,7 +130,7 @@ class BusCycle:
         done = 0
         client = None
         try:
-            client = self._open(m)
+            client = self._open(m, mid)
             budget_end = t0 + self.cfg.meter_budget
             with self.lock:
                 known = self.archive.serial(mid)
@@ -159,8 +180,10 @@ class BusCycle:
             if client is not None:
                 try:
                     client.close()
-                except DriverError:
-                    pass
+                    if m.protocol == "dlms" and m.ek:
+                        self._save_counter(mid, client)
+                except (DriverError, ArchiveError) as e:
+                    log.debug("closing meter %s/%s: %s", self.bus.name, m.address, e)
         status = "read" if not errors else ("partial" if done else "failed")
         res = MeterResult(mid, m.address, status, "; ".join(errors) or None,
                           time.monotonic() - t0, rows, offset)
