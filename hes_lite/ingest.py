@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
+# The ack document is the uplink's wire format: one definition for both ends.
+from agent.transport import Ack as Ack
 from hes_lite import HesError, wire
 from hes_lite.store import DecodedBatch, KeyRecord, PendingBatch, RawBatch, Store
 
@@ -36,24 +38,6 @@ class Rejected(HesError):
 
     def __init__(self, reason: str, device: str = "", seq: int | None = None) -> None:
         super().__init__(reason, reason=reason, device=device, seq=seq)
-
-
-@dataclass(frozen=True)
-class Ack:
-    device: str
-    seq: int
-    status: str  # "accepted" | "duplicate"
-    server_time: float
-    # stored, but a delta against a codec state the HES does not hold: the
-    # concentrator should send a keyframe (a hint; the batch is kept raw)
-    need_keyframe: bool = False
-
-    def as_dict(self) -> dict[str, object]:
-        d: dict[str, object] = {"device": self.device, "seq": self.seq, "status": self.status,
-                                "server_time": self.server_time}
-        if self.need_keyframe:
-            d["need_keyframe"] = True
-        return d
 
 
 @dataclass

@@ -29,76 +29,38 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.transport import ACK_TOPIC, TransportError, mqtt_endpoint, redact
+from agent.transport.mqtt import no_delay
 from hes_lite import HesError
 
 log = logging.getLogger(__name__)
 
 UP_FILTER = "wum/up/+/+"
-ACK_TOPIC = "wum/ack/%s"
 SESSION_EXPIRY = 3600  # s the broker keeps a named HES's session and its messages
 
 Handle = Callable[[str, int, bytes], dict[str, Any]]
-
-
-def _no_delay(client: mqtt.Client) -> None:
-    """TCP_NODELAY on paho's socket (paho leaves Nagle on): an upload, its
-    PUBACK and the ack are small packets, and Nagle against delayed ACKs
-    cost ~40 ms per round trip (90 ms per batch measured on loopback)."""
-    setsockopt = getattr(client.socket(), "setsockopt", None)   # None: a websocket
-    if setsockopt is not None:
-        try:
-            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:             # not a TCP socket (unix domain)
-            pass
 
 
 class ReceiverError(HesError):
     """The receiver could not connect or subscribe (fields: url, detail)."""
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = "%s:***@%s" % (parts.username or "", parts.netloc.rpartition("@")[2])
-    return parts._replace(netloc=netloc).geturl()
-
-
 def _endpoint(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
     try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == -1:
-        raise ReceiverError("not an mqtt(s) URL: %r" % redact(url), url=redact(url))
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return {
-        "host": parts.hostname,
-        "port": port or (8883 if parts.scheme == "mqtts" else 1883),
-        "tls": parts.scheme == "mqtts",
-        "ca": query.get("ca"),          # mqtts://…?ca=/path/ca.pem: a private CA
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "client_id": query.get("client_id") or "hes-%d-%s" % (os.getpid(), os.urandom(4).hex()),
-        "persistent": bool(query.get("client_id")),
-        "group": query.get("group"),
-    }
+        return mqtt_endpoint(url, prefix="hes")
+    except TransportError as e:
+        raise ReceiverError(str(e), url=redact(url)) from None
 
 
 def parse_up_topic(topic: str) -> tuple[str, int] | None:
@@ -186,7 +148,7 @@ class MqttReceiver:
                 self._cond.notify_all()
             log.warning("mqtt receiver %s: broker refused connection: %s", self.url, rc)
             return
-        _no_delay(client)
+        no_delay(client)
         client.subscribe(self.topic, qos=self.qos)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,

@@ -147,11 +147,14 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def mqtt_endpoint(url: str) -> dict[str, Any]:
-    """Split ``mqtt(s)://[user:pass@]host[:port][?client_id=…&keepalive=…&ca=…]``
-    into what paho needs. A stable ``client_id`` lets the broker keep the
-    agent's session (and queued acks) across agent restarts; the default is
-    random per process, so two agents can never evict each other."""
+def mqtt_endpoint(url: str, prefix: str = "wum") -> dict[str, Any]:
+    """Split ``mqtt(s)://[user:pass@]host[:port][?client_id=…&keepalive=…&ca=…&group=…]``
+    into what paho needs; both ends of the uplink (the agent's transport and
+    HES-lite's receiver) parse their broker URL here. A stable ``client_id``
+    lets the broker keep a session (and queued messages) across restarts
+    (``persistent``); the default is random per process (``prefix-pid-random``),
+    so two clients can never evict each other. ``group`` names an MQTT 5
+    shared subscription (HES workers splitting the load)."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise TransportError("not an mqtt(s) URL: %r" % redact(url), "protocol", url=redact(url))
@@ -169,7 +172,10 @@ def mqtt_endpoint(url: str) -> dict[str, Any]:
         "ca": query.get("ca"),          # mqtts://…?ca=/path/ca.pem: a private CA
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
-        "client_id": query.get("client_id") or "wum-%d-%s" % (os.getpid(), os.urandom(4).hex()),
+        "client_id": query.get("client_id") or "%s-%d-%s" % (prefix, os.getpid(),
+                                                              os.urandom(4).hex()),
+        "persistent": bool(query.get("client_id")),
+        "group": query.get("group"),
         "keepalive": keepalive,
     }
 
