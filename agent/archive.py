@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -421,8 +420,4 @@ class Archive:
                 "events": db.execute("SELECT COUNT(*) FROM event").fetchone()[0],
                 "meters": db.execute("SELECT COUNT(*) FROM meter").fetchone()[0],
                 "schema": db.execute("PRAGMA user_version").fetchone()[0]}
-
-
-def now() -> float:
-    return time.time()
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import struct
 
 from agent import AgentError
+from agent.batch_bits import unzigzag, zigzag
+from agent.batch_columns import exponent
 
 
 class RowCodecError(AgentError):
@@ -29,22 +31,10 @@ def _varint(n: int, out: bytearray) -> None:
     out.append(n)
 
 
-def _zz(n: int) -> int:
-    return n * 2 if n >= 0 else -n * 2 - 1
-
-
-def _unzz(n: int) -> int:
-    return n >> 1 if not n & 1 else -(n >> 1) - 1
-
-
 def _decimal(v: float) -> tuple[int, int] | None:
-    if not abs(v) < 2**53:
-        return None
-    for k in range(10):
-        m = round(v * 10**k)
-        if abs(m) < 2**53 and m / 10**k == v:
-            return k, m
-    return None
+    """(k, m) with m / 10**k == v exactly: the batch codec's exponent search."""
+    k = exponent(v)
+    return None if k < 0 else (k, round(v * 10**k))
 
 
 def encode_row(items: list[tuple[int, Value]]) -> bytes:
@@ -55,19 +45,19 @@ def encode_row(items: list[tuple[int, Value]]) -> bytes:
             out.append(0)
         elif isinstance(v, bool):
             out.append(1)
-            _varint(_zz(int(v)), out)
+            _varint(zigzag(int(v)), out)
         elif isinstance(v, int):
             out.append(1)
-            _varint(_zz(v), out)
+            _varint(zigzag(v), out)
         else:
-            d = _decimal(v) if v == v and v not in (float("inf"), float("-inf")) else None
+            d = _decimal(v)   # None for nan, inf, -0.0 and non-decimal floats
             if d is None:
                 out.append(3)
                 out += struct.pack("<d", v)
             else:
                 out.append(2)
                 out.append(d[0])
-                _varint(_zz(d[1]), out)
+                _varint(zigzag(d[1]), out)
     return bytes(out)
 
 
@@ -98,7 +88,7 @@ def decode_row(data: bytes) -> list[tuple[int, Value]]:
         if tag == 0:
             v = None
         elif tag == 1:
-            v = _unzz(varint())
+            v = unzigzag(varint())
         elif tag == 2:
             if i >= n:
                 raise RowCodecError("truncated archived row")
@@ -106,7 +96,7 @@ def decode_row(data: bytes) -> list[tuple[int, Value]]:
             i += 1
             if k > 22:
                 raise RowCodecError("bad decimal exponent %d" % k)
-            v = _unzz(varint()) / 10**k
+            v = unzigzag(varint()) / 10**k
         elif tag == 3:
             if i + 8 > n:
                 raise RowCodecError("truncated archived row")
