@@ -66,6 +66,12 @@ class Uplink:
         self._keyring.add(device, root_key)
         self.sent_bytes = 0
         self.acked = 0
+        # The acknowledged codec state, parsed once and advanced in place (the
+        # archive keeps its bytes), and the batch in flight as built, so an ack
+        # needs no decoding of our own batch (only after a restart).
+        self._state: CodecState | None = None
+        self._state_loaded = False
+        self._built: tuple[int, Batch] | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, archive: Archive, clock: SystemClock,
@@ -78,15 +84,18 @@ class Uplink:
 
     # -- codec state -------------------------------------------------------
     def state(self) -> CodecState | None:
-        with self.lock:
-            raw = self.archive.meta(STATE_KEY)
-        if not raw:
-            return None
-        try:
-            return CodecState.from_bytes(raw)
-        except BatchError as e:
-            log.warning("stored codec state unusable (%s): next batch is a keyframe", e)
-            return None
+        """The state the HES acknowledged (do not modify it)."""
+        if not self._state_loaded:
+            with self.lock:
+                raw = self.archive.meta(STATE_KEY)
+            self._state = None
+            if raw:
+                try:
+                    self._state = CodecState.from_bytes(raw)
+                except BatchError as e:
+                    log.warning("stored codec state unusable (%s): next batch is a keyframe", e)
+            self._state_loaded = True
+        return self._state
 
     # -- building ----------------------------------------------------------
     def build(self) -> tuple[int, bytes] | None:
@@ -111,6 +120,7 @@ class Uplink:
         sealed = self.sealer.seal(payload, KIND_BATCH)
         with self.lock:
             self.archive.store_batch(seq, sealed, rows, events, self.clock.now())
+        self._built = (seq, batch)
         log.info("batch %d sealed: %d rows, %d events, %d bytes", seq, len(rows), len(events),
                  len(sealed))
         return seq, sealed
@@ -157,26 +167,32 @@ class Uplink:
 
     def _acked(self, seq: int, sealed: bytes, server_time: float,
                need_keyframe: bool = False) -> None:
-        raw = b""
+        state: CodecState | None = None
         if need_keyframe:
             log.warning("HES lacks the codec base of batch %d: next batch is a keyframe", seq)
         else:
             base = self.state()
-            opened = open_envelope(sealed, self._keyring)
             try:
-                batch = decode_batch(opened.payload, base)
-                state = base.copy() if base is not None else CodecState(self.device)
-                state.advance(batch)
-                raw = state.to_bytes()
+                if self._built is not None and self._built[0] == seq:
+                    batch = self._built[1]
+                else:   # sent before a restart: only its sealed bytes are left
+                    batch = decode_batch(open_envelope(sealed, self._keyring).payload, base)
+                state = base if base is not None else CodecState(self.device)
+                state.advance(batch)          # in place: the cache is reset if we fail
             except BatchError as e:
+                state = None
                 log.warning("cannot advance codec state after batch %d (%s): next is a keyframe",
                             seq, e)
+        self._built = None
+        self._state_loaded = False            # until the new state is durable
         # Against the uncorrected clock, so the correction does not chase itself.
         raw_clock: SystemClock = getattr(self.clock, "base", self.clock)
         offset = server_time - raw_clock.now()
         with self.lock:
-            self.archive.ack_batch(seq, self.clock.now(), STATE_KEY, raw)
+            self.archive.ack_batch(seq, self.clock.now(), STATE_KEY,
+                                   state.to_bytes() if state is not None else b"")
             self.archive.set_meta("hes_clock_offset", ("%.3f" % offset).encode())
+        self._state, self._state_loaded = state, True
 
     def _rebuild(self, seq: int) -> None:
         """The HES lacks our base state: drop the unsent batch, send a keyframe."""
@@ -184,6 +200,7 @@ class Uplink:
         with self.lock:
             self.archive.unbatch(seq)
             self.archive.set_meta(STATE_KEY, b"")
+        self._state, self._state_loaded, self._built = None, True, None
 
     def close(self) -> None:
         self.transport.close()
