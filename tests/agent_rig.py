@@ -12,6 +12,7 @@ from agent.clock import ScaledClock
 from hil.bus import Bus, FaultSpec
 from hil.model import MeterModel
 from hil.ports import open_port
+from tests.mqtt_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WUM = str(Path(sys.executable).parent / "wum")
@@ -109,14 +110,6 @@ def start_agent(cfg: Path, clock: ScaledClock, cycles: int = 1000) -> subprocess
 HES = str(Path(sys.executable).parent / "hes-lite")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class HesProcess:
     """``hes-lite serve`` as a real process on a free port (restartable on the same port)."""
 
@@ -170,6 +163,31 @@ class HesProcess:
         out = subprocess.run([HES, "export", "--db", self.db, "--format", "jsonl", "-o", "-"],
                              capture_output=True, text=True, check=True)
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def backlog(archive_path: Path) -> dict[str, int]:
+    from agent.archive import Archive
+
+    arc = Archive(str(archive_path)).open()
+    try:
+        return arc.backlog()
+    finally:
+        arc.close()
+
+
+def drain(cfg: Path, clock: ScaledClock, archive_path: Path, deadline_s: float = 60) -> None:
+    """Run one-cycle agents until the archive has nothing left to upload (the
+    byte budget spreads a backlog over cycles; a HES may still be reconnecting)."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        done = run_agent(cfg, clock, cycles=0)
+        assert done.returncode == 0, done.stderr[-2000:]
+        left = backlog(archive_path)
+        if not left["batches_pending"] and not left["rows_unbatched"]:
+            return
+        assert time.monotonic() < deadline, left
 
 
 def archived_rows(archive_path: Path) -> dict[tuple[str, int], dict]:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.agent_rig import District, HesProcess, run_agent, start_agent
+from tests.agent_rig import District, HesProcess, drain, start_agent
 from tests.mqtt_broker import running_broker
 from tests.test_e2e_uplink import assert_all_at_hes
 
@@ -46,18 +46,7 @@ def test_mqtt_kill9_broker_hes_and_agent(tmp_path, broker):
                 hes.start()
             agent.send_signal(signal.SIGKILL)
             agent.wait()
-        deadline = time.monotonic() + 60
-        while True:                             # the HES reconnects on its own
-            done = run_agent(cfg, d.clock, cycles=0)
-            assert done.returncode == 0, done.stderr[-2000:]
-            from agent.archive import Archive
-
-            arc = Archive(str(tmp_path / "archive.db")).open()
-            left = arc.backlog()
-            arc.close()
-            if not left["batches_pending"] and not left["rows_unbatched"]:
-                break
-            assert time.monotonic() < deadline, left
+        drain(cfg, d.clock, tmp_path / "archive.db")   # the HES reconnects on its own
         assert_all_at_hes(tmp_path / "archive.db", hes)
     finally:
         d.stop()

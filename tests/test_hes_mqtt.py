@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from hes_lite import wire
 from hes_lite.store import open_store
+from tests.mqtt_broker import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
@@ -28,12 +29,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def batch(seq, device="mq-1"):
     rows = {"mq-meter": [(T0 + 3600 * seq, {"1.0.1.8.0.255": seq * 10})]}
     return wire.seal_batch(KEY, device, 1, seq, seq, rows)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc, what, timeout=20):

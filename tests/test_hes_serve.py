@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from hes_lite import wire
 from hes_lite.store import open_store
+from tests.mqtt_broker import free_port
 
 KEY = bytes.fromhex("5b2e9d0c4a7f1e3b6d8c0f2a4e6b8d1c" * 2)
 T0 = 1780272000
@@ -30,12 +30,6 @@ def batch(seq, device="conc-a", key=KEY, counter=None):
     events = {f"{device}-m1": [(T0 + 3600 * seq + 60, 1, "power_down")]}
     return wire.seal_batch(key, device, 1, seq if counter is None else counter, seq, rows,
                            events, {"1.0.1.8.0.255": "Wh", "1.0.14.7.0.255": "Hz"})
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
