@@ -55,7 +55,8 @@ def _values(vals: "dict[str, Any]") -> "dict[str, Any]":
 
 
 class Batch:
-    __slots__ = ("device", "seq", "created", "readings", "events", "statuses", "keyframe")
+    __slots__ = ("device", "seq", "created", "readings", "events", "statuses", "keyframe",
+                 "_after")
 
     def __init__(self, device: str, seq: int, created: int, readings: "object" = (),
                  events: "object" = (), statuses: "object" = ()) -> None:
@@ -69,6 +70,9 @@ class Batch:
         self.statuses = [(str(m), str(s), None if e is None else str(e))
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None
+        # (base state or None for a keyframe, its token, {(meter, obis): entry
+        # after this batch}) as computed by the codec; CodecState.advance uses it
+        self._after: "tuple[Any, ...] | None" = None
 
     def canonical(self) -> "tuple[list[Any], list[Any], list[Any]]":
         """Rows by (meter, ts), events by (meter, ts, code), statuses by meter
@@ -180,6 +184,16 @@ class CodecState:
         self.schema: "dict[str, tuple[Any, ...]]" = {}
         self.status: "dict[str, tuple[Any, ...]]" = {}
         self._digest: "bytes | None" = None
+        # The bytes this state was loaded from while it has not moved since:
+        # to_bytes() returns them and digest() hashes them, without
+        # re-serializing (the HES loads a state per batch and checks its
+        # digest). A non-canonical input thus names itself, not the state an
+        # encoder would name: a delta against it is refused (base_mismatch),
+        # never decoded against the wrong base.
+        self._source: "bytes | None" = None
+        # Changes on every advance(); a Batch decoded or encoded against this
+        # state carries the state's entries after it, valid while this holds.
+        self._token: "object" = object()
 
     def __repr__(self) -> str:
         return "CodecState(%r, seq=%d, %d meters, %d registers)" % (
@@ -192,6 +206,9 @@ class CodecState:
         """Apply an acknowledged batch (``batch.keyframe`` set by the codec)."""
         if batch.keyframe is None:
             raise BatchError("bad_value", "advance() needs a batch that was encoded or decoded")
+        after = batch._after
+        fast = after is not None and (
+            after[0] is None if batch.keyframe else after[0] is self and after[1] is self._token)
         if batch.keyframe:
             self.__init__(batch.device)  # type: ignore[misc]
             self.keyframe_ts = batch.created
@@ -200,17 +217,26 @@ class CodecState:
         self.meters.extend(m for m in batch.meters() if m not in known)
         ko = set(self.obis)
         self.obis.extend(sorted(set(o for r in readings for o in r[2] if o not in ko)))
-        for m, ts, vals in readings:
-            for o in sorted(vals):
-                v = vals[o]
-                if v is not None:
-                    self.cells[(m, o)] = step(self.cells.get((m, o)), v)
-            self.last_ts[m] = ts
-            self.schema[m] = tuple(sorted(vals))
+        if fast:
+            # the entries the codec computed cell by cell while coding the batch
+            self.cells.update(after[2])  # type: ignore[index]
+            for m, ts, vals in readings:
+                self.last_ts[m] = ts
+                self.schema[m] = tuple(sorted(vals))
+        else:
+            for m, ts, vals in readings:
+                for o in sorted(vals):
+                    v = vals[o]
+                    if v is not None:
+                        self.cells[(m, o)] = step(self.cells.get((m, o)), v)
+                self.last_ts[m] = ts
+                self.schema[m] = tuple(sorted(vals))
         for m, s, e in statuses:
             self.status[m] = (s, e)
         self.seq = batch.seq
         self._digest = None
+        self._source = None
+        self._token = object()
 
     def digest(self) -> bytes:
         """4 bytes naming this exact state (SHA-256 of ``to_bytes``)."""
@@ -220,6 +246,8 @@ class CodecState:
 
     def to_bytes(self) -> bytes:
         """Canonical serialization (docs/batch-format.md §5); the HES persists it."""
+        if self._source is not None:
+            return self._source
         from agent.batch_state import state_to_bytes
         return state_to_bytes(self)
 
@@ -227,7 +255,9 @@ class CodecState:
     def from_bytes(cls, data: bytes) -> "CodecState":
         from agent.batch_state import state_from_bytes
         st = cls()
-        state_from_bytes(st, bytes(data))
+        data = bytes(data)
+        state_from_bytes(st, data)
+        st._source = data
         return st
 
 
@@ -252,8 +282,9 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
             if v is not None and not isinstance(v, (int, float)):
                 raise BatchError("bad_value", "values must be int, float or None, not %s"
                                  % type(v).__name__)
-    write_body(w, batch, st)
+    after = write_body(w, batch, st)
     batch.keyframe = kf
+    batch._after = (None, None, after) if kf else (st, st._token, after)
     return head + w.getvalue()
 
 
@@ -272,7 +303,7 @@ def decode_batch(data: bytes, base: "CodecState | None") -> Batch:
         device = _text(r) if h.keyframe else base.device  # type: ignore[union-attr]
         st = CodecState(device) if h.keyframe else base
         batch = Batch(device, h.seq, h.created)
-        read_body(r, batch, st)
+        after = read_body(r, batch, st)
     except BatchError:
         raise
     except (IndexError, ValueError, KeyError, UnicodeError, OverflowError, TypeError):
@@ -280,5 +311,7 @@ def decode_batch(data: bytes, base: "CodecState | None") -> Batch:
     if r.remaining() >= 8 or r.bits(r.remaining()):
         raise BatchError("bad_length", "bytes after the batch", seq=h.seq)
     batch.keyframe = h.keyframe
+    batch._after = (None, None, after) if h.keyframe else (
+        st, st._token, after)  # type: ignore[union-attr]
     return batch
 

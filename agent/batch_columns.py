@@ -202,11 +202,12 @@ def _rel_pred(kind: str, pr: "Any", a: "int | None") -> "int | None":
 
 
 def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
-                  rel: "tuple[Any, ...] | None" = None) -> "list[Any]":
+                  rel: "tuple[Any, ...] | None" = None) -> "tuple[list[Any], list[Any]]":
     """Write one register's cells. ``cells``: per meter, its list of values
     (None = null) in row order; ``entries``: per meter its state entry (or
     None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
-    Returns per meter the list of previous values (None if none) of its cells."""
+    Returns (per meter the list of previous values (None if none) of its
+    cells, per meter its state entry after them)."""
     flat = [v for vs in cells for v in vs]
     nulls = [v is None for v in flat]
     present = [v for v in flat if v is not None]
@@ -223,7 +224,7 @@ def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
     if t == T_RAW:
         for v in present:
             _write_raw(w, v)
-        return _prevs(cells, entries)
+        return _walk(cells, entries)
     if present:
         modes = _modes(cells, entries, t, k, rel)
         best, cost = 0, -1
@@ -235,11 +236,13 @@ def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
         w.bits(best, 2)
         write_column(w, modes[best][0])
         write_column(w, modes[best][1])
-    return _prevs(cells, entries)
+    return _walk(cells, entries)
 
 
-def _prevs(cells: "list[Any]", entries: "list[Any]") -> "list[Any]":
-    out = []
+def _walk(cells: "list[Any]", entries: "list[Any]") -> "tuple[list[Any], list[Any]]":
+    """Per meter, the previous value of each cell, and its state entry after
+    its last cell (what ``CodecState.advance`` computes)."""
+    out, finals = [], []
     for vs, entry in zip(cells, entries):
         ps = []
         for v in vs:
@@ -247,13 +250,15 @@ def _prevs(cells: "list[Any]", entries: "list[Any]") -> "list[Any]":
             if v is not None:
                 entry = step(entry, v)
         out.append(ps)
-    return out
+        finals.append(entry)
+    return out, finals
 
 
 def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
-                  rel: "tuple[Any, ...] | None" = None) -> "tuple[list[Any], list[Any]]":
+                  rel: "tuple[Any, ...] | None" = None
+                  ) -> "tuple[list[Any], list[Any], list[Any]]":
     """Inverse of ``encode_column``: ``shape`` is the number of cells per meter.
-    Returns (cells, previous values per cell)."""
+    Returns (cells, previous values per cell, state entries after them)."""
     t = r.bits(2)
     if t > T_RAW:
         raise BatchError("bad_value", "column type %d" % t)
@@ -265,10 +270,10 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
     if t == T_RAW:
         vals = [None if n else _read_raw(r) for n in nulls]
         cells = _split(vals, shape)
-        return cells, _prevs(cells, entries)
+        return (cells,) + _walk(cells, entries)
     if not total or all(nulls):
         cells = _split([None] * total, shape)
-        return cells, _prevs(cells, entries)
+        return (cells,) + _walk(cells, entries)
     p = r.bits(2)
     kind, preds = "", None
     if p == P_REL:
@@ -279,10 +284,17 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
             raise BatchError("bad_value", "relation mode without a relation")
     # Which cells are fresh follows from the state, the null map and the
     # relation's availability, so both streams are read before any value.
+    # ``first``: per meter, its state value's mantissa at this column's scale.
+    first = [None if e is None else mantissa(e[0], k, t) for e in entries]
     n_fresh = 0
     pos = 0
-    for mi, (count, entry) in enumerate(zip(shape, entries)):
-        usable = entry is not None and mantissa(entry[0], k, t) is not None
+    for mi, count in enumerate(shape):
+        usable = first[mi] is not None
+        if count == 1 and preds is None:        # the common case, as below
+            if not usable and not nulls[pos]:
+                n_fresh += 1
+            pos += 1
+            continue
         for ci in range(count):
             if not nulls[pos]:
                 if not usable and not (preds is not None and preds[mi][ci] is not None
@@ -293,28 +305,34 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
     n_known = total - sum(1 for n in nulls if n) - n_fresh
     fresh = read_column(r, n_fresh)
     known = read_column(r, n_known)
-    cells = _rebuild(shape, entries, nulls, fresh, known, p, t, k, kind, preds)
-    return cells, _prevs(cells, entries)
+    return _rebuild(shape, entries, first, nulls, fresh, known, p, t, k, kind, preds)
 
 
-def _value(m: int, t: int, k: int) -> "int | float":
-    return m if t == T_INT else m / POW10[k]
-
-
-def _rebuild(shape: "list[Any]", entries: "list[Any]", nulls: "list[Any]", fresh: "list[Any]",
-             known: "list[Any]", p: int,
-             t: int, k: int, kind: str, preds: "list[Any] | None") -> "list[Any]":
-    cells = []
+def _rebuild(shape: "list[Any]", entries: "list[Any]", first: "list[Any]", nulls: "list[Any]",
+             fresh: "list[Any]", known: "list[Any]", p: int, t: int, k: int, kind: str,
+             preds: "list[Any] | None") -> "tuple[list[Any], list[Any], list[Any]]":
+    """The cells from their residuals, with their previous values and the
+    entries after them (as ``_walk``), in one pass. The hot loop of decoding
+    at the HES: the state value's mantissa comes from ``first``, ``step`` is
+    inlined for ints."""
+    cells, prevs, finals = [], [], []
     pos, fi, ki = 0, 0, 0
+    is_int = t == T_INT
+    scale = POW10[k]
     for mi, (count, entry) in enumerate(zip(shape, entries)):
         vs: "list[Any]" = []
+        ps: "list[Any]" = []
+        a = first[mi]
         for ci in range(count):
+            prev = None if entry is None else entry[0]
+            ps.append(prev)
             if nulls[pos]:
                 vs.append(None)
                 pos += 1
                 continue
             pos += 1
-            a = mantissa(entry[0], k, t) if entry is not None else None
+            if ci:
+                a = None if entry is None else mantissa(entry[0], k, t)
             pr = _rel_pred(kind, preds[mi][ci], a) if preds is not None else None
             if pr is not None:
                 m = known[ki] + pr
@@ -325,15 +343,20 @@ def _rebuild(shape: "list[Any]", entries: "list[Any]", nulls: "list[Any]", fresh
             else:
                 rr = known[ki]
                 ki += 1
-                m = rr if p == P_ABS else rr + a if p in (P_DELTA, P_REL) \
-                    else rr + a + _prev_step(entry, k)
-            if t == T_DEC and not -EXACT < m < EXACT:
-                raise BatchError("bad_value", "mantissa out of range")
-            v = _value(m, t, k)
-            vs.append(v)
-            entry = step(entry, v)
+                m = rr if p == P_ABS else rr + a if p != P_DOD else rr + a + _prev_step(entry, k)
+            if is_int:
+                vs.append(m)
+                entry = (m, m - prev, 0) if type(prev) is int else step(entry, m)
+            else:
+                if not -EXACT < m < EXACT:
+                    raise BatchError("bad_value", "mantissa out of range")
+                v = m / scale
+                vs.append(v)
+                entry = step(entry, v)
         cells.append(vs)
-    return cells
+        prevs.append(ps)
+        finals.append(entry)
+    return cells, prevs, finals
 
 
 def _split(vals: "list[Any]", shape: "list[int]") -> "list[Any]":

@@ -70,7 +70,8 @@ def _group(items: "list[Any]", meters: "list[Any]") -> "dict[Any, Any]":
     return out
 
 
-def write_body(w: BitWriter, batch: "object", st: "object") -> None:
+def write_body(w: BitWriter, batch: "object", st: "object") -> "dict[Any, Any]":
+    """Write the body; returns the state's cell entries after it (``_columns``)."""
     readings, events, statuses = batch.canonical()  # type: ignore[attr-defined]
     # 1. meters: the state's table (presence), then new ones, sorted.
     present = set(batch.meters())  # type: ignore[attr-defined]
@@ -102,11 +103,13 @@ def write_body(w: BitWriter, batch: "object", st: "object") -> None:
         w.bits(1 if one else 0, 1)
         if not one:
             write_column(w, counts)
+    after: "dict[Any, Any]" = {}
     if rows:
         _write_rows(w, rows, table, st, batch.created)  # type: ignore[attr-defined]
-        _write_columns(w, meters, by_meter, table, st)
+        after = _write_columns(w, meters, by_meter, table, st)
     _write_events(w, events, meters, batch.created)  # type: ignore[attr-defined]
     _write_statuses(w, statuses, meters, st)
+    return after
 
 
 def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object",
@@ -136,41 +139,51 @@ def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object
 
 
 def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object",
-             code: "object") -> None:
+             code: "object") -> "dict[Any, Any]":
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
-    ``code(o, rows, entries, rel) -> (values, prevs)`` codes one column."""
-    used = set(o for m in meters for r in by_meter.get(m, []) for o in r[2])
+    ``code(o, rows, entries, rel) -> (values, prevs, finals)`` codes one
+    column. Returns the state's entries after the batch, {(meter, obis): entry}
+    for every cell that moved (what ``CodecState.advance`` would compute)."""
+    per_meter = [by_meter.get(m, []) for m in meters]
+    used = set(o for rs in per_meter for r in rs for o in r[2])
     cells_of = st.cells  # type: ignore[attr-defined]
     seen: "dict[Any, Any]" = {}     # obis -> {(meter index, row index): (value, previous value)}
-    for o, rel in order(table, used):
-        where = [[ri for ri, row in enumerate(by_meter.get(m, [])) if o in row[2]]
-                 for m in meters]
+    after: "dict[Any, Any]" = {}
+    cols = order(table, used)
+    sources = set(s for _, rel in cols if rel is not None for s in rel[2])
+    for o, rel in cols:
+        where = [[ri for ri, row in enumerate(rs) if o in row[2]] for rs in per_meter]
         pred = None
         if rel is not None:
             srcs = rel[2]
-            ctx = [[dict((s, seen[s].get((mi, ri))) for s in srcs) for ri in ris]
+            ctx = [[{s: seen[s].get((mi, ri)) for s in srcs} for ri in ris]
                    for mi, ris in enumerate(where)]
             pred = predictor(rel, ctx)
-        rows = [[by_meter[m][ri] for ri in ris] for m, ris in zip(meters, where)]
+        rows = [[rs[ri] for ri in ris] for rs, ris in zip(per_meter, where)]
         entries = [cells_of.get((m, o)) for m in meters]
-        values, prevs = code(o, rows, entries, pred)  # type: ignore[operator]
-        mine = {}
-        for mi, ris in enumerate(where):
-            for ri, v, p in zip(ris, values[mi], prevs[mi]):
-                mine[(mi, ri)] = (v, p)
-        seen[o] = mine
+        values, prevs, finals = code(o, rows, entries, pred)  # type: ignore[operator]
+        if o in sources:
+            mine = {}
+            for mi, ris in enumerate(where):
+                for ri, v, p in zip(ris, values[mi], prevs[mi]):
+                    mine[(mi, ri)] = (v, p)
+            seen[o] = mine
+        for m, e in zip(meters, finals):
+            if e is not None:
+                after[(m, o)] = e
+    return after
 
 
 def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]",
                    table: "list[Any]",
-                   st: "object") -> None:
+                   st: "object") -> "dict[Any, Any]":
     # 6. one column per register used in this batch.
     def code(o: str, rows: "list[Any]", entries: "list[Any]",
              pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
         cells = [[row[2][o] for row in rs] for rs in rows]
-        return cells, encode_column(w, cells, entries, pred)
-    _columns(meters, by_meter, table, st, code)
+        return (cells,) + encode_column(w, cells, entries, pred)
+    return _columns(meters, by_meter, table, st, code)
 
 
 def _write_events(w: BitWriter, events: "list[Any]", meters: "list[Any]", created: int) -> None:
@@ -203,7 +216,8 @@ def _write_statuses(w: BitWriter, statuses: "list[Any]", meters: "list[Any]", st
     write_column(w, [0 if e[2] is None else si[e[2]] + 1 for e in entries])
 
 
-def read_body(r: BitReader, batch: "object", st: "object") -> "object":
+def read_body(r: BitReader, batch: "object", st: "object") -> "dict[Any, Any]":
+    """Fill ``batch`` from the body; returns the state's cell entries after it."""
     old = st.meters  # type: ignore[attr-defined]
     if old and not r.bit():
         keep = [r.bit() for _ in old]
@@ -223,14 +237,15 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "object":
     if any(c < 0 for c in counts) or sum(counts) > MAX_ROWS:
         raise BatchError("bad_value", "row counts")
     rows: "list[Any]" = []
+    after: "dict[Any, Any]" = {}
     if sum(counts):
         rows = _read_rows(r, meters, counts, table, st, batch.created)  # type: ignore[attr-defined]
-        _read_columns(r, meters, rows, table, st)
+        after = _read_columns(r, meters, rows, table, st)
     batch.readings = [(m, ts, vals) for m, ts, vals in rows]  # type: ignore[attr-defined]
     batch.readings.sort(key=lambda x: (x[0], x[1]))  # type: ignore[attr-defined]
     batch.events = _read_events(r, meters, batch.created)  # type: ignore[attr-defined]
     batch.statuses = _read_statuses(r, meters, st)  # type: ignore[attr-defined]
-    return batch
+    return after
 
 
 def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "list[Any]",
@@ -262,15 +277,15 @@ def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "l
 
 
 def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]",
-                  st: "object") -> None:
+                  st: "object") -> "dict[Any, Any]":
     def code(o: str, rs: "list[Any]", entries: "list[Any]",
              pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
-        cells, prevs = decode_column(r, [len(x) for x in rs], entries, pred)
-        for rows_m, vs in zip(rs, cells):
+        out = decode_column(r, [len(x) for x in rs], entries, pred)
+        for rows_m, vs in zip(rs, out[0]):
             for row, v in zip(rows_m, vs):
                 row[2][o] = v
-        return cells, prevs
-    _columns(meters, _group(rows, meters), table, st, code)
+        return out
+    return _columns(meters, _group(rows, meters), table, st, code)
 
 
 def _read_events(r: BitReader, meters: "list[Any]", created: int) -> "list[Any]":
