@@ -57,8 +57,13 @@ def state_to_bytes(st: "object") -> bytes:
         _val(out, st.last_ts.get(m))  # type: ignore[attr-defined]
         sch = st.schema.get(m)  # type: ignore[attr-defined]
         _uv(out, 0 if sch is None else len(sch) + 1)
-        for o in sch or ():
-            _uv(out, oi[o])
+        if sch:
+            idx = [oi[o] for o in sch]
+            if max(idx) < 0x80:
+                out.extend(bytes(idx))
+            else:
+                for i in idx:
+                    _uv(out, i)
         s = st.status.get(m)  # type: ignore[attr-defined]
         if s is None:
             out.append(0)
@@ -67,15 +72,46 @@ def state_to_bytes(st: "object") -> bytes:
             _tx(out, s[0])
             if s[1] is not None:
                 _tx(out, s[1])
-        for i, o in enumerate(obis):
-            e = cells.get((m, o))
-            if e is not None:
-                _uv(out, i + 1)
-                _val(out, e[0])
-                _val(out, e[1])
-                _uv(out, e[2])
-        out.append(0)
+        _put_cells(out, cells, m, obis)
     return bytes(out)
+
+
+def _put_cells(out: bytearray, cells: "dict[tuple[str, str], tuple[object, ...]]", m: str,
+               obis: "list[str]") -> None:
+    """One meter's cells and the 0 after them (the hot path of saving a state:
+    small indices, ints and floats inline, the rest through ``_val``/``_uv``)."""
+    get = cells.get
+    append = out.append
+    pack = struct.pack
+    for i, o in enumerate(obis):
+        e = get((m, o))
+        if e is None:
+            continue
+        if i < 0x7F:
+            append(i + 1)
+        else:
+            _uv(out, i + 1)
+        for v in (e[0], e[1]):
+            if v is None:
+                append(0)
+            elif type(v) is int:
+                n = 2 * v if v >= 0 else -2 * v - 1
+                append(1)
+                while n > 0x7F:
+                    append((n & 0x7F) | 0x80)
+                    n >>= 7
+                append(n)
+            elif type(v) is float:
+                append(2)
+                out.extend(pack(">d", v))
+            else:
+                _val(out, v)
+        dk: int = e[2]  # type: ignore[assignment]
+        if 0 <= dk <= 0x7F:
+            append(dk)
+        else:
+            _uv(out, dk)
+    append(0)
 
 
 _MOST: "dict[int, int]" = {}
@@ -186,14 +222,89 @@ def _fill(st: "object", r: _In) -> None:
             st.last_ts[m] = int(ts)  # type: ignore[attr-defined,call-overload]
         n = r.uv(LIMIT)
         if n:
-            shape = tuple(obis[r.uv(LIMIT)] for _ in range(n - 1))
-            st.schema[m] = shape  # type: ignore[attr-defined]
+            st.schema[m] = _shape(r, n - 1, obis)  # type: ignore[attr-defined]
         t = r.byte()
         if t:
             s = r.tx()
             st.status[m] = (s, None if t == 1 else r.tx())  # type: ignore[attr-defined]
+        r.p = _cells(r, cells, m, obis)
+
+
+def _shape(r: _In, n: int, obis: "list[str]") -> "tuple[str, ...]":
+    """A row shape: ``n`` OBIS indices (one-byte ones inline)."""
+    d, p = r.d, r.p
+    if n == 0:
+        return ()
+    if p + n <= len(d) and max(d[p:p + n]) < 0x80:
+        r.p = p + n
+        return tuple([obis[i] for i in d[p:p + n]])
+    return tuple([obis[r.uv(LIMIT)] for _ in range(n)])
+
+
+def _cells(r: _In, cells: "dict[tuple[str, str], tuple[object, ...]]", m: str,
+           obis: "list[str]") -> int:
+    """One meter's cell list, up to its 0 terminator; returns the position
+    after it. The hot path of loading a state (a few thousand cells per
+    concentrator, one state per batch at the HES): one-byte varints, small
+    ints and floats inline; anything else through ``_In`` (same values, same
+    limits, same errors)."""
+    d, p = r.d, r.p
+    end = len(d)
+    nob = len(obis)
+    unpack = struct.unpack_from
+    most = _most(_BIG)
+    try:
         while True:
-            i = r.uv(LIMIT)
-            if not i:
-                break
-            cells[(m, obis[i - 1])] = (r.val(), r.val(), r.uv(64))
+            i = d[p]
+            if i == 0:
+                return p + 1
+            if i < 0x80:
+                p += 1
+            else:
+                r.p = p
+                i = r.uv(LIMIT)
+                p = r.p
+            if i > nob:
+                raise BatchError("bad_value", "codec state OBIS index")
+            vals: "list[object]" = []
+            for _ in (0, 1):
+                t = d[p]
+                if t == 1:                  # a zigzag varint, as _In.uv(_BIG)
+                    b = d[p + 1]
+                    p += 2
+                    if b & 0x80:
+                        z, shift = b & 0x7F, 7
+                        while True:
+                            b = d[p]
+                            p += 1
+                            z |= (b & 0x7F) << shift
+                            if not b & 0x80:
+                                break
+                            shift += 7
+                            if shift > most:
+                                raise BatchError("bad_value", "varint too long")
+                        if z > _BIG:
+                            raise BatchError("bad_value", "codec state value over limit")
+                    else:
+                        z = b
+                    vals.append(z >> 1 if not z & 1 else -((z + 1) >> 1))
+                elif t == 2 and p + 9 <= end:
+                    vals.append(unpack(">d", d, p + 1)[0])
+                    p += 9
+                elif t == 0:
+                    vals.append(None)
+                    p += 1
+                else:
+                    r.p = p
+                    vals.append(r.val())
+                    p = r.p
+            dk = d[p]
+            if dk <= 64:
+                p += 1
+            else:
+                r.p = p
+                dk = r.uv(64)
+                p = r.p
+            cells[(m, obis[i - 1])] = (vals[0], vals[1], dk)
+    except IndexError:
+        raise BatchError("truncated", "codec state ends early") from None
