@@ -254,8 +254,79 @@ def read_column(r: BitReader, n: int) -> "list[int]":
         width = r.bits(6)
         if width == 63:
             width = r.count(MAX_BITS)
-        zs = [lo + r.bits(width) for _ in range(n)]
+        zs = _read_fixed(r, n, width, lo)
     else:
         k = r.bits(5)
-        zs = [r.rice(k) for _ in range(n)]
-    return [unzigzag(z) for z in zs] if signed else zs
+        zs = _read_rice(r, n, k)
+    return [z >> 1 if not z & 1 else -((z + 1) >> 1) for z in zs] if signed else zs
+
+
+def _read_fixed(r: BitReader, n: int, width: int, lo: int) -> "list[int]":
+    """``n`` values of ``width`` bits (plus ``lo``): the bytes they span as
+    one integer, then shifts (a column at a time, not a value at a time)."""
+    if width == 0:
+        return [lo] * n
+    if n * width > 1 << 16:     # shifts cost the chunk's size: wide columns go value by value
+        return [lo + r.bits(width) for _ in range(n)]
+    pos = r._pos
+    end = pos + n * width
+    if end > r._end:
+        raise BatchError("truncated", "bit stream ends early")
+    b0, b1 = pos >> 3, (end + 7) >> 3
+    chunk = int.from_bytes(r._data[b0:b1], "big")
+    shift = (b1 << 3) - pos
+    mask = (1 << width) - 1
+    out = []
+    for _ in range(n):
+        shift -= width
+        out.append(lo + ((chunk >> shift) & mask))
+    r._pos = end
+    return out
+
+
+# leading one bits of a byte (for unary codes)
+_ONES = bytes(8 - bit_length((~b) & 0xFF) if b != 0xFF else 8 for b in range(256))
+
+
+def _read_rice(r: BitReader, n: int, k: int) -> "list[int]":
+    """``n`` Rice(k) codes as ``BitReader.rice`` reads them, byte-wise."""
+    data, pos, end = r._data, r._pos, r._end
+    ones = _ONES
+    out = []
+    for _ in range(n):
+        # the unary quotient: ones up to a zero, at most RICE_ESCAPE of them
+        q = 0
+        while True:
+            if pos >= end:
+                raise BatchError("truncated", "bit stream ends early")
+            off = pos & 7
+            run = ones[(data[pos >> 3] << off) & 0xFF]
+            avail = 8 - off
+            if run > avail:
+                run = avail
+            if q + run >= RICE_ESCAPE:
+                pos += RICE_ESCAPE - q
+                q = RICE_ESCAPE
+                break
+            q += run
+            if run < avail:
+                pos += run + 1          # the ones and the terminating zero
+                break
+            pos += run
+        if q >= RICE_ESCAPE:
+            r._pos = pos
+            out.append(r.bits(r.count(MAX_BITS)))
+            pos = r._pos
+            continue
+        if k:
+            stop = pos + k
+            if stop > end:
+                raise BatchError("truncated", "bit stream ends early")
+            b0, b1 = pos >> 3, (stop + 7) >> 3
+            v = int.from_bytes(data[b0:b1], "big") >> ((b1 << 3) - stop)
+            out.append((q << k) | (v & ((1 << k) - 1)))
+            pos = stop
+        else:
+            out.append(q)
+    r._pos = pos
+    return out
