@@ -18,7 +18,8 @@ API (stable):
         sent when the base's last keyframe is a day old.
     decode_batch(data, base) -> Batch        (raises BatchError; ``base_mismatch``
         when the batch is a delta against a state other than ``base``)
-    peek_batch(data) -> BatchHeader          (seq, created, keyframe, base_seq, digest)
+    peek_batch(data) -> BatchHeader          (seq, created, keyframe, base_seq, digest,
+                                              device: a keyframe's, else None)
     CodecState(device=""): .advance(batch) after the HES acknowledged ``batch``;
         .seq, .digest(), .to_bytes(), CodecState.from_bytes(data), .copy()
 """
@@ -100,10 +101,11 @@ class Batch:
 
 
 class BatchHeader:
-    __slots__ = ("version", "keyframe", "seq", "created", "base_seq", "digest", "size")
+    __slots__ = ("version", "keyframe", "seq", "created", "base_seq", "digest", "size",
+                 "device")
 
     def __init__(self, keyframe: bool, seq: int, created: int, base_seq: int, digest: bytes,
-                 size: int) -> None:
+                 size: int, device: "str | None" = None) -> None:
         self.version = FORMAT
         self.keyframe = keyframe
         self.seq = seq
@@ -111,6 +113,7 @@ class BatchHeader:
         self.base_seq = base_seq
         self.digest = digest
         self.size = size          # bytes of header
+        self.device = device      # a keyframe names its device; a delta: None (the base's)
 
     def __repr__(self) -> str:
         return "BatchHeader(seq=%d, keyframe=%r, base_seq=%d)" % (self.seq, self.keyframe,
@@ -164,7 +167,12 @@ def peek_batch(data: bytes) -> BatchHeader:
             raise BatchError("truncated", "no base digest")
         digest = bytes(data[pos:pos + 4])
         pos += 4
-    return BatchHeader(keyframe, seq, created, base_seq, digest, pos)
+        return BatchHeader(keyframe, seq, created, base_seq, digest, pos)
+    try:
+        device = _text(BitReader(data, pos))
+    except UnicodeError:
+        raise BatchError("bad_value", "device name") from None
+    return BatchHeader(keyframe, seq, created, base_seq, digest, pos, device)
 
 
 class CodecState:

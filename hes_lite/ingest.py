@@ -150,11 +150,15 @@ class Ingestor:
             raise Rejected("revoked_key", h.device, url_seq)
         try:
             plaintext = wire.open_envelope(env, rec.root_key)
-            seq = wire.batch_seq(plaintext)
+            seq, named = wire.batch_ident(plaintext)
         except wire.WireError as e:
             raise Rejected(e.reason, h.device, url_seq) from None
         if url_seq is not None and url_seq != seq:
             raise Rejected("seq_mismatch", h.device, url_seq)
+        if named is not None and named != h.device:
+            # a keyframe sealed by one concentrator naming another: its codec
+            # state would be filed under the sealer, its rows under a lie
+            raise Rejected("device_mismatch", h.device, seq)
         return _Opened(index, h, plaintext, env, seq)
 
     def _screen(self, opened: list[_Opened], results: list[Ack | Rejected | None],

@@ -116,10 +116,17 @@ def check_replay(state: bytes | None, h: Header) -> bytes:
 
 def batch_seq(plaintext: bytes) -> int:
     """The batch's sequence number (its clear byte header); WireError(bad_batch)."""
+    return batch_ident(plaintext)[0]
+
+
+def batch_ident(plaintext: bytes) -> tuple[int, str | None]:
+    """(seq, the device a keyframe names — None for a delta, whose device is
+    its base's); WireError(bad_batch)."""
     try:
-        return int(batch.peek_batch(plaintext).seq)
+        h = batch.peek_batch(plaintext)
     except batch.BatchError:
         raise WireError("bad_batch") from None
+    return int(h.seq), None if h.device is None else str(h.device)
 
 
 def is_keyframe(plaintext: bytes) -> bool:

@@ -108,6 +108,10 @@ def test_every_reason_counted_and_logged_without_key(store, caplog):
     assert _reject(ing, batch(2, epoch=7)) == "unknown_key"
     assert _reject(ing, env, "conc-2", 2) == "device_mismatch"
     assert _reject(ing, env, "conc-1", 3) == "seq_mismatch"
+    # a keyframe sealed by conc-1 (its key, its header) that names conc-2 inside
+    inner = wire.encode("conc-2", 2, {"m": [(T0, {"1.0.1.8.0.255": 1})]})[0]
+    lying = wire.seal(KEY, "conc-1", 1, 2, inner)
+    assert _reject(ing, lying) == "device_mismatch"
     other = os.urandom(32)
     store.add_key("conc-9", 1, other, 0.0)
     store.revoke("conc-9")
@@ -115,7 +119,7 @@ def test_every_reason_counted_and_logged_without_key(store, caplog):
     assert snapshot(store) == before
     counts = store.rejects()
     assert counts == {"bad_tag": 1, "truncated": 4, "bad_length": 3, "bad_version": 1,
-                      "unknown_key": 2, "device_mismatch": 1, "seq_mismatch": 1,
+                      "unknown_key": 2, "device_mismatch": 2, "seq_mismatch": 1,
                       "revoked_key": 1}
     text = caplog.text.lower()
     assert "rejected batch" in text
