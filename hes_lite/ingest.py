@@ -278,7 +278,8 @@ class Ingestor:
             if seq in todo:
                 todo.discard(seq)
                 out.append(DecodedBatch(device, seq, d.rows, d.events,
-                                        d.codec_state if seq > held_seq else None, d.units))
+                                        d.codec_state if seq > held_seq else None, d.units,
+                                        d.results))
         return out, sorted(todo)
 
     def _plaintexts(self, device: str, raws: Iterable[PendingBatch]) -> list[tuple[int, bytes]]:
@@ -319,6 +320,7 @@ def decode_runs(runs: list[_Run]) -> list[_RunResult]:
                 failed.append((seq, e.reason))
                 continue
             state = d.codec_state if d.codec_state is not None else state
-            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units))
+            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units,
+                                     d.results))
         out.append((device, done, wait, failed))
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from agent import batch, envelope
 from hes_lite import HesError
 from hes_lite.obis_units import unit_for
-from hes_lite.store import Event, MeterRow
+from hes_lite.store import CycleResult, Event, MeterRow
 
 # Reasons the envelope gives, plus the HES's own.
 REASONS = ("bad_tag", "replay", "unknown_key", "revoked_key", "truncated", "bad_length",
@@ -56,6 +56,7 @@ class Decoded:
     events: list[Event] = field(default_factory=list)
     codec_state: bytes | None = None
     units: dict[str, str] = field(default_factory=dict)
+    results: list[CycleResult] = field(default_factory=list)
 
 
 def header(sealed: bytes) -> Header:
@@ -167,6 +168,7 @@ def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
             if o not in out.units:
                 out.units[o] = unit_for(o)
     out.events = [(m, ts, code, EVENT_NAMES.get(code, "")) for m, ts, code in b.events]
+    out.results = [(m, b.created, s, e) for m, s, e in b.statuses]
     return out
 
 
@@ -192,12 +194,14 @@ def seal_batch(root_key: bytes, device: str, epoch: int, counter: int, seq: int,
 
 def encode(device: str, seq: int, rows: Rows,
            events: dict[str, list[tuple[int, int, str]]] | None = None,
-           base: bytes | None = None) -> tuple[bytes, bytes]:
-    """-> (batch bytes, codec state after it) with the real encoder."""
+           base: bytes | None = None,
+           statuses: list[tuple[str, str, str | None]] | None = None) -> tuple[bytes, bytes]:
+    """-> (batch bytes, codec state after it) with the real encoder;
+    ``statuses``: cycle results (meter, status, error or None)."""
     readings = [(m, ts, vals) for m, r in rows.items() for ts, vals in r]
     evs = [(m, ts, code) for m, e in (events or {}).items() for ts, code, _ in e]
     created = max([ts for _, ts, _ in readings] + [ts for _, ts, _ in evs] + [0])
-    b = batch.Batch(device, seq, created, readings, evs)
+    b = batch.Batch(device, seq, created, readings, evs, statuses or ())
     st = batch.CodecState.from_bytes(base) if base else None
     data = batch.encode_batch(b, st)
     nxt = st if st is not None and not b.keyframe else batch.CodecState(device)

@@ -204,3 +204,32 @@ def test_header_fed_in_prefixes():
             wire.open_envelope(env[:n], KEY)
         assert e.value.reason in ("truncated", "bad_length", "bad_version", "bad_tag")
     assert wire.batch_seq(wire.open_envelope(env, KEY)) == 3
+
+
+def test_cycle_results_give_each_meter_its_last_result(store):
+    """The batch's cycle results land on the meters, a meter never read
+    included; an older batch decoded late does not overwrite a newer result."""
+    ing = Ingestor(store)
+    ok = {"1.0.1.8.0.255": 5}
+
+    def sealed(seq: int, statuses: list[tuple[str, str, str | None]], base: bytes | None):
+        rows = {"A": [(T0 + 3600 * seq, dict(ok))]}
+        data, state = wire.encode("conc-1", seq, rows, base=base, statuses=statuses)
+        return wire.seal(KEY, "conc-1", 1, seq, data), state
+
+    env1, st1 = sealed(1, [("A", "read", None), ("B", "failed", "no reply after 3 attempts")],
+                       None)
+    env2, _ = sealed(2, [("A", "read", None), ("B", "read", None)], st1)
+    ing.submit(env1)
+    meters = {m["meter"]: m for m in store.meters()}
+    assert meters["B"]["last_reading"] is None
+    assert meters["B"]["last_result"] == {"status": "failed", "error": "no reply after 3 attempts",
+                                          "ts": T0 + 3600}
+    assert meters["A"]["last_result"] == {"status": "read", "error": None, "ts": T0 + 3600}
+    ing.submit(env2)
+    meters = {m["meter"]: m for m in store.meters()}
+    assert meters["B"]["last_result"] == {"status": "read", "error": None, "ts": T0 + 7200}
+    # the same older result applied again (a recovery replay) changes nothing
+    from hes_lite.store import DecodedBatch
+    store.apply([DecodedBatch("conc-1", 1, results=[("B", T0 + 3600, "failed", "late")])])
+    assert {m["meter"]: m for m in store.meters()}["B"]["last_result"]["status"] == "read"

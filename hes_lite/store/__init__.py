@@ -26,6 +26,9 @@ Cell = int | float | None
 MeterRow = tuple[str, int, tuple[str, ...], Sequence[Cell]]
 # (meter id, ts, event code, name)
 Event = tuple[str, int, int, str]
+# A meter's cycle result as of a batch: (meter, ts = the batch's creation time,
+# status e.g. "ok" / "timeout", error text or None).
+CycleResult = tuple[str, int, str, str | None]
 
 
 class StoreError(HesError):
@@ -73,6 +76,7 @@ class DecodedBatch:
     events: Sequence[Event] = ()
     codec_state: bytes | None = None
     units: dict[str, str] = field(default_factory=dict)  # OBIS -> unit, when the batch says
+    results: Sequence[CycleResult] = ()
 
 
 @dataclass
@@ -164,7 +168,9 @@ class Store:
         raise NotImplementedError
 
     def meters(self, limit: int | None = None, after: str = "") -> list[dict[str, object]]:
-        """Meters by id (keyset pages: ids greater than ``after``)."""
+        """Meters by id (keyset pages: ids greater than ``after``): meter,
+        concentrator, last_reading (ts), last_result ({status, error, ts} of
+        the last cycle result a batch reported, or None)."""
         raise NotImplementedError
 
     def readings(self, meter: str, start: int | None = None,
