@@ -4,6 +4,7 @@ store into SQLite, for a burst of hourly batches from many concentrators
 
 Two bursts are timed: hour 1 (keyframes: every concentrator's first batch)
 and hour 2 (deltas against the codec state the HES holds: the steady state).
+Each batch carries its meters' cycle results, as the agent's do.
 Batches are generated with the real encoder (``agent.batch`` +
 ``agent.envelope`` through ``hes_lite.wire``) before the clock starts.
 ``--workers N`` decodes in N processes while the main process verifies and
@@ -63,10 +64,11 @@ def generate(job: tuple[int, int, int, int]) -> list[tuple[bytes, bytes]]:
         device = "conc-%05d" % c
         ids = ["%08d" % (10_000_000 + c * meters + m) for m in range(meters)]
         sealed, state = [], None
+        results: list[tuple[str, str, str | None]] = [(mid, "read", None) for mid in ids]
         for hour in (1, 2):
             rows = {mid: [(T0 + 3600 * hour, meter_values(c, m, values, hour))]
                     for m, mid in enumerate(ids)}
-            data, state = wire.encode(device, hour, rows, base=state)
+            data, state = wire.encode(device, hour, rows, base=state, statuses=results)
             sealed.append(wire.seal(KEY, device, 0, hour, data))
         out.append((sealed[0], sealed[1]))
     return out
@@ -74,9 +76,10 @@ def generate(job: tuple[int, int, int, int]) -> list[tuple[bytes, bytes]]:
 
 def load_or_generate(args: argparse.Namespace, jobs: list[tuple[int, int, int, int]]
                      ) -> list[tuple[bytes, bytes]]:
-    """Generating is slow (the portable encoder: ~0.35 CPU-s per 64-meter
-    batch), so ``--cache FILE`` keeps the sealed batches between runs."""
-    tag = (args.concentrators, args.meters, args.values)
+    """Generating takes minutes at full size (the portable encoder, ~20 ms
+    per 64-meter batch), so ``--cache FILE`` keeps the sealed batches between
+    runs."""
+    tag = (args.concentrators, args.meters, args.values, "results")
     if args.cache and os.path.exists(args.cache):
         with open(args.cache, "rb") as f:
             cached_tag, pairs = pickle.load(f)
@@ -123,6 +126,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         delta_s = burst(ing, [p[1] for p in pairs], args.group, args.workers)
         counts = store.counts()
         assert counts["readings"] == 2 * readings, counts
+        with_results = store._conn.execute(  # every meter's hour-2 cycle result landed
+            "SELECT count(*) FROM meters WHERE result_ts = ?", (T0 + 7200,)).fetchone()[0]
+        assert with_results == n * args.meters, with_results
         result: dict[str, object] = {
             "concentrators": n, "meters_per_batch": args.meters, "values_per_meter": args.values,
             "readings_per_burst": readings, "workers": args.workers, "sync": args.sync,
