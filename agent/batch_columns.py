@@ -285,7 +285,10 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
     # Which cells are fresh follows from the state, the null map and the
     # relation's availability, so both streams are read before any value.
     # ``first``: per meter, its state value's mantissa at this column's scale.
-    first = [None if e is None else mantissa(e[0], k, t) for e in entries]
+    if t == T_INT:      # mantissa() for ints, inline
+        first = [e[0] if e is not None and isinstance(e[0], int) else None for e in entries]
+    else:
+        first = [None if e is None else mantissa(e[0], k, t) for e in entries]
     n_fresh = 0
     pos = 0
     for mi, count in enumerate(shape):

@@ -47,7 +47,7 @@ OPENAPI: dict[str, Any] = {
                 "413": {"description": "{error: bad_length}"}}}},
         "/v1/concentrators": _get("Concentrators with last batch and backlog"),
         "/v1/meters": _get("Meters with their concentrator, last reading and last cycle "
-                           "result (status, error, ts), by id",
+                           "result (status, error, since), by id",
                            _q("limit", "page size", type="integer"),
                            _q("after", "the last id of the previous page")),
         "/v1/meters/{meter_id}/readings": _get("Readings of one meter",

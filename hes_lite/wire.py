@@ -154,6 +154,11 @@ def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
             raise NeedState("bad_batch", base_seq=e.fields.get("base_seq")) from None
         raise WireError("bad_batch", detail=str(e.fields.get("reason"))) from None
     out = Decoded(b.seq)
+    # cycle results that differ from the ones the held state knows (before it
+    # advances): the store keeps each meter's result with the time since when
+    # it holds, so an hour that repeats every meter's result writes nothing
+    prior = base.status if base is not None else {}
+    out.results = [(m, b.created, s, e) for m, s, e in b.statuses if prior.get(m) != (s, e)]
     if base is None or b.keyframe or b.seq > base.seq:
         st = base if base is not None and not b.keyframe else batch.CodecState(b.device)
         st.advance(b)
@@ -168,7 +173,6 @@ def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
             if o not in out.units:
                 out.units[o] = unit_for(o)
     out.events = [(m, ts, code, EVENT_NAMES.get(code, "")) for m, ts, code in b.events]
-    out.results = [(m, b.created, s, e) for m, s, e in b.statuses]
     return out
 
 

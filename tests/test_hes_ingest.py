@@ -206,9 +206,10 @@ def test_header_fed_in_prefixes():
     assert wire.batch_seq(wire.open_envelope(env, KEY)) == 3
 
 
-def test_cycle_results_give_each_meter_its_last_result(store):
+def test_cycle_results_give_each_meter_its_last_result_and_since_when(store):
     """The batch's cycle results land on the meters, a meter never read
-    included; an older batch decoded late does not overwrite a newer result."""
+    included; a result repeated hour after hour keeps its 'since'; an older
+    batch decoded late does not overwrite a newer result."""
     ing = Ingestor(store)
     ok = {"1.0.1.8.0.255": 5}
 
@@ -217,19 +218,25 @@ def test_cycle_results_give_each_meter_its_last_result(store):
         data, state = wire.encode("conc-1", seq, rows, base=base, statuses=statuses)
         return wire.seal(KEY, "conc-1", 1, seq, data), state
 
-    env1, st1 = sealed(1, [("A", "read", None), ("B", "failed", "no reply after 3 attempts")],
-                       None)
-    env2, _ = sealed(2, [("A", "read", None), ("B", "read", None)], st1)
+    def last() -> dict[str, object]:
+        return {m["meter"]: m["last_result"] for m in store.meters()}
+
+    failed = ("B", "failed", "no reply after 3 attempts")
+    env1, st1 = sealed(1, [("A", "read", None), failed], None)
+    env2, st2 = sealed(2, [("A", "read", None), failed], st1)
+    env3, _ = sealed(3, [("A", "read", None), ("B", "read", None)], st2)
     ing.submit(env1)
-    meters = {m["meter"]: m for m in store.meters()}
-    assert meters["B"]["last_reading"] is None
-    assert meters["B"]["last_result"] == {"status": "failed", "error": "no reply after 3 attempts",
-                                          "ts": T0 + 3600}
-    assert meters["A"]["last_result"] == {"status": "read", "error": None, "ts": T0 + 3600}
+    assert {m["meter"]: m["last_reading"] for m in store.meters()}["B"] is None
+    assert last() == {"A": {"status": "read", "error": None, "since": T0 + 3600},
+                      "B": {"status": "failed", "error": "no reply after 3 attempts",
+                            "since": T0 + 3600}}
     ing.submit(env2)
-    meters = {m["meter"]: m for m in store.meters()}
-    assert meters["B"]["last_result"] == {"status": "read", "error": None, "ts": T0 + 7200}
-    # the same older result applied again (a recovery replay) changes nothing
+    assert last()["B"] == {"status": "failed", "error": "no reply after 3 attempts",
+                           "since": T0 + 3600}
+    ing.submit(env3)
+    assert last() == {"A": {"status": "read", "error": None, "since": T0 + 3600},
+                      "B": {"status": "read", "error": None, "since": T0 + 3 * 3600}}
+    # an older result applied again (a recovery replay) changes nothing
     from hes_lite.store import DecodedBatch
     store.apply([DecodedBatch("conc-1", 1, results=[("B", T0 + 3600, "failed", "late")])])
-    assert {m["meter"]: m for m in store.meters()}["B"]["last_result"]["status"] == "read"
+    assert last()["B"] == {"status": "read", "error": None, "since": T0 + 3 * 3600}

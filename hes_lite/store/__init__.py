@@ -26,8 +26,9 @@ Cell = int | float | None
 MeterRow = tuple[str, int, tuple[str, ...], Sequence[Cell]]
 # (meter id, ts, event code, name)
 Event = tuple[str, int, int, str]
-# A meter's cycle result as of a batch: (meter, ts = the batch's creation time,
-# status e.g. "ok" / "timeout", error text or None).
+# A meter's cycle result that changed in a batch: (meter, since = the batch's
+# creation time, status as the agent says it: read / partial / failed / skipped,
+# error text or None).
 CycleResult = tuple[str, int, str, str | None]
 
 
@@ -169,8 +170,8 @@ class Store:
 
     def meters(self, limit: int | None = None, after: str = "") -> list[dict[str, object]]:
         """Meters by id (keyset pages: ids greater than ``after``): meter,
-        concentrator, last_reading (ts), last_result ({status, error, ts} of
-        the last cycle result a batch reported, or None)."""
+        concentrator, last_reading (ts), last_result ({status, error, since}:
+        the meter's last cycle result and since when it holds, or None)."""
         raise NotImplementedError
 
     def readings(self, meter: str, start: int | None = None,

@@ -100,10 +100,10 @@ MIGRATIONS: list[list[str]] = [
     [
         "CREATE INDEX meters_concentrator ON meters (concentrator_id)",
     ],
-    # 4 -> 5: each meter's last cycle result (the batch's "statuses"): which
-    # meters the concentrators fail to read now, and why.
+    # 4 -> 5: each meter's last cycle result (the batch's "statuses") and since
+    # when it holds: which meters the concentrators fail to read now, and why.
     [
-        "ALTER TABLE meters ADD COLUMN result_ts INTEGER",
+        "ALTER TABLE meters ADD COLUMN result_since INTEGER",
         "ALTER TABLE meters ADD COLUMN result TEXT",
         "ALTER TABLE meters ADD COLUMN result_error TEXT",
     ],

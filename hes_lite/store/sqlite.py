@@ -290,8 +290,8 @@ class SqliteStore(SqliteQueries, Store):
                 if mid is None:
                     mid = self._meter(meter, cid)
                 events.append((mid, ts, code, name))
-            for meter, ts, status, error in d.results:
-                results.append((ts, status, error, meter_ids[meter], ts))
+            for meter, since, status, error in d.results:
+                results.append((since, status, error, meter_ids[meter], since))
             marks.append((cid, d.seq))
             if d.codec_state is not None:
                 states.append((cid, d.seq, d.codec_state))
@@ -302,8 +302,8 @@ class SqliteStore(SqliteQueries, Store):
         c.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
                       [(new_values, "readings"), (new_rows, "reading_rows"),
                        (new_events, "events")])
-        c.executemany("UPDATE meters SET result_ts = ?, result = ?, result_error = ? "
-                      "WHERE id = ? AND (result_ts IS NULL OR result_ts <= ?)", results)
+        c.executemany("UPDATE meters SET result_since = ?, result = ?, result_error = ? "
+                      "WHERE id = ? AND (result_since IS NULL OR result_since <= ?)", results)
         c.executemany("INSERT OR REPLACE INTO codec_states (concentrator_id, seq, state) "
                       "VALUES (?, ?, ?)", states)
         c.executemany("UPDATE raw_batches SET decoded = 1 WHERE concentrator_id = ? AND seq = ?",

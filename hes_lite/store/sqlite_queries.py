@@ -53,14 +53,14 @@ class SqliteQueries:
 
     def meters(self, limit: int | None = None, after: str = "") -> list[dict[str, object]]:
         sql = ("SELECT m.meter, c.device, (SELECT max(ts) FROM readings r WHERE r.meter_id = m.id), "
-               "m.result, m.result_error, m.result_ts "
+               "m.result, m.result_error, m.result_since "
                "FROM meters m LEFT JOIN concentrators c ON c.id = m.concentrator_id "
                "WHERE m.meter > ? ORDER BY m.meter LIMIT ?")
         with self._lock:
             rows = self._conn.execute(sql, (after, -1 if limit is None else limit)).fetchall()
         return [{"meter": r[0], "concentrator": r[1], "last_reading": r[2],
                  "last_result": None if r[3] is None else
-                 {"status": r[3], "error": r[4], "ts": r[5]}} for r in rows]
+                 {"status": r[3], "error": r[4], "since": r[5]}} for r in rows]
 
     def units(self) -> dict[str, str]:
         with self._lock:
