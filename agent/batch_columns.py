@@ -255,10 +255,11 @@ def _walk(cells: "list[Any]", entries: "list[Any]") -> "tuple[list[Any], list[An
 
 
 def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
-                  rel: "tuple[Any, ...] | None" = None
-                  ) -> "tuple[list[Any], list[Any], list[Any]]":
+                  rel: "tuple[Any, ...] | None" = None, prevs: bool = True
+                  ) -> "tuple[list[Any], Any, list[Any]]":
     """Inverse of ``encode_column``: ``shape`` is the number of cells per meter.
-    Returns (cells, previous values per cell, state entries after them)."""
+    Returns (cells, previous values per cell — None unless ``prevs`` —, state
+    entries after them)."""
     t = r.bits(2)
     if t > T_RAW:
         raise BatchError("bad_value", "column type %d" % t)
@@ -308,14 +309,14 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
     n_known = total - sum(1 for n in nulls if n) - n_fresh
     fresh = read_column(r, n_fresh)
     known = read_column(r, n_known)
-    return _rebuild(shape, entries, first, nulls, fresh, known, p, t, k, kind, preds)
+    return _rebuild(shape, entries, first, nulls, fresh, known, p, t, k, kind, preds, prevs)
 
 
 def _rebuild(shape: "list[Any]", entries: "list[Any]", first: "list[Any]", nulls: "list[Any]",
              fresh: "list[Any]", known: "list[Any]", p: int, t: int, k: int, kind: str,
-             preds: "list[Any] | None") -> "tuple[list[Any], list[Any], list[Any]]":
-    """The cells from their residuals, with their previous values and the
-    entries after them (as ``_walk``), in one pass. The hot loop of decoding
+             preds: "list[Any] | None", want: bool = True) -> "tuple[list[Any], Any, list[Any]]":
+    """The cells from their residuals, with their previous values (when
+    ``want``) and the entries after them (as ``_walk``), in one pass. The hot loop of decoding
     at the HES: the state value's mantissa comes from ``first``, ``step`` is
     inlined for ints."""
     cells, prevs, finals = [], [], []
@@ -328,7 +329,8 @@ def _rebuild(shape: "list[Any]", entries: "list[Any]", first: "list[Any]", nulls
         a = first[mi]
         for ci in range(count):
             prev = None if entry is None else entry[0]
-            ps.append(prev)
+            if want:
+                ps.append(prev)
             if nulls[pos]:
                 vs.append(None)
                 pos += 1
@@ -357,9 +359,10 @@ def _rebuild(shape: "list[Any]", entries: "list[Any]", first: "list[Any]", nulls
                 vs.append(v)
                 entry = step(entry, v)
         cells.append(vs)
-        prevs.append(ps)
+        if want:
+            prevs.append(ps)
         finals.append(entry)
-    return cells, prevs, finals
+    return cells, prevs if want else None, finals
 
 
 def _split(vals: "list[Any]", shape: "list[int]") -> "list[Any]":

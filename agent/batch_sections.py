@@ -142,8 +142,9 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
              code: "object") -> "dict[Any, Any]":
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
-    ``code(o, rows, entries, rel) -> (values, prevs, finals)`` codes one
-    column. Returns the state's entries after the batch, {(meter, obis): entry}
+    ``code(o, rows, entries, rel, keep) -> (values, prevs, finals)`` codes one
+    column (``prevs`` needed only when ``keep``: the column is a relation's
+    source). Returns the state's entries after the batch, {(meter, obis): entry}
     for every cell that moved (what ``CodecState.advance`` would compute)."""
     per_meter = [by_meter.get(m, []) for m in meters]
     used = set(o for rs in per_meter for r in rs for o in r[2])
@@ -152,18 +153,28 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
     after: "dict[Any, Any]" = {}
     cols = order(table, used)
     sources = set(s for _, rel in cols if rel is not None for s in rel[2])
+    single = all(len(rs) == 1 for rs in per_meter)  # the hourly batch: one row per meter
+    one: "list[int]" = [0]
+    none: "list[Any]" = []                           # (shared, never mutated)
     for o, rel in cols:
-        where = [[ri for ri, row in enumerate(rs) if o in row[2]] for rs in per_meter]
+        if single:
+            where = [one if o in rs[0][2] else none for rs in per_meter]
+        else:
+            where = [[ri for ri, row in enumerate(rs) if o in row[2]] for rs in per_meter]
         pred = None
         if rel is not None:
             srcs = rel[2]
             ctx = [[{s: seen[s].get((mi, ri)) for s in srcs} for ri in ris]
                    for mi, ris in enumerate(where)]
             pred = predictor(rel, ctx)
-        rows = [[rs[ri] for ri in ris] for rs, ris in zip(per_meter, where)]
+        if single:
+            rows = [rs if ris else none for rs, ris in zip(per_meter, where)]
+        else:
+            rows = [[rs[ri] for ri in ris] for rs, ris in zip(per_meter, where)]
         entries = [cells_of.get((m, o)) for m in meters]
-        values, prevs, finals = code(o, rows, entries, pred)  # type: ignore[operator]
-        if o in sources:
+        keep = o in sources
+        values, prevs, finals = code(o, rows, entries, pred, keep)  # type: ignore[operator]
+        if keep:
             mine = {}
             for mi, ris in enumerate(where):
                 for ri, v, p in zip(ris, values[mi], prevs[mi]):
@@ -180,7 +191,7 @@ def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]"
                    st: "object") -> "dict[Any, Any]":
     # 6. one column per register used in this batch.
     def code(o: str, rows: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
+             pred: "tuple[Any, ...] | None", keep: bool) -> "tuple[Any, ...]":
         cells = [[row[2][o] for row in rs] for rs in rows]
         return (cells,) + encode_column(w, cells, entries, pred)
     return _columns(meters, by_meter, table, st, code)
@@ -272,15 +283,15 @@ def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "l
         t0 = last.get(m)
         ts = d + (grid if t0 is None else t0 + HOUR)
         last[m] = ts
-        rows.append((m, ts, dict((o, None) for o in s)))
+        rows.append((m, ts, dict.fromkeys(s)))
     return rows
 
 
 def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]",
                   st: "object") -> "dict[Any, Any]":
     def code(o: str, rs: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None") -> "tuple[Any, ...]":
-        out = decode_column(r, [len(x) for x in rs], entries, pred)
+             pred: "tuple[Any, ...] | None", keep: bool) -> "tuple[Any, ...]":
+        out = decode_column(r, [len(x) for x in rs], entries, pred, keep)
         for rows_m, vs in zip(rs, out[0]):
             for row, v in zip(rows_m, vs):
                 row[2][o] = v
