@@ -228,17 +228,14 @@ class CodecState:
         if fast:
             # the entries the codec computed cell by cell while coding the batch
             self.cells.update(after[2])  # type: ignore[index]
-            for m, ts, vals in readings:
-                self.last_ts[m] = ts
-                self.schema[m] = tuple(sorted(vals))
-        else:
-            for m, ts, vals in readings:
+        for m, ts, vals in readings:
+            if not fast:
                 for o in sorted(vals):
                     v = vals[o]
                     if v is not None:
                         self.cells[(m, o)] = step(self.cells.get((m, o)), v)
-                self.last_ts[m] = ts
-                self.schema[m] = tuple(sorted(vals))
+            self.last_ts[m] = ts
+            self.schema[m] = tuple(sorted(vals))
         for m, s, e in statuses:
             self.status[m] = (s, e)
         self.seq = batch.seq

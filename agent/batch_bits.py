@@ -248,17 +248,21 @@ def write_column(w: BitWriter, values: "list[int]") -> None:
 def read_column(r: BitReader, n: int) -> "list[int]":
     if n <= 0:
         return []
+    signed, fixed, p, lo = column_head(r)
+    zs = _read_fixed(r, n, p, lo) if fixed else _read_rice(r, n, p)
+    return [z >> 1 if not z & 1 else -((z + 1) >> 1) for z in zs] if signed else zs
+
+
+def column_head(r: BitReader) -> "tuple[int, int, int, int]":
+    """A column's header: (signed, fixed-width?, width or Rice k, minimum)."""
     signed = r.bit()
     if r.bit():
         lo = r.count(1 << 62)
         width = r.bits(6)
         if width == 63:
             width = r.count(MAX_BITS)
-        zs = _read_fixed(r, n, width, lo)
-    else:
-        k = r.bits(5)
-        zs = _read_rice(r, n, k)
-    return [z >> 1 if not z & 1 else -((z + 1) >> 1) for z in zs] if signed else zs
+        return signed, 1, width, lo
+    return signed, 0, r.bits(5), 0
 
 
 def _read_fixed(r: BitReader, n: int, width: int, lo: int) -> "list[int]":
@@ -285,7 +289,7 @@ def _read_fixed(r: BitReader, n: int, width: int, lo: int) -> "list[int]":
 
 
 # leading one bits of a byte (for unary codes)
-_ONES = bytes(8 - bit_length((~b) & 0xFF) if b != 0xFF else 8 for b in range(256))
+_ONES = bytes(8 - bit_length(~b & 0xFF) for b in range(256))
 
 
 def _read_rice(r: BitReader, n: int, k: int) -> "list[int]":
@@ -300,10 +304,8 @@ def _read_rice(r: BitReader, n: int, k: int) -> "list[int]":
             if pos >= end:
                 raise BatchError("truncated", "bit stream ends early")
             off = pos & 7
-            run = ones[(data[pos >> 3] << off) & 0xFF]
-            avail = 8 - off
-            if run > avail:
-                run = avail
+            run = ones[(data[pos >> 3] << off) & 0xFF]   # never more than avail:
+            avail = 8 - off                               # the shift brings in zeros
             if q + run >= RICE_ESCAPE:
                 pos += RICE_ESCAPE - q
                 q = RICE_ESCAPE

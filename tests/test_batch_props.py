@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.batch import BATCH_REASONS, Batch, BatchError, CodecState, decode_batch, encode_batch
-from agent.batch_bits import MAX_BITS, BitReader, BitWriter, read_column, unzigzag, write_column
+from agent.batch_bits import (
+    BitReader,
+    BitWriter,
+    column_head,
+    read_column,
+    unzigzag,
+    write_column,
+)
 from drivers.meter import scaled
 
 T0 = 1780272000
@@ -149,18 +156,10 @@ def test_encode_rejects_non_numbers() -> None:
 
 
 def _bitwise_read_column(r: BitReader, n: int) -> list[int]:
-    """The column reader as the format defines it, one code at a time through
-    ``BitReader`` (the reference for the byte-wise fast reader)."""
-    signed = r.bit()
-    if r.bit():
-        lo = r.count(1 << 62)
-        width = r.bits(6)
-        if width == 63:
-            width = r.count(MAX_BITS)
-        zs = [lo + r.bits(width) for _ in range(n)]
-    else:
-        k = r.bits(5)
-        zs = [r.rice(k) for _ in range(n)]
+    """The column's values as the format defines them, one code at a time
+    through ``BitReader`` (the reference for the byte-wise fast reader)."""
+    signed, fixed, p, lo = column_head(r)
+    zs = [lo + r.bits(p) for _ in range(n)] if fixed else [r.rice(p) for _ in range(n)]
     return [unzigzag(z) for z in zs] if signed else zs
 
 
