@@ -115,11 +115,6 @@ def check_replay(state: bytes | None, h: Header) -> bytes:
     return bytes(w.to_bytes())
 
 
-def batch_seq(plaintext: bytes) -> int:
-    """The batch's sequence number (its clear byte header); WireError(bad_batch)."""
-    return batch_ident(plaintext)[0]
-
-
 def batch_ident(plaintext: bytes) -> tuple[int, str | None]:
     """(seq, the device a keyframe names — None for a delta, whose device is
     its base's); WireError(bad_batch)."""
