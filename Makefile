@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
+# Test-only oracles (independent protocol implementations, some GPL): installed
+# for the tests, never declared as dependencies of the package.
+ORACLES := $(VENV)/.oracles
+$(ORACLES): tests/oracles.txt $(STAMP)
+	$(BIN)/pip install -q -r tests/oracles.txt
+	touch $(ORACLES)
+
 venv: $(STAMP)
 
 # System packages the tests need (installed only when running as root and missing).
@@ -32,7 +39,7 @@ mpy: $(NODE_DIR)/node_modules/@micropython/micropython-webassembly-pyscript/micr
 demo: $(STAMP)
 	$(BIN)/wum demo
 
-test: $(STAMP) sysdeps mpy
+test: $(STAMP) $(ORACLES) sysdeps mpy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
