@@ -1,0 +1,362 @@
+"""Routing toward gateways: gateway advertisements, per-neighbour link
+estimates, and the route table choosing a parent (and a ready backup).
+
+Owns route choice only: no radio, no clock (ticks in, may wrap), no packet
+header (the ``Advert`` is a payload carried by ``mesh.packet``), no timers
+(``mesh.trickle`` paces adverts). Downward routes are ``mesh.downward``.
+Addresses are 16-bit compact node addresses. Portable (MicroPython).
+
+Advert, 13 bytes big-endian, several may be concatenated in one frame::
+
+    0      1      3      5       6     7      9     10      11
+    +------+------+------+-------+-----+------+-----+-------+------+
+    |ver|fl|  gw  | seq  |uplink | load| cost |hops |budget |parent|
+    +------+------+------+-------+-----+------+-----+-------+------+
+    ver (4 bits) = 1; flags (4 bits): bit 0 = REQ (seq request), others 0
+    uplink 0..255 (255 best), load 0..255 (255 saturated): the gateway's
+    cost: sender's path cost to gw (COST_SCALE per perfect hop; 0xFFFF = retracted)
+    hops: sender's hops to gw; budget: sender's remaining duty cycle 0..255
+    parent: the sender's parent toward gw (0xFFFF: none, the sender is gw)
+
+Cost via neighbour n to gateway g (integers, COST_SCALE = one perfect hop)::
+
+    cost = etx(n) + advertised_cost(n, g) + HOP_PENALTY + budget_penalty(budget(n))
+    gateway's own cost = (255 - uplink) + load
+
+Loop freedom (a Babel-style feasibility condition, RFC 8966 §3.5.1, the role
+RPL's rank plays in RFC 6550 §8.2): per gateway a node keeps its feasibility
+distance FD = (seq, smallest cost it has had at that seq). A neighbour's
+route is usable only if its seq is newer than FD's, or equal with an
+advertised cost strictly below FD's cost; never via a neighbour whose
+advertised parent is this node; never at HOP_LIMIT hops or more. A node left
+with no feasible route retracts (cost 0xFFFF) with REQ set; REQ travels up
+(each node forwards it once per seq) and the gateway answers with a new seq.
+Uplink packets name their gateway and each relay forwards by ``next_hop(gw)``.
+"""
+
+import struct
+
+from mesh import MeshProtocolError
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore[no-untyped-def]
+        return x
+
+from mesh.duty import ticks_diff
+
+ADVERT_LEN = const(13)
+VERSION = const(1)
+FLAG_REQ = const(1)
+NONE = const(0xFFFF)
+INFINITE = const(0xFFFF)
+COST_SCALE = const(128)
+MAX_LINK_COST = const(16 * 128)
+HOP_PENALTY = const(32)
+HOP_LIMIT = const(16)
+FAIL_LIMIT = const(3)
+_FMT = ">BHHBBHBBH"
+
+
+def seq_newer(a, b):
+    """Serial-number arithmetic on 16 bits (RFC 1982): a is after b."""
+    d = (a - b) & 0xFFFF
+    return 0 < d < 0x8000
+
+
+def gateway_cost(uplink, load):
+    return (255 - uplink) + load
+
+
+def budget_penalty(budget):
+    """Nothing above a quarter of the budget left, then up to 4 hops' worth."""
+    return (64 - budget) * 8 if budget < 64 else 0
+
+
+class Advert:
+    """One gateway advertisement (layout in the module docstring)."""
+
+    def __init__(self, gateway, seq, uplink, load, cost, hops, budget, parent=NONE, flags=0):
+        self.gateway = gateway
+        self.seq = seq
+        self.uplink = uplink
+        self.load = load
+        self.cost = cost
+        self.hops = hops
+        self.budget = budget
+        self.parent = parent
+        self.flags = flags
+
+    def to_bytes(self):
+        return struct.pack(_FMT, (VERSION << 4) | self.flags, self.gateway, self.seq,
+                           self.uplink, self.load, self.cost, self.hops, self.budget,
+                           self.parent)
+
+    @classmethod
+    def from_bytes(cls, data):
+        if len(data) != ADVERT_LEN:
+            raise MeshProtocolError("advert length", reason="advert_length", length=len(data))
+        v, gw, seq, up, load, cost, hops, budget, parent = struct.unpack(_FMT, bytes(data))
+        if v >> 4 != VERSION:
+            raise MeshProtocolError("advert version", reason="advert_version", version=v >> 4)
+        if v & 0x0E:
+            raise MeshProtocolError("advert reserved flags", reason="advert_flags", flags=v & 15)
+        if gw == NONE or (hops == 0 and parent != NONE) or hops > HOP_LIMIT:
+            raise MeshProtocolError("advert fields", reason="advert_fields", gateway=gw, hops=hops)
+        return cls(gw, seq, up, load, cost, hops, budget, parent, v & 15)
+
+    def __eq__(self, other):
+        return isinstance(other, Advert) and self.to_bytes() == other.to_bytes()
+
+    def __repr__(self):
+        return "Advert(gw=%d seq=%d cost=%d hops=%d parent=%d flags=%d)" % (
+            self.gateway, self.seq, self.cost, self.hops, self.parent, self.flags)
+
+
+def pack_adverts(adverts):
+    return b"".join(a.to_bytes() for a in adverts)
+
+
+def unpack_adverts(data):
+    """A frame's concatenated adverts; MeshProtocolError on any bad one."""
+    if len(data) == 0 or len(data) % ADVERT_LEN:
+        raise MeshProtocolError("advert frame length", reason="advert_length", length=len(data))
+    return [Advert.from_bytes(data[i:i + ADVERT_LEN]) for i in range(0, len(data), ADVERT_LEN)]
+
+
+class Link:
+    """Estimate of one neighbour link: ETX from the EWMA (alpha 1/8) of the
+    delivery ratio of acked transmissions, adverts heard, consecutive losses.
+    ``prr`` is in 1/256 (256 = every frame acked)."""
+
+    def __init__(self, now_ms, prr=192):
+        self.prr = prr
+        self.heard = 0
+        self.last_heard = now_ms
+        self.sent = 0
+        self.acked = 0
+        self.fails = 0
+
+    def on_tx(self, acked, now_ms):
+        self.sent += 1
+        if acked:
+            self.acked += 1
+            self.fails = 0
+            self.last_heard = now_ms
+            self.prr += (256 - self.prr) >> 3
+        else:
+            self.fails += 1
+            self.prr += (0 - self.prr) >> 3
+
+    def on_heard(self, now_ms):
+        # Heard alive again: a new chance (its ETX still carries the losses).
+        self.heard += 1
+        self.last_heard = now_ms
+        self.fails = 0
+
+    def dead(self):
+        """Acks stopped: FAIL_LIMIT transmissions in a row went unacked."""
+        return self.fails >= FAIL_LIMIT
+
+    def cost(self):
+        """ETX scaled by COST_SCALE, capped at MAX_LINK_COST."""
+        if self.prr <= 0:
+            return MAX_LINK_COST
+        return min(MAX_LINK_COST, COST_SCALE * 256 // self.prr)
+
+
+class RouteTable:
+    """One node's routes to every gateway it hears of.
+
+    ``gateway`` True makes this node a gateway (it routes to itself at
+    ``gateway_cost(uplink, load)``). Expiry: a neighbour unheard for
+    ``neighbour_ttl_ms`` is forgotten, an advert entry not refreshed for
+    ``route_ttl_ms`` too (keep both above a few trickle Imax).
+    """
+
+    def __init__(self, address, now_ms, gateway=False, uplink=255, load=0,
+                 route_ttl_ms=3 * 3600000, neighbour_ttl_ms=3 * 3600000):
+        self.address = address
+        self.gateway = gateway
+        self.uplink = uplink
+        self.load = load
+        self.seq = 0                  # our advert seq, when a gateway
+        self.route_ttl_ms = route_ttl_ms
+        self.neighbour_ttl_ms = neighbour_ttl_ms
+        self.links = {}               # neighbour -> Link
+        self.entries = {}             # gw -> {neighbour: [Advert, heard tick]}
+        self.fd = {}                  # gw -> [seq, cost]: feasibility distance
+        self.selected = {}            # gw -> (neighbour, cost, Advert)
+        self.requests = {}            # gw -> seq of a REQ to send (or forward)
+        self.retract = {}             # gw -> seq of a retraction to send once
+        self.refused = 0              # adverts refused as infeasible or looping
+
+    # -- input -------------------------------------------------------------
+    def hear(self, neighbour, advert, now_ms):
+        """An advert heard from ``neighbour``; True if it is inconsistent
+        (a route changed, or a REQ must be answered): reset the trickle."""
+        if neighbour == self.address:
+            return False
+        link = self.links.get(neighbour)
+        if link is None:
+            link = self.links[neighbour] = Link(now_ms)
+        link.on_heard(now_ms)
+        gw = advert.gateway
+        if gw == self.address and self.gateway:
+            if advert.flags & FLAG_REQ and not seq_newer(self.seq, advert.seq):
+                self.seq = (self.seq + 1) & 0xFFFF     # answer with a new seq
+                return True
+            return False
+        changed = False
+        if advert.flags & FLAG_REQ:
+            mine = self.selected.get(gw)
+            if mine is not None and seq_newer(mine[2].seq, advert.seq):
+                changed = True                         # we hold the answer: say it soon
+            elif gw not in self.requests:
+                self.requests[gw] = advert.seq         # forward it up, once per seq
+                changed = True
+        self.entries.setdefault(gw, {})[neighbour] = [advert, now_ms]
+        if not self.feasible(gw, neighbour, advert):
+            self.refused += 1
+        return self._select_all() or changed
+
+    def tx_result(self, neighbour, acked, now_ms):
+        """A unicast to ``neighbour`` was acked or not; True if the parent
+        changed (acks stopped: the backup takes over at once)."""
+        link = self.links.get(neighbour)
+        if link is None:
+            return False
+        link.on_tx(acked, now_ms)
+        return self._select_all()
+
+    def expire(self, now_ms):
+        """Forget stale neighbours and entries; True if a route changed."""
+        for n in list(self.links):
+            if ticks_diff(now_ms, self.links[n].last_heard) > self.neighbour_ttl_ms:
+                del self.links[n]
+        for gw in list(self.entries):
+            per = self.entries[gw]
+            for n in list(per):
+                if n not in self.links or ticks_diff(now_ms, per[n][1]) > self.route_ttl_ms:
+                    del per[n]
+            if not per:
+                del self.entries[gw]
+        return self._select_all()
+
+    # -- choice ------------------------------------------------------------
+    def via_cost(self, neighbour, advert):
+        if advert.cost == INFINITE:
+            return INFINITE
+        c = (self.links[neighbour].cost() + advert.cost + HOP_PENALTY
+             + budget_penalty(advert.budget))
+        return min(c, INFINITE - 1)
+
+    def feasible(self, gw, neighbour, advert):
+        link = self.links.get(neighbour)
+        if link is None or link.dead() or advert.cost == INFINITE:
+            return False
+        if advert.parent == self.address or advert.hops + 1 >= HOP_LIMIT:
+            return False
+        fd = self.fd.get(gw)
+        if fd is None or seq_newer(advert.seq, fd[0]):
+            return True
+        return advert.seq == fd[0] and advert.cost < fd[1]
+
+    def _candidates(self, gw):
+        out = []
+        for n, (adv, _) in self.entries.get(gw, {}).items():
+            if self.feasible(gw, n, adv):
+                out.append((self.via_cost(n, adv), n, adv))
+        out.sort(key=lambda x: (x[0], x[1]))
+        return out
+
+    def _select_all(self):
+        before = self._summary()
+        for gw in list(self.fd):
+            if gw not in self.entries:                 # nobody left to ask
+                if gw in self.selected:
+                    del self.selected[gw]
+                    self.retract[gw] = self.fd[gw][0]
+                del self.fd[gw]
+                self.requests.pop(gw, None)
+        for gw in self.entries:
+            cands = self._candidates(gw)
+            if not cands:
+                if gw in self.selected:
+                    self._lose(gw)
+                continue
+            cost, n, adv = cands[0]
+            self.selected[gw] = (n, cost, adv)
+            self.retract.pop(gw, None)
+            fd = self.fd.get(gw)
+            if fd is None or seq_newer(adv.seq, fd[0]):
+                self.fd[gw] = [adv.seq, cost]
+                if gw in self.requests and seq_newer(adv.seq, self.requests[gw]):
+                    del self.requests[gw]              # answered
+            elif cost < fd[1]:
+                fd[1] = cost
+        return self._summary() != before
+
+    def _lose(self, gw):
+        # No feasible route left: retract once, ask for a new seq until one comes.
+        del self.selected[gw]
+        seq = self.fd[gw][0]
+        self.retract[gw] = seq
+        self.requests[gw] = seq
+
+    def _summary(self):
+        return [(gw, s[0], s[2].hops) for gw, s in sorted(self.selected.items())]
+
+    # -- output ------------------------------------------------------------
+    def best(self):
+        """(gateway, parent, cost) of the cheapest route, or None. A gateway
+        node answers (itself, None, its own cost)."""
+        if self.gateway:
+            return (self.address, None, gateway_cost(self.uplink, self.load))
+        best = None
+        for gw, (n, cost, _) in self.selected.items():
+            if best is None or (cost, gw) < (best[2], best[0]):
+                best = (gw, n, cost)
+        return best
+
+    def parent(self):
+        b = self.best()
+        return None if b is None else b[1]
+
+    def backup(self):
+        """The cheapest feasible neighbour other than the parent, any gateway."""
+        p = self.parent()
+        best = None
+        for gw in self.entries:
+            for cost, n, _ in self._candidates(gw):
+                if n != p and (best is None or cost < best[0]):
+                    best = (cost, n)
+        return None if best is None else best[1]
+
+    def next_hop(self, gw):
+        """Neighbour to forward an uplink packet addressed to ``gw`` to: the
+        parent for that gateway, else the best parent; None if none."""
+        if self.gateway and gw == self.address:
+            return None
+        s = self.selected.get(gw)
+        return s[0] if s is not None else self.parent()
+
+    def adverts(self, budget=255):
+        """What to announce now (one trickle transmission): a gateway's own
+        advert, each selected route, pending retractions and requests."""
+        out = []
+        if self.gateway:
+            out.append(Advert(self.address, self.seq, self.uplink, self.load,
+                              gateway_cost(self.uplink, self.load), 0, budget))
+        for gw, (n, cost, adv) in self.selected.items():
+            flags = FLAG_REQ if gw in self.requests else 0
+            out.append(Advert(gw, adv.seq, adv.uplink, adv.load, cost, adv.hops + 1,
+                              budget, n, flags))
+        for gw, seq in self.retract.items():
+            out.append(Advert(gw, seq, 0, 255, INFINITE, HOP_LIMIT, budget, NONE, FLAG_REQ))
+        for gw, seq in self.requests.items():
+            if gw not in self.selected and gw not in self.retract:
+                out.append(Advert(gw, seq, 0, 255, INFINITE, HOP_LIMIT, budget, NONE, FLAG_REQ))
+        self.retract = {}
+        return out
