@@ -5,6 +5,16 @@ identity (serial) register, load-profile rows through the generic profile's
 cursor, relay and clock control, ``open_client`` and ``scan``. The wire and
 its retries are ``drivers.modbus.transport``.
 
+Refused optional registers: when a grouped request is refused with exception
+02/03 (Modbus Application Protocol V1.1b3 §7) and its block holds registers
+the profile marks optional, the mandatory ones are read on their own and the
+optional ones are narrowed down by halving, so one refused register costs one
+or two extra round trips. ``skipped`` lists what this session found refused
+(``("identity" | obis, reason)``); ``refused`` (also an ``open_client``
+option, which the agent fills from its archive) holds the OBIS codes never
+asked again. A refused identity leaves the id "" (the agent's fallback id).
+A refused mandatory register still raises ``MeterRefused``.
+
 Sharing a port: ``open_client(url, ...)`` reuses the ``SerialBus`` already
 open for ``url`` (reference counted; the last ``close()`` closes the port);
 ``hold_port(url)`` keeps it open across a whole cycle; or pass
@@ -18,12 +28,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError, Unsupported
 from drivers.meter import MeterClient, MeterIdentity, ProfileRow, RegisterValue
 from drivers.modbus import rtu
-from drivers.modbus.profile import INPUT, Block, Profile, ProfileError, Register, load
+from drivers.modbus.profile import IDENTITY, INPUT, Block, Profile, ProfileError, Register, load
 from drivers.modbus.transport import (  # noqa: F401  (re-exported for callers)
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -34,6 +44,7 @@ from drivers.modbus.transport import (  # noqa: F401  (re-exported for callers)
 )
 
 log = logging.getLogger(__name__)
+REFUSED_CODES = (2, 3)     # illegal data address / value: "this meter has no such register"
 
 
 class ModbusClient(MeterClient):
@@ -43,7 +54,8 @@ class ModbusClient(MeterClient):
 
     def __init__(self, bus: SerialBus, address: int, profile: Profile,
                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 refused: Iterable[str] = ()) -> None:
         if not 1 <= address <= 247:
             raise ProfileError("Modbus unit address must be 1..247, got %d" % address)
         self.bus = bus
@@ -55,6 +67,8 @@ class ModbusClient(MeterClient):
         self.serial: str | None = None
         self.round_trips = 0
         self.quiet = False        # scans expect silence: log failures at DEBUG
+        self.refused: set[str] = set(refused)           # optional OBIS codes not asked
+        self.skipped: list[tuple[str, str]] = []        # found refused this session
         self._closed = False
 
     # -- requests ---------------------------------------------------------------
@@ -92,20 +106,67 @@ class ModbusClient(MeterClient):
 
     def _read(self, registers: list[Register]) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for block in self.profile.plan(registers):
-            words = self.read_block(block)
+        wanted = [r for r in registers if not (r.optional and r.obis in self.refused)]
+        for block in self.profile.plan(wanted):
             try:
-                out.update(block.decode(words))
-            except (ValueError, OverflowError) as e:
-                raise RemoteProtocolError("unit %d: bad value in %r: %s" % (self.unit, block, e),
-                                          meter=str(self.unit), port=self.bus.url) from e
+                words = self.read_block(block)
+            except MeterRefused as e:
+                if e.fields.get("code") not in REFUSED_CODES or \
+                        not any(r.optional for r in block.registers):
+                    e.fields["obis"] = e.obis = [r.obis for r in block.registers]  # type: ignore[attr-defined]
+                    raise
+                out.update(self._read_around(block, e))
+                continue
+            out.update(self._decode(block, words))
         return out
+
+    def _decode(self, block: Block, words: list[int]) -> dict[str, int | float]:
+        try:
+            return block.decode(words)
+        except (ValueError, OverflowError) as e:
+            raise RemoteProtocolError("unit %d: bad value in %r: %s" % (self.unit, block, e),
+                                      meter=str(self.unit), port=self.bus.url) from e
+
+    def _read_around(self, block: Block, err: MeterRefused) -> dict[str, int | float]:
+        """``block`` was refused: read its mandatory registers alone (their
+        refusal is the meter's answer), then find the refused optional ones."""
+        mandatory = [r for r in block.registers if not r.optional]
+        optional = [r for r in block.registers if r.optional]
+        out = self._read(mandatory) if mandatory else {}
+        out.update(self._probe(optional, err))
+        return out
+
+    def _probe(self, optional: list[Register], err: MeterRefused) -> dict[str, int | float]:
+        """``optional`` as a whole is refused: halve it until every refused
+        register is alone (a lone register of a refused set is refused)."""
+        if len(optional) == 1:
+            self._refuse(optional[0], err)
+            return {}
+        half = len(optional) // 2
+        before = len(self.skipped)
+        out = self._read(optional[:half])          # narrows its own refusals
+        if len(self.skipped) == before:            # the first half read: the rest is refused
+            out.update(self._probe(optional[half:], err))
+        else:
+            out.update(self._read(optional[half:]))
+        return out
+
+    def _refuse(self, reg: Register, err: MeterRefused) -> None:
+        code = int(err.fields.get("code") or 0)  # type: ignore[call-overload]
+        reason = rtu.EXCEPTIONS.get(code, "code %d" % code)
+        self.refused.add(reg.obis)
+        name = "identity" if reg.obis == IDENTITY else reg.obis
+        self.skipped.append((name, reason))
+        log.warning("modbus unit %d refused optional %s (%s %d): %s; skipped", self.unit,
+                    name, reg.table, reg.address, reason)
 
     # -- MeterClient ------------------------------------------------------------
     def identify(self) -> MeterIdentity:
         p = self.profile
         if self.serial is None and p.identity is not None:
-            self._remember_serial(self._read([p.identity])[p.identity.obis])
+            got = self._read([p.identity])
+            if p.identity.obis in got:
+                self._remember_serial(got[p.identity.obis])
         return MeterIdentity("modbus", self.unit, self.serial or "", p.vendor, p.model)
 
     def read_registers(self, obis: list[str] | None = None) -> list[RegisterValue]:
@@ -118,7 +179,8 @@ class ModbusClient(MeterClient):
         ts = int(self.clock())
         if p.identity is not None and p.identity.obis in values:
             self._remember_serial(values.pop(p.identity.obis))
-        return [RegisterValue(r.obis, values[r.obis], r.unit, ts) for r in regs]
+        return [RegisterValue(r.obis, values[r.obis], r.unit, ts) for r in regs
+                if r.obis in values]
 
     def _remember_serial(self, raw: int | float) -> None:
         self.serial = self.profile.serial_format % int(raw)
@@ -192,7 +254,9 @@ def open_client(url: str, address: str | int, baud: int | None = None,
     "generic"), timeout (s per attempt), retries (retransmissions per request:
     a silent meter costs at most timeout × (retries + 1)), link (a connected
     ``drivers.serialio.Link`` to share), clock (callable -> epoch s, for the
-    readings' ts), parity/stopbits, echo (discard the adapter's local echo)."""
+    readings' ts), parity/stopbits, echo (discard the adapter's local echo),
+    refused (OBIS codes of optional registers this meter refused before:
+    not asked again)."""
     prof = options.get("profile") or "generic"
     profile = prof if isinstance(prof, Profile) else load(str(prof))
     try:
@@ -205,7 +269,8 @@ def open_client(url: str, address: str | int, baud: int | None = None,
         return ModbusClient(bus, unit, profile,
                             timeout=float(options.get("timeout") or DEFAULT_TIMEOUT),  # type: ignore[arg-type]
                             retries=int(options.get("retries", DEFAULT_RETRIES)),  # type: ignore[call-overload]
-                            clock=options.get("clock") or time.time)  # type: ignore[arg-type]
+                            clock=options.get("clock") or time.time,  # type: ignore[arg-type]
+                            refused=options.get("refused") or ())  # type: ignore[arg-type]
     except DriverError:
         release_bus(bus)
         raise

@@ -13,10 +13,22 @@ A profile file (JSON): ``name`` (lower-case vendor-model), ``vendor``,
 ``model``, ``word_order`` (big: high word first), ``max_registers`` per
 request, ``identity`` (the serial-number register), ``serial_format``,
 ``registers`` (each: ``obis``, ``table`` input|holding, ``address``,
-``type``, ``unit``, optional ``decimals``, ``raw_unit``, ``derived``),
+``type``, ``unit``, optional ``decimals``, ``raw_unit``, ``derived``,
+``optional``),
 ``controls`` (holding registers: relay, clock, profile_cursor),
 ``load_profile`` (row layout behind the cursor), ``spaces`` (address ranges
 the device answers, so reads may span unmapped gaps) and ``quirks``.
+
+Optional registers: meters of one model differ by firmware, so a register
+may be marked ``"optional": true``; a meter that refuses it (Modbus exception
+02 illegal data address or 03 illegal data value, Modbus Application Protocol
+V1.1b3 §7) loses that register only, and the client reports the skip. The
+identity (serial) register is optional unless it says ``"optional": false``:
+a meter without one is named by the agent's fallback id (docs/INTERFACES.md).
+Other registers are mandatory unless marked. Eastron: the serial at holding
+0xFC00 is listed in newer protocol documents (SDM120 V2.x, SDM72D-M V2) but
+not in every SDM630 table (the V1.7 holding map has no 0xFC00), hence the
+default.
 
 A register's resolution is ``decimals`` in its own ``raw_unit`` (e.g. kWh with
 2 decimals); the OBIS ``unit`` may be a decimal multiple of it (Wh), so the
@@ -39,6 +51,7 @@ from drivers.meter import scaled
 
 PROFILE_DIR = os.path.join(os.path.dirname(__file__), "profiles")
 INPUT, HOLDING = "input", "holding"
+IDENTITY = "0.0.96.1.0.255"      # the serial number's OBIS code
 TYPES = {  # name: (registers, struct format of the big-endian bytes)
     "u16": (1, ">H"), "s16": (1, ">h"), "u32": (2, ">I"), "s32": (2, ">i"),
     "u64": (4, ">Q"), "s64": (4, ">q"), "float32": (2, ">f"),
@@ -56,11 +69,11 @@ class Register:
     """One map entry: OBIS ``obis`` at ``table``/``address`` of ``type``."""
 
     __slots__ = ("obis", "table", "address", "type", "words", "decimals", "unit",
-                 "raw_unit", "exponent", "word_order", "derived")
+                 "raw_unit", "exponent", "word_order", "derived", "optional")
 
     def __init__(self, obis: str, table: str, address: int, type: str, unit: str,
                  decimals: int = 0, raw_unit: str | None = None, word_order: str = "big",
-                 derived: list[str] | None = None) -> None:
+                 derived: list[str] | None = None, optional: bool = False) -> None:
         if type not in TYPES or table not in (INPUT, HOLDING):
             raise ProfileError("bad register %s: %s/%s" % (obis, table, type), obis=obis)
         self.obis, self.table, self.address, self.type = obis, table, address, type
@@ -74,6 +87,7 @@ class Register:
         self.exponent = ratio - decimals
         self.word_order = word_order
         self.derived = derived or []     # simulator: sum of these OBIS values
+        self.optional = bool(optional)   # a meter may refuse it (see the module docstring)
 
     @property
     def end(self) -> int:
@@ -142,8 +156,8 @@ class Profile:
             order = data.get("word_order", "big")
             self.registers = [Register(word_order=order, **r) for r in data["registers"]]
             ident = data.get("identity")
-            self.identity = Register(word_order=order, obis="0.0.96.1.0.255", unit="",
-                                     **ident) if ident else None
+            self.identity = Register(word_order=order, obis=IDENTITY, unit="",
+                                     **{"optional": True, **ident}) if ident else None
             self.serial_format = data.get("serial_format", "%d")
             self.controls = {k: Register(word_order=order, obis=k, unit="", **v)
                              for k, v in data.get("controls", {}).items()}
