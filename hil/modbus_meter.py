@@ -6,7 +6,8 @@ write single/multiple registers (0x06/0x10: relay, clock, load-profile cursor
 of the generic profile), exception responses (illegal function / data address
 / data value), answering only its own unit address, and ``corrupt_address``
 for the fault injector. ``refuse=["identity" | obis, ...]`` plays a firmware
-without those registers: any read touching them gets exception 02.
+without those registers: any read touching them gets exception 02
+(``refusals`` counts those answers).
 
 Built on our sans-IO ``drivers.modbus.rtu`` framer rather than pymodbus's
 server datastore: register values are computed from the model at the instant
@@ -45,6 +46,7 @@ class ModbusMeter:
         self.requests = 0
         names = options.get("refuse") or ()
         self.refused = [self._named(str(n)) for n in names]  # type: ignore[attr-defined]
+        self.refusals = 0         # reads refused because they touch ``refused``
 
     def _named(self, name: str) -> Register:
         p = self.profile
@@ -161,6 +163,7 @@ class ModbusMeter:
         if end > 0x10000 or not self.profile.readable(table, start, end):
             return None
         if any(r.table == table and r.address < end and start < r.end for r in self.refused):
+            self.refusals += 1
             return None           # this firmware has no such register
         img = self.image(table, self.clock())
         return [img.get(a, 0) for a in range(start, end)]

@@ -1,19 +1,27 @@
 """Test oracle: pymodbus's own Modbus RTU server (``ModbusSerialServer`` with
 ``SimDevice``/``SimData``) serving the public Eastron register tables, on a
-pseudo-terminal, for ``wum read`` and the agent to read.
+pseudo-terminal, for ``wum read`` and the agent to read. Imported only by
+tests; shares nothing with ``drivers.modbus`` or ``hil`` but the meter model
+the values come from.
 
-The maps hold only what the public Eastron protocol documents list for the
-3X (input) space: float32 parameters, high word first (SDM630 Modbus protocol
-§1.2 / SDM120 Modbus protocol V2.4 §2 input registers), at their documented
-start addresses. The documents number parameters every two registers and
-leave some numbers out (e.g. SDM630 0x002C, 0x0032); inside the 0x0000–0x004F
-range those words are zero registers, as a sequential datablock gives and as
-our profiles' ``spaces`` declare the meter answers. There is no holding
-0xFC00 (serial number) and no other holding register but the documented
-demand period (0x0002) and system type (0x000A, SDM630 only).
+The maps hold only parameters the public Eastron protocol documents list in
+their 3X (input register) tables: float32, high word first, at the
+documented start addresses (``SDM630_INPUT``, ``SDM120_INPUT``; the same
+tables are reproduced by many open meter libraries). The documents number
+parameters every two registers and leave some numbers out (e.g. SDM630
+0x002C, 0x0032); inside 0x0000–0x004F those words read as zero, as the
+meters answer reads of the whole parameter range (our profiles declare that
+range a ``space``); everywhere else an undocumented address is refused
+(exception 02), as pymodbus does for addresses a device does not define.
+Holding registers: only the documented demand period (0x0002) and system
+type (0x000A, SDM630). No serial number (holding 0xFC00): the firmware of
+issue 9, failure 1. No coils or discrete inputs (function codes 1/2/5/15
+are refused with exception 01).
 
 Values come from ``hil.model.MeterModel``: energies in kWh truncated to
-0.01 kWh, instantaneous values as the model gives them.
+0.01 kWh, instantaneous values as the model gives them (``served``);
+``expected`` is what a client must read back in the profiles' OBIS units.
+``OracleServer.requests`` logs every request the server received.
 
 pymodbus's serial server opens its port by path, and so does our client, so
 two pty pairs are bridged by a thread (``PtyBridge``): the server on one
@@ -29,6 +37,8 @@ import termios
 import threading
 import tty
 
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -98,7 +108,16 @@ def device(profile: str, unit: int, model: MeterModel, ts: float) -> SimDevice:
     inputs.sort(key=lambda d: d.address)
     holding = [SimData(address=a, values=v, datatype=DataType.FLOAT32)
                for a, v in sorted(HOLDING[profile].items())]
-    return SimDevice(id=unit, simdata=([], [], holding, inputs))
+    # pymodbus wants a non-empty coil and discrete-input block; the meters have
+    # neither, so one placeholder bit each, refused by ``_no_bits``.
+    bits = [SimData(address=0, values=False, datatype=DataType.BITS)]
+    return SimDevice(id=unit, simdata=(bits, list(bits), holding, inputs), action=_no_bits)
+
+
+async def _no_bits(fc: int, start: int, address: int, count: int, regs: list[int],
+                   values: list[int] | list[bool] | None) -> ExcCodes | None:
+    """Coils and discrete inputs (function codes 1, 2, 5, 15): not on these meters."""
+    return ExcCodes.ILLEGAL_FUNCTION if fc in (1, 2, 5, 15) else None
 
 
 def _raw_pty() -> tuple[int, int, str]:
@@ -137,43 +156,74 @@ class PtyBridge:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
         for fd in (self.a_master, self.a_slave, self.b_master, self.b_slave):
             os.close(fd)
 
 
 class OracleServer:
     """pymodbus's ``ModbusSerialServer`` for ``devices`` on a bridged pty, in
-    its own thread and event loop; ``path`` is what the client opens."""
+    its own thread and event loop; ``path`` is what the client opens. A
+    context manager: the server, its thread and the ptys end on exit."""
 
     def __init__(self, devices: list[SimDevice], baud: int = 115200) -> None:
-        self.bridge = PtyBridge().start()
-        self.path = self.bridge.client_path
         self.devices = devices
         self.baud = baud
+        self.bridge = PtyBridge()
+        self.path = self.bridge.client_path
         self.loop = asyncio.new_event_loop()
         self.server: ModbusSerialServer | None = None
         self._ready = threading.Event()
+        self._error: BaseException | None = None
+        # Every request the server received: (unit, function code, address, count).
+        self.requests: list[tuple[int, int, int, int]] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> OracleServer:
+        self.bridge.start()
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("pymodbus server did not start")
+        if not self._ready.wait(10) or self._error is not None:
+            self.stop()
+            raise RuntimeError("pymodbus server did not start: %r" % self._error)
         return self
+
+    def __enter__(self) -> OracleServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            self.requests.append((pdu.dev_id, pdu.function_code, pdu.address, pdu.count))
+        return pdu
+
+    async def _listen(self) -> None:
+        # pymodbus binds its transport to the running loop: build it inside.
+        self.server = ModbusSerialServer(self.devices, port=self.bridge.server_path,
+                                         baudrate=self.baud, ignore_missing_devices=True,
+                                         trace_pdu=self._trace)
+        if not await self.server.listen():
+            raise RuntimeError("cannot open %s" % self.bridge.server_path)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.server = ModbusSerialServer(self.devices, port=self.bridge.server_path,
-                                         baudrate=self.baud, ignore_missing_devices=True)
-        self.loop.run_until_complete(self.server.listen())
+        try:
+            self.loop.run_until_complete(self._listen())
+        except Exception as e:  # noqa: BLE001  (handed to start())
+            self._error = e
+            self._ready.set()
+            return
         self._ready.set()
         self.loop.run_forever()
+        self.loop.close()
 
     def stop(self) -> None:
-        if self.server is not None:
-            fut = asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop)
-            fut.result(timeout=5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            if self.server is not None:
+                fut = asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop)
+                fut.result(timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
         self.bridge.close()

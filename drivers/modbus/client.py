@@ -6,14 +6,21 @@ cursor, relay and clock control, ``open_client`` and ``scan``. The wire and
 its retries are ``drivers.modbus.transport``.
 
 Refused optional registers: when a grouped request is refused with exception
-02/03 (Modbus Application Protocol V1.1b3 §7) and its block holds registers
-the profile marks optional, the mandatory ones are read on their own and the
-optional ones are narrowed down by halving, so one refused register costs one
-or two extra round trips. ``skipped`` lists what this session found refused
-(``("identity" | obis, reason)``); ``refused`` (also an ``open_client``
-option, which the agent fills from its archive) holds the OBIS codes never
-asked again. A refused identity leaves the id "" (the agent's fallback id).
-A refused mandatory register still raises ``MeterRefused``.
+02 or 03 (illegal data address / value, Modbus Application Protocol V1.1b3
+§7) and its block holds registers the profile marks optional, the mandatory
+ones are read on their own (a refusal there raises ``MeterRefused``: the
+meter lacks a register it must have), and the optional ones by halves, until
+each refused one has been asked alone and refused alone; only then is it
+skipped. So a refusal caused by something else (the request's length, a gap
+the profile wrongly declares readable) never costs a register, and no
+request ever spans an optional register outside the set asked (it may be one
+the meter refuses). A register alone in its request (the Eastron identity)
+costs no extra round trip; one among n optional registers of a request about
+1 + 2·log2(n). ``skipped`` lists what this session found refused
+(``(obis, reason)``); ``refused`` (also an ``open_client`` option, which the
+agent fills from its archive) holds the OBIS codes not asked again. A refused
+identity leaves ``identify().id`` "": callers name the meter by their
+fallback id (docs/INTERFACES.md).
 
 Sharing a port: ``open_client(url, ...)`` reuses the ``SerialBus`` already
 open for ``url`` (reference counted; the last ``close()`` closes the port);
@@ -33,7 +40,7 @@ from collections.abc import Callable, Iterable
 from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError, Unsupported
 from drivers.meter import MeterClient, MeterIdentity, ProfileRow, RegisterValue
 from drivers.modbus import rtu
-from drivers.modbus.profile import IDENTITY, INPUT, Block, Profile, ProfileError, Register, load
+from drivers.modbus.profile import INPUT, Block, Profile, ProfileError, Register, load
 from drivers.modbus.transport import (  # noqa: F401  (re-exported for callers)
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -68,7 +75,7 @@ class ModbusClient(MeterClient):
         self.round_trips = 0
         self.quiet = False        # scans expect silence: log failures at DEBUG
         self.refused: set[str] = set(refused)           # optional OBIS codes not asked
-        self.skipped: list[tuple[str, str]] = []        # found refused this session
+        self.skipped: list[tuple[str, str]] = []        # (obis, reason) refused this session
         self._closed = False
 
     # -- requests ---------------------------------------------------------------
@@ -105,17 +112,27 @@ class ModbusClient(MeterClient):
                        (rtu.WRITE_MULTIPLE, 8))
 
     def _read(self, registers: list[Register]) -> dict[str, int | float]:
+        """Values of ``registers`` (optional ones refused before are left out).
+        No request spans an optional register outside the set (it may be one
+        the meter refuses), so a refusal always concerns the set's own words."""
         out: dict[str, int | float] = {}
         wanted = [r for r in registers if not (r.optional and r.obis in self.refused)]
-        for block in self.profile.plan(wanted):
+        keep = set(wanted)
+        avoid = [r for r in self.profile.optional if r not in keep]
+        for block in self.profile.plan(wanted, avoid):
             try:
                 words = self.read_block(block)
             except MeterRefused as e:
-                if e.fields.get("code") not in REFUSED_CODES or \
-                        not any(r.optional for r in block.registers):
-                    e.fields["obis"] = e.obis = [r.obis for r in block.registers]  # type: ignore[attr-defined]
+                regs = block.registers
+                if e.fields.get("code") not in REFUSED_CODES or not any(r.optional for r in regs):
+                    obis = [r.obis for r in regs]
+                    e.fields["obis"] = obis
+                    e.obis = obis  # type: ignore[attr-defined]
                     raise
-                out.update(self._read_around(block, e))
+                if len(regs) == 1:          # asked alone: the meter has no such register
+                    self._refuse(regs[0], e)
+                else:
+                    out.update(self._read_around(block))
                 continue
             out.update(self._decode(block, words))
         return out
@@ -127,27 +144,19 @@ class ModbusClient(MeterClient):
             raise RemoteProtocolError("unit %d: bad value in %r: %s" % (self.unit, block, e),
                                       meter=str(self.unit), port=self.bus.url) from e
 
-    def _read_around(self, block: Block, err: MeterRefused) -> dict[str, int | float]:
-        """``block`` was refused: read its mandatory registers alone (their
-        refusal is the meter's answer), then find the refused optional ones."""
+    def _read_around(self, block: Block) -> dict[str, int | float]:
+        """``block`` (two or more registers, some optional) was refused: read
+        its mandatory registers without the optional ones (a refusal there is
+        the meter's answer and raises), then each half of the optional ones,
+        halving on until every refused register has been refused alone."""
         mandatory = [r for r in block.registers if not r.optional]
         optional = [r for r in block.registers if r.optional]
         out = self._read(mandatory) if mandatory else {}
-        out.update(self._probe(optional, err))
-        return out
-
-    def _probe(self, optional: list[Register], err: MeterRefused) -> dict[str, int | float]:
-        """``optional`` as a whole is refused: halve it until every refused
-        register is alone (a lone register of a refused set is refused)."""
-        if len(optional) == 1:
-            self._refuse(optional[0], err)
-            return {}
-        half = len(optional) // 2
-        before = len(self.skipped)
-        out = self._read(optional[:half])          # narrows its own refusals
-        if len(self.skipped) == before:            # the first half read: the rest is refused
-            out.update(self._probe(optional[half:], err))
+        if mandatory or len(optional) == 1:
+            out.update(self._read(optional))
         else:
+            half = len(optional) // 2
+            out.update(self._read(optional[:half]))
             out.update(self._read(optional[half:]))
         return out
 
@@ -155,10 +164,11 @@ class ModbusClient(MeterClient):
         code = int(err.fields.get("code") or 0)  # type: ignore[call-overload]
         reason = rtu.EXCEPTIONS.get(code, "code %d" % code)
         self.refused.add(reg.obis)
-        name = "identity" if reg.obis == IDENTITY else reg.obis
-        self.skipped.append((name, reason))
-        log.warning("modbus unit %d refused optional %s (%s %d): %s; skipped", self.unit,
-                    name, reg.table, reg.address, reason)
+        self.skipped.append((reg.obis, reason))
+        log.log(logging.DEBUG if self.quiet else logging.WARNING,
+                "modbus unit %d refused optional %s%s (%s %d): %s; skipped", self.unit,
+                reg.obis, " (identity)" if reg is self.profile.identity else "",
+                reg.table, reg.address, reason)
 
     # -- MeterClient ------------------------------------------------------------
     def identify(self) -> MeterIdentity:

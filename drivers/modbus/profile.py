@@ -193,18 +193,29 @@ class Profile:
                 covered.update(range(r.address, r.end))
         return all(a in covered for a in range(start, end))
 
-    def plan(self, registers: list[Register]) -> list[Block]:
-        """Group ``registers`` into as few read requests as the map allows."""
+    @property
+    def optional(self) -> list[Register]:
+        """The registers a meter of this model may refuse (identity included)."""
+        regs = self.registers + ([self.identity] if self.identity is not None else [])
+        return [r for r in regs if r.optional]
+
+    def plan(self, registers: list[Register], avoid: list[Register] | None = None) -> list[Block]:
+        """Group ``registers`` into as few read requests as the map allows; no
+        request spans a register of ``avoid`` (one the meter may refuse)."""
         blocks: list[Block] = []
+        holes = [(a.table, a.address, a.end) for a in avoid or ()]
         for r in sorted(set(registers), key=lambda r: (r.table, r.address)):
             last = blocks[-1] if blocks else None
-            if (last is not None and last.table == r.table
-                    and max(last.start + last.count, r.end) - last.start <= self.max_registers
-                    and self.readable(r.table, last.start, max(last.start + last.count, r.end))):
-                last.count = max(last.start + last.count, r.end) - last.start
-                last.registers.append(r)
-            else:
-                blocks.append(Block(r.table, r.address, r.words, [r]))
+            if last is not None and last.table == r.table:
+                end = max(last.start + last.count, r.end)
+                if (end - last.start <= self.max_registers
+                        and self.readable(r.table, last.start, end)
+                        and not any(t == r.table and lo < end and last.start < hi
+                                    for t, lo, hi in holes)):
+                    last.count = end - last.start
+                    last.registers.append(r)
+                    continue
+            blocks.append(Block(r.table, r.address, r.words, [r]))
         return blocks
 
 
