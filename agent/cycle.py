@@ -122,8 +122,8 @@ class BusCycle:
 
     def _note_skipped(self, m: MeterConfig, mid: int, client: Any) -> str | None:
         """Registers the meter refused for the first time: remember, log, note."""
-        found = list(getattr(client, "skipped", None) or [])
-        if not found:
+        found = getattr(client, "skipped", None)
+        if m.protocol != "modbus" or not isinstance(found, list) or not found:
             return None
         refused = sorted(set(self._refused(mid)) | set(getattr(client, "refused", ())))
         with self.lock:

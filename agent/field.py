@@ -104,14 +104,16 @@ def read_document(args: argparse.Namespace) -> dict[str, Any]:
             rows = client.read_load_profile(start, end)
     finally:
         client.close()
+    skipped = getattr(client, "skipped", None)      # optional registers refused
+    if not isinstance(skipped, list):
+        skipped = []
     return {
         "meter": {"protocol": args.protocol, "address": str(args.address),
                   "id": ident.id or fallback_id(args.port, args.protocol, args.address)},
         "registers": [{"obis": r.obis, "value": r.value, "unit": r.unit, "ts": rfc3339(r.ts)}
                       for r in registers],
         "profile": [{"ts": rfc3339(row.ts), "values": dict(row.values)} for row in rows],
-        "skipped": [{"obis": obis, "reason": reason}
-                    for obis, reason in getattr(client, "skipped", ())],
+        "skipped": [{"obis": obis, "reason": reason} for obis, reason in skipped],
     }
 
 

@@ -22,13 +22,16 @@ the device answers, so reads may span unmapped gaps) and ``quirks``.
 Optional registers: meters of one model differ by firmware, so a register
 may be marked ``"optional": true``; a meter that refuses it (Modbus exception
 02 illegal data address or 03 illegal data value, Modbus Application Protocol
-V1.1b3 §7) loses that register only, and the client reports the skip. The
-identity (serial) register is optional unless it says ``"optional": false``:
-a meter without one is named by the agent's fallback id (docs/INTERFACES.md).
-Other registers are mandatory unless marked. Eastron: the serial at holding
-0xFC00 is listed in newer protocol documents (SDM120 V2.x, SDM72D-M V2) but
-not in every SDM630 table (the V1.7 holding map has no 0xFC00), hence the
-default.
+V1.1b3 §7, for a request of that register alone) loses that register only,
+and the client reports the skip (``drivers.modbus.client``). ``plan`` never
+lets a request span a register it is told to avoid, so the registers a meter
+refuses can be read around. The identity (serial) register is optional
+unless it says ``"optional": false``: a meter without one is named by its
+callers' fallback id (docs/INTERFACES.md). Other registers are mandatory
+unless marked; a mandatory register refused fails the read. Eastron: where
+the serial number lives differs between firmware and protocol-document
+versions (holding 0xFC00 in the newer ones; public SDM630 input-register
+maps list no serial at all), hence optional in both Eastron profiles.
 
 A register's resolution is ``decimals`` in its own ``raw_unit`` (e.g. kWh with
 2 decimals); the OBIS ``unit`` may be a decimal multiple of it (Wh), so the
