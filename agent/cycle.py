@@ -161,7 +161,10 @@ class BusCycle:
             if ":" in known:  # no serial stored yet
                 ident = client.identify()
                 with self.lock:
-                    self.archive.set_identity(mid, ident.id, ident.manufacturer, ident.model)
+                    # No serial (e.g. a refused optional one): keep the fallback
+                    # id, so status and `wum archive --meter` name it as batches do.
+                    self.archive.set_identity(mid, ident.id or known, ident.manufacturer,
+                                              ident.model)
             def attempt(name: str, fn: Callable[[Any, int], T]) -> T | None:
                 nonlocal done
                 if time.monotonic() > budget_end:

@@ -123,10 +123,14 @@ def test_agent_cycles_skip_the_refused_serial_once(tmp_path):
         want = expected(models[unit], T0)
         assert x["values"] == {reg.obis: want[reg.obis] for reg in prof.registers}
     assert len(lines) == 6                                            # 3 cycles x 2 meters
+    one = wum("archive", "show", "--config", cfg, "--meter", "bus1:modbus:2")
+    assert one.returncode == 0, one.stderr
+    assert [json.loads(line)["meter"] for line in one.stdout.splitlines()] == \
+        ["bus1:modbus:2"] * 3
     st = wum("status", "--config", cfg, "--json")
     meters = json.loads(st.stdout)["meters"]
-    assert [(m["address"], m["status"], m["error"]) for m in meters] == [
-        ("1", "read", None), ("2", "read", None)]
+    assert [(m["address"], m["serial"], m["status"], m["error"]) for m in meters] == [
+        ("1", "bus1:modbus:1", "read", None), ("2", "bus1:modbus:2", "read", None)]
 
 
 @contextlib.contextmanager
