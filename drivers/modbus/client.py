@@ -15,8 +15,9 @@ skipped. So a refusal caused by something else (the request's length, a gap
 the profile wrongly declares readable) never costs a register, and no
 request ever spans an optional register outside the set asked (it may be one
 the meter refuses). A register alone in its request (the Eastron identity)
-costs no extra round trip; one among n optional registers of a request about
-1 + 2·log2(n). ``skipped`` lists what this session found refused
+costs no extra round trip; one among n optional registers of a request costs
+the re-read of the mandatory ones around them (at most n + 1 requests) and
+about two requests per halving (log2 n of them). ``skipped`` lists what this session found refused
 (``(obis, reason)``); ``refused`` (also an ``open_client`` option, which the
 agent fills from its archive) holds the OBIS codes not asked again. A refused
 identity leaves ``identify().id`` "": callers name the meter by their
