@@ -6,7 +6,14 @@ exact JSON of ``wum read --json`` (a contract)::
     {"meter": {"protocol": ..., "address": ..., "id": ...},
      "registers": [{"obis": "1.0.1.8.0.255", "value": <number>, "unit": "Wh",
                     "ts": "<RFC 3339 UTC>"}],
-     "profile": [{"ts": "<RFC 3339 UTC>", "values": {"<obis>": <number>}}]}
+     "profile": [{"ts": "<RFC 3339 UTC>", "values": {"<obis>": <number>}}],
+     "skipped": [{"obis": "0.0.96.1.0.255", "reason": "illegal_data_address"}]}
+
+``skipped`` (added by issue 9; the other keys are unchanged): registers the
+device profile marks optional that this meter refused, left out of
+``registers``. A meter without a serial number gets the fallback id of
+docs/INTERFACES.md, ``<port>:<protocol>:<address>`` (the port standing in
+for the agent's bus name).
 
 Dispatches to ``drivers.<protocol>.open_client / scan / dissect``; must not
 know any protocol's internals.
@@ -97,12 +104,22 @@ def read_document(args: argparse.Namespace) -> dict[str, Any]:
             rows = client.read_load_profile(start, end)
     finally:
         client.close()
+    skipped = getattr(client, "skipped", None)      # optional registers refused
+    if not isinstance(skipped, list):
+        skipped = []
     return {
-        "meter": {"protocol": args.protocol, "address": str(args.address), "id": ident.id},
+        "meter": {"protocol": args.protocol, "address": str(args.address),
+                  "id": ident.id or fallback_id(args.port, args.protocol, args.address)},
         "registers": [{"obis": r.obis, "value": r.value, "unit": r.unit, "ts": rfc3339(r.ts)}
                       for r in registers],
         "profile": [{"ts": rfc3339(row.ts), "values": dict(row.values)} for row in rows],
+        "skipped": [{"obis": obis, "reason": reason} for obis, reason in skipped],
     }
+
+
+def fallback_id(bus: str, protocol: str, address: object) -> str:
+    """The id of a meter without a serial number (docs/INTERFACES.md)."""
+    return "%s:%s:%s" % (bus, protocol, address)
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -116,6 +133,8 @@ def cmd_read(args: argparse.Namespace) -> int:
         print("  %-18s %16s %-5s %s" % (r["obis"], r["value"], r["unit"], r["ts"]))
     for row in doc["profile"]:
         print("  %s %s" % (row["ts"], " ".join("%s=%s" % kv for kv in row["values"].items())))
+    for s in doc["skipped"]:
+        print("  %-18s skipped: refused (%s)" % (s["obis"], s["reason"]))
     return 0
 
 
@@ -139,7 +158,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 raise FieldError("the %s driver cannot scan: %s" % (proto, e)) from e
             print("wum scan: skipping %s: %s" % (proto, e), file=sys.stderr)
             continue
-        found.extend(ident.as_dict() for ident in idents)
+        for ident in idents:
+            d = ident.as_dict()
+            d["id"] = d["id"] or fallback_id(args.port, proto, d["address"])
+            found.append(d)
     if args.json:
         print(json.dumps(found))
     else:
