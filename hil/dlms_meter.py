@@ -324,7 +324,7 @@ class DlmsMeter:
             meter_now = int(m.clock(now))
             dev, status = self._local(meter_now)
             return {2: lambda: cosem.date_time_data(meter_now, dev, status),
-                    3: lambda: (LONG, -self.deviation), 4: lambda: (UNSIGNED, status),
+                    3: lambda: (LONG, self.deviation),   # time_zone: same sign as date-time deviation 4: lambda: (UNSIGNED, status),
                     7: lambda: (INTEGER, 60 if self.dst else 0),
                     8: lambda: (BOOLEAN, self.dst)}.get(attr, lambda: NO_SUCH)()
         if class_id == cosem.DATA:
@@ -372,6 +372,10 @@ class DlmsMeter:
             return (ARRAY, [c.to_data() for c in self._columns(obis)])
         if attr == 4:
             return (DOUBLE_LONG_UNSIGNED, period)
+        if attr == 5:
+            return (ENUM, 1)               # sort_method fifo (Blue Book 4.3.6)
+        if attr == 6:                      # sort_object: unused when fifo, all zero
+            return cosem.CaptureObject(0, "0.0.0.0.0.0", 0).to_data()
         if attr in (7, 8):
             return (DOUBLE_LONG_UNSIGNED, PROFILE_ENTRIES)
         if attr != 2:
