@@ -16,7 +16,13 @@ import logging
 import time
 from typing import Any
 
-from drivers import DriverError, LocalProtocolError, MeterRefused, RemoteProtocolError
+from drivers import (
+    DriverError,
+    LocalProtocolError,
+    MeterRefused,
+    RemoteProtocolError,
+    Unsupported,
+)
 from drivers.dlms import acse, cosem, security, xdlms
 from drivers.dlms import client as core
 from drivers.dlms.axdr import INTEGER, OCTET_STRING, VISIBLE_STRING
@@ -25,6 +31,7 @@ from drivers.serialio import Link
 
 log = logging.getLogger(__name__)
 CLIENT_TITLE = b"WUMCONC1"
+OBJECT_UNDEFINED = 4    # data-access-result: the meter has no such object
 MAX_BURST = 8 * 2100    # bytes one answer (a window of 7 full frames) may take on the wire
 # Scalers, units and profile layouts change only with the meter: they are
 # remembered across sessions by (port, address) and trusted again only once
@@ -267,6 +274,8 @@ class DlmsClient(MeterClient):
         descs.append(_desc(cosem.PROFILE_GENERIC, obis, cosem.BUFFER, access))
         res = self._get(descs)
         for r in res:
+            if r == OBJECT_UNDEFINED:   # a meter without this profile: not its fault
+                raise Unsupported("meter has no profile %s" % obis, obis=obis, code=r)
             if isinstance(r, int):
                 raise MeterRefused("profile %s refused: %s" % (
                     obis, xdlms.DATA_ACCESS_RESULTS.get(r, r)), obis=obis, code=r)
@@ -292,7 +301,12 @@ class DlmsClient(MeterClient):
         return [r for r in rows if start <= r.ts <= end]
 
     def read_events(self, start: int, end: int) -> list[MeterEvent]:
-        return self._guard(self._read_events, int(start), int(end))
+        """The event log's entries; [] from a meter without an event log."""
+        try:
+            return self._guard(self._read_events, int(start), int(end))
+        except Unsupported as e:
+            log.debug("meter %s: %s", self.address, e)
+            return []
 
     def _read_events(self, start: int, end: int) -> list[MeterEvent]:
         cols, period, buf = self._buffer(cosem.EVENT_LOG, start, end)
