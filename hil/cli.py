@@ -87,6 +87,8 @@ def describe(meters: list[Any], protocol: str, seed: int) -> list[dict[str, str]
 def cmd_simulate(args: argparse.Namespace) -> int:
     clock = make_clock(args.clock, args.speed)
     dlms: dict[str, Any] = {"auth": args.auth}
+    if args.no_serial_number:
+        dlms["serial_number"] = False
     if args.password:
         dlms["password"] = args.password
     if args.ek:
@@ -138,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--password", default=None, help="DLMS LLS / IEC password of the meters")
     s.add_argument("--ek", default=None, help="DLMS global encryption key (hex)")
     s.add_argument("--ak", default=None, help="DLMS authentication key (hex)")
+    s.add_argument("--no-serial-number", dest="no_serial_number", action="store_true",
+                   help="DLMS meters without the serial-number object 0.0.96.1.0.255 "
+                        "(known by their logical device name 0.0.42.0.0.255 only)")
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("rig", help="acceptance scenarios between two ports")
     r.add_argument("--agent-port", default=None, help="URL the drivers read through")
