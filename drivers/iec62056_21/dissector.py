@@ -14,27 +14,67 @@ differ on a '/' inside a block, which real meters send in units such as
 ``Imp/kWh``, and on a lone ACK); the reading that explains more bytes wins.
 """
 
-from drivers.iec62056_21.dataset import Readout, obis_of, quantity
+from drivers.iec62056_21.dataset import DataSet, Readout, obis_of, parse_line, quantity
 from drivers.iec62056_21.errors import BccError, IecProtocolError
 from drivers.iec62056_21.framer import Framer
 from drivers.iec62056_21.frames import STX, Block, Command, bcc
 from drivers.iec62056_21.profile import parse_logbook, parse_profile
 
 
+def _item(ds):
+    ob = obis_of(ds.address)
+    item = {"address": ds.address, "obis": str(ob) if ob else None,
+            "values": [{"value": v, "unit": u} for v, u in ds.values]}
+    q = quantity(ds.value, ds.unit) if ds.values else None
+    if q is not None:
+        item["reading"] = {"value": q[0], "unit": q[1]}
+    return item
+
+
+def _lenient_line(line):
+    """Data sets of a line the §6.4 grammar refuses (a '/' in a unit, as a
+    real EMH meter sends 'Imp/kWh'): the address up to '(', then each value
+    between parentheses. None if even that does not fit."""
+    sets, i, n = [], 0, len(line)
+    while i < n:
+        j = line.find("(", i)
+        if j < 0:
+            return None
+        address, values = line[i:j], []
+        while j < n and line[j] == "(":
+            k = line.find(")", j + 1)
+            if k < 0:
+                return None
+            value, star, unit = line[j + 1:k].partition("*")
+            values.append((value, unit if star else None))
+            j = k + 1
+        sets.append(DataSet(address, values))
+        i = j
+    return sets
+
+
 def _datasets(text):
-    out = []
     try:
-        sets = Readout.from_text(text).datasets()
-    except IecProtocolError as e:
-        return [{"error": str(e)}]
-    for ds in sets:
-        ob = obis_of(ds.address)
-        item = {"address": ds.address, "obis": str(ob) if ob else None,
-                "values": [{"value": v, "unit": u} for v, u in ds.values]}
-        q = quantity(ds.value, ds.unit) if ds.values else None
-        if q is not None:
-            item["reading"] = {"value": q[0], "unit": q[1]}
-        out.append(item)
+        return [_item(ds) for ds in Readout.from_text(text).datasets()]
+    except IecProtocolError:
+        pass
+    out = []                # line by line: one odd data set must not hide the others
+    body = text[:-3] if text == "!\r\n" or text.endswith("\r\n!\r\n") else text
+    for line in body.split("\r\n"):
+        if not line:
+            continue
+        try:
+            sets, note = parse_line(line), None
+        except IecProtocolError as e:
+            sets, note = _lenient_line(line), str(e)
+        if sets is None:
+            out.append({"line": line, "error": note})
+            continue
+        for ds in sets:
+            item = _item(ds)
+            if note is not None:
+                item["nonstandard"] = note
+            out.append(item)
     return out
 
 
