@@ -278,6 +278,15 @@ def _hunt(data):
     return found, errors, b""
 
 
+def _has_frame_start(data):
+    i = data.find(b"\x7e")
+    while 0 <= i < len(data) - 1:
+        if data[i + 1] & 0xF0 == 0xA0:
+            return True
+        i = data.find(b"\x7e", i + 1)
+    return False
+
+
 def _bad_checks(layer):
     return [c["name"].upper() for c in layer["checks"] if not c["ok"]]
 
@@ -286,7 +295,10 @@ def dissect(data, ek=None, ak=None, system_title=None):
     data = bytes(data)
     session = _Session(ek, ak, system_title)
     if not data or data[0] != hdlc.FLAG:
-        return {"apdu": apdu_dict(data, session)}
+        doc = {"apdu": apdu_dict(data, session)}
+        if "error" not in doc["apdu"] or not _has_frame_start(data):
+            return doc
+        # not an APDU: HDLC frames behind line noise, which _hunt reports
     found, errors, trailing = _hunt(data)
     frames, pending = [], b""
     for offset, raw, length_ok in found:
