@@ -26,7 +26,7 @@ INGEST_GROUP = 256  # batches per durable transaction in `hes-lite ingest`
 def _db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", required=True, metavar="URL",
                    help="database: sqlite:///path/to/hes.db or a plain path "
-                        "(postgresql:// is not yet supported)")
+                        "or postgresql://user[:password]@host[:port]/database")
 
 
 def _key_hex(text: str) -> bytes:
