@@ -36,10 +36,10 @@ from dataclasses import dataclass
 # The ack document is the uplink's wire format: one definition for both ends.
 from agent.transport import Ack as Ack
 from hes_lite import HesError, wire
+from hes_lite.ingest_decode import Run, RunResult, decode_runs, plaintexts, replay_chain
 from hes_lite.store import (
     DecodedBatch,
     KeyRecord,
-    PendingBatch,
     RawBatch,
     Store,
     StoreConflict,
@@ -100,7 +100,17 @@ class Ingestor:
             for i, r in enumerate(results):
                 if isinstance(r, Ack) and r.device in waiting and r.status == "accepted":
                     results[i] = Ack(r.device, r.seq, r.status, r.server_time, True)
+        self._heal(results, fresh)
         return results
+
+    def _heal(self, results: Sequence[Ack | Rejected], fresh: Sequence[_Opened]) -> None:
+        """A duplicate of a batch still undecoded — a worker died between its
+        raw write and its decode, and the agent sent the batch again: drain
+        its device now rather than at the next batch or restart."""
+        dup = {r.device for r in results if isinstance(r, Ack) and r.status == "duplicate"}
+        for device in sorted(dup - {o.header.device for o in fresh}):
+            if self.store.pending(device):
+                self._recover(device)
 
     def _admit(self, items: Sequence[Item]) -> tuple[list[Ack | Rejected], list[_Opened]]:
         """Verify, screen and durably store; the acks, and what is to decode."""
@@ -156,7 +166,7 @@ class Ingestor:
                 yield self.submit_many(items)
             return
         ctx = multiprocessing.get_context("spawn")
-        inflight: tuple[set[str], list[Future[list[_RunResult]]], list[_Opened]] | None = None
+        inflight: tuple[set[str], list[Future[list[RunResult]]], list[_Opened]] | None = None
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool, self._lock:
             for items in groups:
                 # a device of the previous group: write that group first, so a
@@ -173,6 +183,7 @@ class Ingestor:
                 if inflight is not None:
                     self._finish([f.result() for f in inflight[1]], inflight[2])
                 inflight = (devices, futures, fresh)
+                self._heal(results, fresh)
                 yield results
             if inflight is not None:
                 self._finish([f.result() for f in inflight[1]], inflight[2])
@@ -244,7 +255,7 @@ class Ingestor:
         return r
 
     # -- decoding ---------------------------------------------------------------
-    def _runs(self, fresh: Iterable[_Opened]) -> list[_Run]:
+    def _runs(self, fresh: Iterable[_Opened]) -> list[Run]:
         """Per device not waiting for a codec base: its new batches and state."""
         by_device: dict[str, list[tuple[int, bytes]]] = {}
         for o in fresh:
@@ -253,7 +264,7 @@ class Ingestor:
         held = self.store.codec_states(devices)
         return [(device, by_device[device], held[device]) for device in devices]
 
-    def _finish(self, parts: Iterable[list[_RunResult]], fresh: Iterable[_Opened]) -> set[str]:
+    def _finish(self, parts: Iterable[list[RunResult]], fresh: Iterable[_Opened]) -> set[str]:
         """Write decoded runs in one transaction (each device's only if its
         codec state is still the one decoded from), then drain the devices
         that need it; returns the devices whose new batches wait."""
@@ -305,10 +316,10 @@ class Ingestor:
         failed: list[tuple[int, str]] = []
         for _ in range(CONFLICT_ROUNDS):
             held = self.store.codec_state(device)
-            run = self._plaintexts(device, self.store.pending(device))
+            run = plaintexts(self.store, device, self.store.pending(device))
             ((_, base, done, wait, failed),) = decode_runs([(device, run, held)])
             if wait and held is not None and min(wait) < held[0]:
-                more, wait = self._replay(device, wait, held[0])
+                more, wait = replay_chain(self.store, device, wait, held[0])
                 done += more
             applied = self.store.apply(done, {device: base})
             if device in applied.conflicts:
@@ -321,55 +332,7 @@ class Ingestor:
         self._note(device, wait, failed)
         return decoded if count else len(wait)
 
-    def _replay(self, device: str, wait: list[int], held_seq: int
-                ) -> tuple[list[DecodedBatch], list[int]]:
-        """Rebuild the codec states the waiting deltas need from the stored
-        batches: from the last keyframe at or before the first waiting seq,
-        decode forward while the chain has no gap. The stored state moves
-        only forward (states at or below ``held_seq`` are not written)."""
-        lo, hi = min(wait), max(wait)
-        chain = dict(self._plaintexts(device, self.store.raw_range(
-            device, max(0, lo - REPLAY_BACK), hi)))
-        start = next((s for s in range(lo, lo - REPLAY_BACK - 1, -1)
-                      if s in chain and wire.is_keyframe(chain[s])), None)
-        if start is None:
-            return [], wait
-        todo, state = set(wait), None
-        out: list[DecodedBatch] = []
-        for seq in range(start, hi + 1):
-            if seq not in chain:
-                break
-            try:
-                d = wire.decode(chain[seq], state)
-            except wire.WireError:
-                break
-            state = d.codec_state if d.codec_state is not None else state
-            if seq in todo:
-                todo.discard(seq)
-                out.append(DecodedBatch(device, seq, d.rows, d.events,
-                                        d.codec_state if seq > held_seq else None, d.units,
-                                        d.results))
-        return out, sorted(todo)
-
-    def _plaintexts(self, device: str, raws: Iterable[PendingBatch]) -> list[tuple[int, bytes]]:
-        run = []
-        for p in raws:
-            rec = self.store.key(device, p.key_epoch)
-            if rec is None:
-                continue
-            try:
-                run.append((p.seq, wire.open_envelope(p.payload, rec.root_key)))
-            except wire.WireError:
-                continue
-        return run
-
-
-REPLAY_BACK = 60  # batches to look back for a keyframe (agents send one at least daily)
 CONFLICT_ROUNDS = 50  # times a store conflict (another worker was first) is taken again
-_Run = tuple[str, list[tuple[int, bytes]], tuple[int, bytes] | None]
-# (device, seq of the codec state decoded from (None: none), decoded batches,
-#  seqs waiting for their codec base, (seq, reason) undecodable)
-_RunResult = tuple[str, int | None, list[DecodedBatch], list[int], list[tuple[int, str]]]
 
 
 def _key_pairs(items: Sequence[Item]) -> set[tuple[str, int]]:
@@ -384,26 +347,4 @@ def _key_pairs(items: Sequence[Item]) -> set[tuple[str, int]]:
     return out
 
 
-def decode_runs(runs: list[_Run]) -> list[_RunResult]:
-    """Pure (runs in worker processes too): per device, decode its batches in
-    seq order starting from its codec state."""
-    out: list[_RunResult] = []
-    for device, run, held in runs:
-        state = held[1] if held is not None else None
-        done: list[DecodedBatch] = []
-        wait: list[int] = []
-        failed: list[tuple[int, str]] = []
-        for seq, plaintext in sorted(run, key=lambda x: x[0]):
-            try:
-                d = wire.decode(plaintext, state)
-            except wire.NeedState:
-                wait.append(seq)
-                continue
-            except wire.WireError as e:
-                failed.append((seq, e.reason))
-                continue
-            state = d.codec_state if d.codec_state is not None else state
-            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units,
-                                     d.results))
-        out.append((device, None if held is None else held[0], done, wait, failed))
-    return out
+__all__ = ["Ack", "Ingestor", "Rejected", "decode_runs"]
