@@ -225,9 +225,11 @@ class Ingestor:
         by_device: dict[str, list[_Opened]] = {}
         for o in opened:
             by_device.setdefault(o.header.device, []).append(o)
+        # windows first: a batch another worker stores meanwhile is then either
+        # in the seqs (a duplicate) or not yet in the window read (and the
+        # store's comparison catches it), never refused as a replay of itself
+        read = self.store.replay_states({(o.header.device, o.header.epoch) for o in opened})
         stored = self.store.stored_seqs_of({d: [o.seq for o in g] for d, g in by_device.items()})
-        read = self.store.replay_states({(o.header.device, o.header.epoch) for o in opened
-                                         if o.seq not in stored[o.header.device]})
         windows = dict(read)
         fresh: list[tuple[_Opened, bytes]] = []
         for device, group in by_device.items():

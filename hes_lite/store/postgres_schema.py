@@ -4,8 +4,8 @@ partitions of the readings table.
 Owns the DDL only. ``MIGRATIONS[i]`` takes a database from version i to
 i+1 in one transaction together with its row in ``schema_version``
 (PostgreSQL's DDL is transactional, so a failed step leaves the previous
-version whole); an advisory lock makes workers that start together migrate
-once. The steps are PostgreSQL's own — the numbering is not SQLite's. Never
+version whole); an advisory lock held through the migration makes workers
+that start together migrate once. The steps are PostgreSQL's own — the numbering is not SQLite's. Never
 edit a released step: add one.
 
 Layout notes. Readings are keyed ``(meter, obis, ts)`` with the key's
@@ -115,23 +115,25 @@ _FROM = re.compile(r"FROM \('?(-?\d+)'?\)")
 
 def migrate(conn: Any) -> int:
     """Bring the schema to ``LATEST`` (``conn`` in autocommit mode); returns
-    the version found. Raises ``ValueError`` for a newer schema."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_MIGRATE,))
+    the version found. Raises ``ValueError`` for a newer schema. The whole
+    run holds an advisory lock: a worker that waited finds the work done."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_MIGRATE,))
+    try:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
                      "version integer PRIMARY KEY, migrated double precision NOT NULL)")
-    found = _version(conn)
-    if found > LATEST:
-        raise ValueError(found)
-    for step in range(found, LATEST):
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_MIGRATE,))
-            if _version(conn) > step:   # another worker did it while we waited
-                continue
-            for stmt in MIGRATIONS[step]:
-                conn.execute(stmt)
-            conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (step + 1, time.time()))
-    return found
+        found = _version(conn)
+        if found > LATEST:
+            raise ValueError(found)
+        for step in range(found, LATEST):
+            with conn.transaction():
+                for stmt in MIGRATIONS[step]:
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_version VALUES (%s, %s)",
+                             (step + 1, time.time()))
+        return found
+    finally:
+        if not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_MIGRATE,))
 
 
 def _version(conn: Any) -> int:
