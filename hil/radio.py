@@ -62,7 +62,14 @@ TABLE_LINK_MARGIN_DB = 3.0      # a table link below sensitivity is heard this f
 
 
 class MediumError(HilError):
-    """The medium was misused (unknown node, time going backwards...)."""
+    """The medium was misused (unknown node, time going backwards...); the
+    keyword arguments are kept as attributes (``fields``)."""
+
+    def __init__(self, message="", **fields):
+        super().__init__(message)
+        self.fields = fields
+        for k in fields:
+            setattr(self, k, fields[k])
 
 
 class AirParams:
@@ -409,9 +416,13 @@ class RadioMedium:
             tx = _Tx(node_id, bytes(frame), params, power, self.now_us, self.now_us + toa)
             tx.relisten = back if relisten else None
             threshold = params.sensitivity_dbm() - 3 * self.fading_db - 1 - (power - n.power)
+            # A LoRa receiver locks on the first preamble it detects: one already
+            # receiving a frame only suffers this one as interference.
+            lock = self._collisions(params)
             for r in self._neighbours(node_id, threshold):
                 rn = self._nodes[r]
-                if rn.up and rn.tx is None and rn.rx is not None and rn.rx.hears(params):
+                if (rn.up and rn.tx is None and rn.rx is not None and rn.rx.hears(params)
+                        and not (lock and rn.pending)):
                     tx.receivers.append(r)
                     rn.pending.add(tx)
             self._air.append(tx)
@@ -533,8 +544,7 @@ class RadioMedium:
         if rssi < sens or snr < p.snr_limit_db():
             self.counters["below_sensitivity"] += 1
             return None
-        collisions = self.collisions if self.collisions is not None else tx.params.kind == "lora"
-        if collisions and self._destroyed(tx, rn.id, rssi):
+        if self._collisions(tx.params) and self._destroyed(tx, rn.id, rssi):
             self.counters["collisions"] += 1
             return Reception(tx.frame, rssi, snr, tx.src, tx.start, tx.end, False, "collision",
                              tx.params)
@@ -543,6 +553,9 @@ class RadioMedium:
             return None
         self.counters["delivered"] += 1
         return Reception(tx.frame, rssi, snr, tx.src, tx.start, tx.end, True, None, tx.params)
+
+    def _collisions(self, params):
+        return self.collisions if self.collisions is not None else params.kind == "lora"
 
     def _destroyed(self, tx, r, rssi):
         """Energy-based capture (ns-3 lorawan): per interfering SF, the wanted
