@@ -61,3 +61,28 @@ def test_full_queue_is_busy_and_receive_timeout_waits():
     with pytest.raises(LinkClosed):
         closed.send(b"x")
     a.close()
+
+
+def test_linux_adapters_refuse_missing_devices_with_typed_errors(tmp_path):
+    from drivers.link import LinkError, RadioConfigError
+    from drivers.lora.linux import GpioLine, SpiDevice, open_lora_link, parse_line
+
+    assert parse_line("gpiochip0:23") == ("/dev/gpiochip0", 23)
+    with pytest.raises(RadioConfigError):
+        parse_line("23")
+    with pytest.raises(LinkError) as e:
+        SpiDevice(str(tmp_path / "spidev9.9")).transfer(b"\xc0\x00")
+    assert e.value.reason == "spi_open"
+    with pytest.raises(LinkError) as e:
+        GpioLine("%s:4" % (tmp_path / "gpiochip9")).value()
+    assert e.value.reason == "gpio_open"
+    link = open_lora_link({"chip": "sx1262", "spi": str(tmp_path / "spidev9.9"),
+                           "busy": "gpiochip9:1", "sf": 9, "coding_rate": "4/5"})
+    assert link.kind == "lora" and link.params.sf == 9 and link.params.cr == 1
+    assert link.params.frequency_hz == 869525000
+    with pytest.raises(LinkError):
+        link.connect()
+    with pytest.raises(RadioConfigError):
+        open_lora_link({"chip": "sx1262"})
+    with pytest.raises(RadioConfigError):
+        open_lora_link({"chip": "cc1101"})

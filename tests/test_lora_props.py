@@ -100,3 +100,48 @@ def test_chip_formula_equals_mesh_airtime_from_sf7(pl, sf, bw, cr, explicit, crc
                                                    chip):
     assert time_on_air_us(pl, sf, bw, cr, explicit, crc, pre, ldro, chip) == lora_toa_us(
         pl, sf, bw, cr, explicit, crc, pre, ldro)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.binary(max_size=20), st.integers(0, 300_000)), max_size=25))
+def test_simulated_sx127x_answers_any_bytes_and_recovers(script):
+    from drivers.lora.sx127x import Sx127x
+    from hil.sx127x_sim import Sx127xSim
+
+    m = RadioMedium(seed=1)
+    m.add_node("x", 0, 0)
+    m.add_node("y", 50, 0)
+    chip = Sx127xSim(m, "x")
+    for data, wait in script:
+        out = chip.transfer(data)
+        assert isinstance(out, bytes) and len(out) == len(data)
+        chip.dio0.value()
+        m.advance(wait)
+    d = Sx127x(chip, chip.dio0, chip.reset, delay_us=m.advance)
+    d.connect()
+    d.configure(LoRaParams(sf=7))
+    peer_chip = Sx127xSim(m, "y")
+    peer = Sx127x(peer_chip, peer_chip.dio0, delay_us=m.advance)
+    peer.connect()
+    peer.configure(LoRaParams(sf=7))
+    peer.listen()
+    m.advance(d.transmit(b"after the storm"))
+    assert [e.frame for e in peer.service() if isinstance(e, Received)] == [b"after the storm"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=64), st.integers(0, 1))
+def test_sx127x_driver_on_a_broken_bus_raises_only_driver_errors(stream, dio):
+    from drivers.lora.sx127x import Sx127x
+
+    d = Sx127x(NoisyBus(stream), Pin(dio), delay_us=lambda us: None)
+    try:
+        d.connect()
+        d.configure(LoRaParams(sf=9))
+        d.listen()
+        for _ in range(3):
+            d.service()
+        d.transmit(b"x" * 10)
+        d.service()
+    except DriverError:
+        pass
