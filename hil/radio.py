@@ -250,6 +250,7 @@ class RadioMedium:
         self._nodes = {}
         self._links = None
         self._budget = {}                 # (a, b) -> mean RSSI without the tx power
+        self._budget_mw = {}              # the same, linear
         self._neigh = {}                  # (a, threshold) -> [b...]
         self._air = []                    # transmissions that may still interfere
         self._queue = []
@@ -303,6 +304,21 @@ class RadioMedium:
 
     def mean_rssi_dbm(self, a, b, power_dbm=None):
         """Mean RSSI of a's frames at b (no per-frame fading)."""
+        base = self._budget.get((a, b))
+        if base is None:
+            base = self._base(a, b)
+        return base + (self._node(a).power if power_dbm is None else power_dbm)
+
+    def _gain_mw(self, a, b):
+        """The link budget a->b without the tx power, as a linear factor."""
+        g = self._budget_mw.get((a, b))
+        if g is None:
+            base = self._budget.get((a, b))
+            g = _mw(self._base(a, b) if base is None else base)
+            self._budget_mw[(a, b)] = g
+        return g
+
+    def _base(self, a, b):
         na, nb = self._node(a), self._node(b)
         key = (a, b)
         base = self._budget.get(key)
@@ -315,7 +331,7 @@ class RadioMedium:
                 loss += self.asymmetry_db * _gauss(self.seed, "asym", a, b)
             base = na.gain + nb.gain - loss
             self._budget[key] = base
-        return base + (na.power if power_dbm is None else power_dbm)
+        return base
 
     def link_exists(self, a, b):
         return self._links is None or (a, b) in self._links
@@ -517,17 +533,22 @@ class RadioMedium:
                 n.rx = tx.relisten
             if n.listener is not None:
                 notes.append((n.listener.on_tx_done, (tx.end,)))
+        others = None
+        if tx.receivers and self._collisions(tx.params):
+            others = [o for o in self._air
+                      if o is not tx and o.end > tx.start and o.start < tx.end
+                      and o.params.kind == tx.params.kind and tx.params.overlaps(o.params)]
         for r in tx.receivers:
             rn = self._nodes[r]
             rn.pending.discard(tx)
-            rec = self._receive(tx, rn)
+            rec = self._receive(tx, rn, others)
             if rec is not None and rn.listener is not None:
                 notes.append((rn.listener.on_frame, (rec,)))
         tx.receivers = []
         self._prune()
         return notes
 
-    def _receive(self, tx, rn):
+    def _receive(self, tx, rn, others):
         rssi = self.mean_rssi_dbm(tx.src, rn.id, tx.power)
         if self.fading_db:
             rssi += self.rng.gauss(0.0, self.fading_db)
@@ -544,7 +565,7 @@ class RadioMedium:
         if rssi < sens or snr < p.snr_limit_db():
             self.counters["below_sensitivity"] += 1
             return None
-        if self._collisions(tx.params) and self._destroyed(tx, rn.id, rssi):
+        if others and self._destroyed(tx, rn.id, rssi, others):
             self.counters["collisions"] += 1
             return Reception(tx.frame, rssi, snr, tx.src, tx.start, tx.end, False, "collision",
                              tx.params)
@@ -557,25 +578,25 @@ class RadioMedium:
     def _collisions(self, params):
         return self.collisions if self.collisions is not None else params.kind == "lora"
 
-    def _destroyed(self, tx, r, rssi):
+    def _destroyed(self, tx, r, rssi, others):
         """Energy-based capture (ns-3 lorawan): per interfering SF, the wanted
         frame's energy over the interferers' energy in the overlap must reach
         the isolation of ``ISOLATION_DB`` (Wi-Fi: ``WIFI_CAPTURE_DB``)."""
         energy = {}
-        for o in self._air:
-            if (o is tx or o.end <= tx.start or o.start >= tx.end or o.src == r
-                    or o.params.kind != tx.params.kind or not tx.params.overlaps(o.params)
-                    or not self.link_exists(o.src, r)):
+        for o in others:
+            if o.src == r or not self.link_exists(o.src, r):
                 continue
             overlap = min(o.end, tx.end) - max(o.start, tx.start)
+            if overlap <= 0:
+                continue
             sf = o.params.sf
-            energy[sf] = energy.get(sf, 0.0) + _mw(self.mean_rssi_dbm(o.src, r, o.power)) * overlap
+            e = self._gain_mw(o.src, r) * _mw(o.power) * overlap
+            energy[sf] = energy.get(sf, 0.0) + e
         if not energy:
             return False
         wanted = _mw(rssi) * (tx.end - tx.start)
         for sf in energy:
-            sir = 10 * math.log10(wanted / energy[sf])
-            if sir < _isolation(tx.params, sf):
+            if 10 * math.log10(wanted / energy[sf]) < _isolation(tx.params, sf):
                 return True
         return False
 

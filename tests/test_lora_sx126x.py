@@ -11,8 +11,7 @@ import math
 import pytest
 
 from drivers import DriverError
-from drivers.link import FrameTooLong, LinkBusy, LinkClosed, RadioConfigError, RadioFault
-from drivers.link import Received
+from drivers.link import FrameTooLong, LinkBusy, LinkClosed, RadioConfigError, RadioFault, Received
 from drivers.lora import CadDone, LoRaParams, RxError, TxDone
 from drivers.lora.sx126x import Sx126x
 from hil.radio import AirParams, RadioMedium

@@ -25,8 +25,15 @@ except ImportError:
         return x
 
 from drivers.flight import FlightRecorder
-from drivers.link import FrameTooLong, LinkBusy, LinkClosed, RadioConfigError, RadioFault
-from drivers.link import Received, monotonic_ms
+from drivers.link import (
+    FrameTooLong,
+    LinkBusy,
+    LinkClosed,
+    RadioConfigError,
+    RadioFault,
+    Received,
+    monotonic_ms,
+)
 from drivers.lora import CadDone, Radio, RxError, TxDone, TxTimeout, default_delay_us
 from drivers.lora.airtime import time_on_air_us
 

@@ -18,8 +18,15 @@ except ImportError:
     def const(x):
         return x
 
-from drivers.link import FrameTooLong, LinkBusy, LinkClosed, RadioConfigError, RadioFault
-from drivers.link import Received, monotonic_ms
+from drivers.link import (
+    FrameTooLong,
+    LinkBusy,
+    LinkClosed,
+    RadioConfigError,
+    RadioFault,
+    Received,
+    monotonic_ms,
+)
 from drivers.lora import CadDone, Radio, RxError, TxDone, default_delay_us
 from drivers.lora.airtime import time_on_air_us
 
