@@ -69,7 +69,7 @@ def run(nodes: int, hours: float, rate: float, sf: int, kind: str, seed: int) ->
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=300)
-    ap.add_argument("--hours", type=float, default=1.0)
+    ap.add_argument("--hours", type=float, default=0.5)
     ap.add_argument("--frames-per-hour", type=float, default=60.0)
     ap.add_argument("--sf", type=int, default=9)
     ap.add_argument("--kind", choices=("lora", "wifi"), default="lora")
