@@ -77,8 +77,10 @@ class UdpLink(Link):
         self._peers = [self._resolve(h, p, family) for h, p in self.peer_names]
 
     def _resolve(self, host: str, port: int, family: int) -> Address:
+        # An IPv6 socket reaches IPv4 peers as v4-mapped addresses (::ffff:a.b.c.d).
+        flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
         try:
-            info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+            info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, flags)
         except OSError as e:
             raise LinkError("cannot resolve peer %s: %s" % (host, e), link="udp",
                             reason="resolve", peer="%s:%d" % (host, port)) from e

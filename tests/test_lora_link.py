@@ -79,7 +79,10 @@ def test_linux_adapters_refuse_missing_devices_with_typed_errors(tmp_path):
     link = open_lora_link({"chip": "sx1262", "spi": str(tmp_path / "spidev9.9"),
                            "busy": "gpiochip9:1", "sf": 9, "coding_rate": "4/5"})
     assert link.kind == "lora" and link.params.sf == 9 and link.params.cr == 1
-    assert link.params.frequency_hz == 869525000
+    assert link.params.frequency_hz == 868100000          # mesh.links' default channel
+    g3 = open_lora_link({"spi": "x", "busy": "gpiochip0:1", "channel": 869525000,
+                         "bandwidth": 125000})
+    assert g3.params.frequency_hz == 869525000 and g3.params.bandwidth_hz == 125000
     with pytest.raises(LinkError):
         link.connect()
     with pytest.raises(RadioConfigError):

@@ -29,11 +29,13 @@ from drivers.link import RadioConfigError
 CODING_RATES = {"4/5": 1, "4/6": 2, "4/7": 3, "4/8": 4}
 BANDWIDTHS_HZ = (125000, 250000, 500000)
 
-# EU868 defaults for the mesh: the g3 sub-band (869.4-869.65 MHz, 10 % duty
-# cycle, 500 mW ERP; ETSI EN 300 220-2 / ERC REC 70-03 annex 1 h1.6) fits one
-# 125 kHz channel at its centre.
+# EU868 defaults, the same channel ``mesh.links`` assumes when a link table
+# names none (868.1 MHz, g1: 1 % duty cycle), so the radio transmits where the
+# duty-cycle budget charges. 869.525 MHz (g3, 869.4-869.65 MHz, 10 %, 500 mW
+# ERP: ETSI EN 300 220-2 / ERC REC 70-03 annex 1 h1.6) is the better mesh
+# channel: configure it as ``channel = 869525000``.
 REGION_DEFAULTS = {
-    "EU868": {"frequency_hz": 869525000, "tx_power_dbm": 14, "sync_word": 0x12},
+    "EU868": {"frequency_hz": 868100000, "tx_power_dbm": 14, "sync_word": 0x12},
 }
 
 
@@ -116,19 +118,26 @@ class LoRaParams:
 
 
 def params_from_config(table):
-    """LoRaParams from a ``[[mesh.link]] kind = "lora"`` table (docs/radio.md):
-    ``region``, ``frequency_mhz``, ``sf``, ``bandwidth_khz``, ``coding_rate``,
-    ``tx_power_dbm``, ``sync_word``, ``preamble``. Unknown keys are the
-    caller's business (the agent validates its configuration)."""
+    """LoRaParams from a ``[[mesh.link]] kind = "lora"`` table, read with the
+    keys ``mesh.links`` reads too (docs/radio.md): ``channel`` (Hz) or
+    ``frequency_mhz``, ``sf``, ``bandwidth`` (Hz) or ``bandwidth_khz``,
+    ``coding_rate``, ``preamble``; and ``region``, ``tx_power_dbm``,
+    ``sync_word``. Unknown keys are the caller's business (the agent
+    validates its configuration)."""
     region = table.get("region", "EU868")
     if region not in REGION_DEFAULTS:
         raise RadioConfigError("unknown region", param="region", value=region)
     d = REGION_DEFAULTS[region]
-    freq = table.get("frequency_mhz")
+    freq = table.get("channel")
+    if freq is None and table.get("frequency_mhz") is not None:
+        freq = int(round(table["frequency_mhz"] * 1000000))
+    bw = table.get("bandwidth")
+    if bw is None:
+        bw = int(round(table.get("bandwidth_khz", 125) * 1000))
     return LoRaParams(
-        frequency_hz=d["frequency_hz"] if freq is None else int(round(freq * 1000000)),
+        frequency_hz=d["frequency_hz"] if freq is None else freq,
         sf=table.get("sf", 9),
-        bandwidth_hz=int(table.get("bandwidth_khz", 125)) * 1000,
+        bandwidth_hz=bw,
         cr=table.get("coding_rate", "4/5"),
         tx_power_dbm=table.get("tx_power_dbm", d["tx_power_dbm"]),
         sync_word=table.get("sync_word", d["sync_word"]),
