@@ -251,3 +251,33 @@ def test_sync_word_iq_and_frequency_reach_the_air():
     assert air == AirParams("lora", freq_hz=868100000, sf=8, cr=3, sync=0x34, iq_inverted=True)
     assert chips["a"].regs[0x0740] == 0x34 and chips["a"].regs[0x0741] == 0x44
     assert chips["a"].regs[0x0736] & 0x04 == 0          # §15.4: inverted IQ clears bit 2
+
+
+def test_drivers_in_real_time_over_a_wall_clock_medium():
+    """The same drivers with their default (sleeping) waits, the medium
+    advanced by RealtimeMedium's thread: what a rig does."""
+    import time as _time
+
+    from hil.radio import RealtimeMedium
+
+    m = RadioMedium(seed=1, path_loss={"shadowing_db": 0.0})
+    radios = []
+    for name, x in (("a", 0), ("b", 100)):
+        m.add_node(name, x, 0)
+        chip = Sx126xSim(m, name)
+        radios.append(Sx126x(chip, chip.busy, chip.dio1, chip.reset))
+    rt = RealtimeMedium(m).start()
+    try:
+        for d in radios:
+            d.connect()
+            d.configure(LoRaParams(sf=7))
+        radios[1].listen()
+        radios[0].transmit(b"wall clock")
+        deadline = _time.monotonic() + 5
+        got = []
+        while not got and _time.monotonic() < deadline:
+            got = [e for e in radios[1].service() if isinstance(e, Received)]
+            _time.sleep(0.002)
+        assert [e.frame for e in got] == [b"wall clock"]
+    finally:
+        rt.stop()
