@@ -36,6 +36,10 @@ class StoreError(HesError):
     """A database could not be opened, migrated or written."""
 
 
+class NameTaken(StoreError):
+    """A named record (an API token) exists already under that name."""
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     device: str
@@ -53,6 +57,41 @@ def fingerprint(key: bytes) -> str:
     """A short, non-reversible name for a key (first 8 hex of SHA-256)."""
     import hashlib
     return hashlib.sha256(b"hes-lite key fingerprint\x00" + key).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: its name, role and the SHA-256 digest of the
+    token (never the token itself); ``revoked`` is when, or None."""
+
+    name: str
+    role: str
+    digest: bytes
+    created: float
+    revoked: float | None = None
+
+    def __repr__(self) -> str:  # the digest is not secret, but has no business in logs
+        return f"TokenRecord({self.name!r}, role={self.role}, revoked={self.revoked})"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what to what, when, from where, and how it ended. ``actor`` is
+    ``token:<name>``, ``cli:<user>``, ``device:<id>``, ``hes`` (the HES's own
+    doing, e.g. expiry) or ``anonymous``; ``detail`` is JSON-able."""
+
+    ts: float
+    actor: str
+    action: str
+    target: str = ""
+    outcome: str = "ok"
+    remote: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ts": self.ts, "actor": self.actor, "action": self.action,
+                "target": self.target, "outcome": self.outcome, "remote": self.remote,
+                "detail": self.detail}
 
 
 @dataclass
@@ -125,6 +164,32 @@ class Store:
 
     def revoke(self, device: str) -> int:
         """Revoke every epoch of ``device``; returns how many keys changed."""
+        raise NotImplementedError
+
+    # -- API tokens and the audit log --------------------------------------
+    def add_token(self, token: TokenRecord) -> None:
+        """Durably; ``NameTaken`` if a token (even revoked) has that name."""
+        raise NotImplementedError
+
+    def token(self, digest: bytes) -> TokenRecord | None:
+        """The token with this digest (revoked ones too: the caller decides)."""
+        raise NotImplementedError
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token by name, revoked ones included."""
+        raise NotImplementedError
+
+    def revoke_token(self, name: str, now: float) -> bool:
+        """Durably; False if there is no such active token."""
+        raise NotImplementedError
+
+    def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        raise NotImplementedError
+
+    def audit_log(self, since: float | None = None, limit: int | None = None,
+                  ) -> list[AuditEntry]:
+        """Entries with ts >= ``since`` in the order written (the last
+        ``limit`` of them when given)."""
         raise NotImplementedError
 
     # -- batches ------------------------------------------------------------

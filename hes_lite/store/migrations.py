@@ -107,6 +107,27 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE meters ADD COLUMN result TEXT",
         "ALTER TABLE meters ADD COLUMN result_error TEXT",
     ],
+    # 5 -> 6: access control. API tokens are kept as SHA-256 digests only
+    # (revoked ones stay, so the audit log's names keep meaning something);
+    # the audit log is append-only.
+    [
+        """CREATE TABLE api_tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            digest BLOB NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            revoked REAL)""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            remote TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX audit_ts ON audit (ts)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -24,6 +24,7 @@ from hes_lite.store import (
     StoreError,
 )
 from hes_lite.store.migrations import LATEST, MIGRATIONS
+from hes_lite.store.sqlite_auth import SqliteAuth
 from hes_lite.store.sqlite_queries import SqliteQueries, connect
 
 
@@ -48,7 +49,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-class SqliteStore(SqliteQueries, Store):
+class SqliteStore(SqliteQueries, SqliteAuth, Store):
     def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
