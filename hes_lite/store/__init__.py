@@ -1,8 +1,9 @@
 """The store interface of HES-lite: what the ingest pipeline, the API and the
 exports may ask of a database, and ``open_store(url)`` to get one.
 
-Owns the records that cross the interface (keys, acknowledged batches,
-decoded readings/events, health rows) and URL dispatch. Must not leak any
+Owns the records that cross the interface (keys, tokens, audit entries,
+acknowledged batches, decoded readings/events, health rows) and URL
+dispatch; the command queue's part is in ``hes_lite.store.commands``. Must not leak any
 SQL dialect: callers see Python values only (ids are strings, timestamps are
 integer/float epoch seconds UTC, values are ``int`` or ``float``), so a
 PostgreSQL store can implement the same class later.
@@ -14,6 +15,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hes_lite import HesError
+from hes_lite.store.commands import OPEN_STATES as OPEN_STATES  # re-exported
+from hes_lite.store.commands import STATES as STATES
+from hes_lite.store.commands import CommandKey as CommandKey
+from hes_lite.store.commands import CommandRecord as CommandRecord
+from hes_lite.store.commands import CommandStore
 
 Value = int | float
 # None: the meter answered the row without this register (kept, so exports
@@ -140,7 +146,7 @@ class ConcentratorInfo:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class Store:
+class Store(CommandStore):
     """The interface. Methods raise ``StoreError`` only."""
 
     url = ""

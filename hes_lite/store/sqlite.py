@@ -25,6 +25,7 @@ from hes_lite.store import (
 )
 from hes_lite.store.migrations import LATEST, MIGRATIONS
 from hes_lite.store.sqlite_auth import SqliteAuth
+from hes_lite.store.sqlite_commands import SqliteCommands
 from hes_lite.store.sqlite_queries import SqliteQueries, connect
 
 
@@ -49,7 +50,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-class SqliteStore(SqliteQueries, SqliteAuth, Store):
+class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
     def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
