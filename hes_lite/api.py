@@ -215,16 +215,21 @@ def _starlette_path(path: str) -> str:
 
 def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time,
                auditor: Auditor | None = None, commands: Any = None) -> Starlette:
-    """The app. ``commands`` is a ``hes_lite.commands.CommandService``; without
-    one the command and downlink routes are absent."""
+    """The app. ``commands``: the ``hes_lite.commands.CommandService`` the
+    receivers share (``hes-lite serve`` hooks the MQTT push to it); one is
+    made when not given."""
     from hes_lite import api_commands
+    from hes_lite.commands import CommandService
+    from hes_lite.signing import CommandSigner
 
     auditor = auditor if auditor is not None else Auditor(store, clock=clock)
+    if commands is None:
+        commands = CommandService(store, CommandSigner(store, auditor, clock=clock), auditor,
+                                  clock)
     auth = Authenticator(store, auditor, clock)
     handlers: Handlers = {**read_routes(store, clock), **admin_routes(store, auditor, clock),
-                          **api_commands.uplink_routes(store, ingestor, commands, clock)}
-    if commands is not None:
-        handlers.update(api_commands.command_routes(commands))
+                          **api_commands.uplink_routes(store, ingestor, commands, clock),
+                          **api_commands.command_routes(commands)}
     routes = []
     for (method, path), endpoint in handlers.items():
         need = ROUTES[(method, path)]   # a route missing from the table is a bug: KeyError

@@ -1,9 +1,10 @@
 """The ``hes-lite`` command line: serve, keys, ingest, export (tokens and audit
-in ``hes_lite.cli_admin``).
+in ``hes_lite.cli_admin``, commands in ``hes_lite.cli_commands``).
 
 Owns argument parsing and printing; each command is a thin shell over the
 store, the ingest pipeline, the exports and the HTTP app. Keys are never
-printed (``keys list`` shows a fingerprint) and never logged.
+printed (``keys list`` shows a fingerprint; ``keys command-key`` the public
+command key only) and never logged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from hes_lite import HesError, export
 from hes_lite.audit import cli_actor
 from hes_lite.cli_admin import add_parsers as add_admin_parsers
 from hes_lite.cli_admin import audit_file_option, auditor
+from hes_lite.cli_commands import add_parsers as add_command_parsers
+from hes_lite.cli_commands import cmd_command_key
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import fingerprint, open_store
 
@@ -109,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     _db(ro)
     audit_file_option(ro)
     ro.set_defaults(func=cmd_keys_rotate)
+    ck = ks.add_parser("command-key", help="print the HES's public command key (64 hex; "
+                                           "created on first use), for the agents' "
+                                           "[commands] verify_key")
+    _db(ck)
+    audit_file_option(ck)
+    ck.set_defaults(func=cmd_command_key)
 
     i = sub.add_parser("ingest", help="ingest batch files as if uploaded",
                        description="Ingest envelope files (or every file under a directory). "
@@ -134,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, - = stdout")
     e.set_defaults(func=cmd_export)
     add_admin_parsers(sub, _db)
+    add_command_parsers(sub, _db)
     return p
 
 
@@ -141,6 +151,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hes_lite.api import create_app
+    from hes_lite.commands import CommandService
+    from hes_lite.dispatch import Dispatcher
+    from hes_lite.signing import CommandSigner
     host, _, port = args.http.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -152,22 +165,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     audit = auditor(args, store)
     ingestor = Ingestor(store)
+    commands = CommandService(store, CommandSigner(store, audit), audit)
     n = ingestor.recover()
     if n:
         log.warning("decoded %d stored batches left undecoded by the last run", n)
     receiver = None
+    dispatcher = Dispatcher(commands)
     if args.mqtt:
         from hes_lite.mqtt_receiver import MqttReceiver, _endpoint
 
         def handle(device: str, seq: int, payload: bytes) -> dict[str, object]:
-            return ingestor.submit(payload, device, seq).as_dict()
+            ack = ingestor.submit(payload, device, seq).as_dict()
+            dispatcher.redeliver(device)
+            return ack
 
         group = _endpoint(args.mqtt)["group"] or "hes-lite"
-        receiver = MqttReceiver(args.mqtt, handle, shared_group=group).start(timeout=30)
+        def result(device: str, counter: int, payload: bytes) -> dict[str, object]:
+            return commands.submit_result(payload, device, counter)
+
+        receiver = MqttReceiver(args.mqtt, handle, shared_group=group, results=result)
+        dispatcher = Dispatcher(commands, receiver)   # before start: handle uses it
+        receiver.start(timeout=30)
+    dispatcher.start()
     try:
-        uvicorn.run(create_app(store, ingestor, auditor=audit), host=host, port=int(port),
-                    log_level="warning", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+        uvicorn.run(create_app(store, ingestor, auditor=audit, commands=commands), host=host,
+                    port=int(port), log_level="warning", ssl_certfile=args.tls_cert,
+                    ssl_keyfile=args.tls_key)
     finally:
+        dispatcher.stop()
         if receiver is not None:
             receiver.stop()
         store.close()
