@@ -63,20 +63,18 @@ class Decoded:
 
 def header(sealed: bytes, kind: int = envelope.KIND_BATCH) -> Header:
     """Parse the clear header of an uplink envelope of ``kind``; raises
-    WireError(truncated|bad_length|bad_version), or WireError(bad_kind) for
-    another kind than ``kind`` when it is a command's (results and polls
-    share the batches' key: the authenticated kind keeps them apart)."""
+    WireError(truncated|bad_length|bad_version). Another kind than ``kind``
+    is ``bad_version`` for a batch (as it always was) and ``bad_kind`` for a
+    result or poll (they share the batches' key: the authenticated kind
+    keeps them apart)."""
     try:
         h = envelope.peek(sealed)
     except envelope.EnvelopeError as e:
         raise WireError(_reason(e)) from None
     if h.kind != kind:
-        old = kind == envelope.KIND_BATCH and h.kind not in UPLINK_KINDS
-        raise WireError("bad_version" if old else "bad_kind", kind=h.kind)
+        raise WireError("bad_version" if kind == envelope.KIND_BATCH else "bad_kind",
+                        kind=h.kind)
     return Header(h.device, h.key_epoch, h.boot, h.counter)
-
-
-UPLINK_KINDS = (envelope.KIND_BATCH, envelope.KIND_RESULT, envelope.KIND_POLL)
 
 
 def seal_command(root_key: bytes, device: str, epoch: int, boot: int, counter: int,
