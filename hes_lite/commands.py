@@ -81,8 +81,10 @@ class CommandService:
         try:
             rec = self._queue(op, args, meter, concentrator, expires_in, actor)
         except CommandRefused as e:
-            self.auditor.record(actor, "command.queue", meter or concentrator or "", "refused",
-                                remote, op=op, reason=e.reason, detail=e.detail)
+            target = next((t for t in (meter, concentrator) if isinstance(t, str) and t), "")
+            self.auditor.record(actor, "command.queue", target, "refused", remote,
+                                op=op if isinstance(op, str) else repr(op)[:64],
+                                reason=e.reason, detail=e.detail)
             raise
         self.auditor.record(actor, "command.queue", rec.id, "queued", remote, op=op,
                             meter=rec.meter, concentrator=rec.device, counter=rec.counter)
