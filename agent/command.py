@@ -66,6 +66,8 @@ class CommandError(AgentError):
     ``REASONS``; structured fields (``field``, ``counter``, ``key_id``, ``target``,
     ``device`` ...) say more. Never carries key material."""
 
+    reason: str
+
     def __init__(self, reason: str, **fields: object) -> None:
         if reason not in REASONS:
             raise ValueError("unknown command error reason %r" % reason)
