@@ -62,3 +62,9 @@ TARIFF = {"name": "TOU-2026", "activate": 1782864000,
                                          {"start": "07:00", "tariff": 1},
                                          {"start": "23:00:00", "tariff": 2}]},
                    {"id": 2, "actions": [{"start": "00:00", "tariff": 2}]}]}
+
+# TARIFF as the HES signs it: normalised by agent.command_args (times HH:MM:SS)
+TARIFF_SIGNED = dict(TARIFF, days=[
+    {"id": 1, "actions": [{"start": "00:00:00", "tariff": 2}, {"start": "07:00:00", "tariff": 1},
+                          {"start": "23:00:00", "tariff": 2}]},
+    {"id": 2, "actions": [{"start": "00:00:00", "tariff": 2}]}])

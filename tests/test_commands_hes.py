@@ -15,7 +15,7 @@ from hes_lite.commands import EXPIRY_GRACE, CommandService
 from hes_lite.ingest import Ingestor
 from hes_lite.signing import CommandSigner
 from hes_lite.store import open_store
-from tests.command_agent import DISCONNECTED, TARIFF, AgentSide
+from tests.command_agent import DISCONNECTED, TARIFF, TARIFF_SIGNED, AgentSide
 from tests.hes_client import AppClient
 
 KEY_A = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0" * 2)
@@ -179,6 +179,12 @@ def test_counters_per_concentrator_and_meter_resolution(hes):
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, weeks=[
         {"name": "w", "days": [1, 1, 1, 1, 1, 2, 3]}])}, 422, "bad_args"),
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, name="x" * 17)}, 422, "bad_args"),
+    ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, days=[
+        {"id": 1, "actions": [{"start": "08:00", "tariff": 1}, {"start": "07:00", "tariff": 2}]},
+        {"id": 2, "actions": [{"start": "00:00", "tariff": 2}]}])}, 422, "bad_args"),
+    ({"meter": "DC-A-m1", "op": "update", "args": {}}, 422, "unknown_op"),
+    ({"op": "config", "concentrator": "DC-A", "args": {"retention": {"days": 90}}}, 422,
+     "bad_args"),
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, seasons=[
         {"name": "s", "start": "13-01", "week": "w"}])}, 422, "bad_args"),
     ({"op": "config", "concentrator": "DC-A", "args": {"schedule": {"period": "1h"}}}, 422,
@@ -214,7 +220,8 @@ def test_every_op_accepted_with_good_args(hes):
     assert r.status_code == 202 and r.json()["meter"] is None
     a = agents["DC-A"]
     got = [a.open(h) for h in ack_commands(client, a)]
-    assert [(c.op, c.args) for c in got] == good + [
+    signed = [(op, TARIFF_SIGNED if op == "tariff" else args) for op, args in good]
+    assert [(c.op, c.args) for c in got] == signed + [
         ("config", {"retention": {"days": 35}, "schedule": {"period": 1800}})]
     assert got[-1].meter == ""
 

@@ -17,7 +17,7 @@ from hes_lite.commands import CommandService
 from hes_lite.ingest import Ingestor
 from hes_lite.signing import CommandSigner
 from hes_lite.store import open_store
-from tests.command_agent import DISCONNECTED, TARIFF, AgentSide
+from tests.command_agent import DISCONNECTED, TARIFF, TARIFF_SIGNED, AgentSide
 
 KEY = bytes.fromhex("8899aabbccddeeff0011223344556677" * 2)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def test_each_op_from_its_options(db, tmp_path, cli):
           "2026-06-01T00:00:00Z", "--to", "1780275600"],
          {"registers": ["1.0.1.8.0.255", "1.0.2.8.0.255"],
           "profile": {"from": 1780272000, "to": 1780275600}}),
-        (["tariff", "--calendar", str(cal)], TARIFF),
+        (["tariff", "--calendar", str(cal)], TARIFF_SIGNED),
         (["limit", "--threshold-normal", "6000", "--min-over", "30"],
          {"threshold_normal": 6000, "min_over_threshold_duration": 30}),
         (["send", "--op", "limit", "--args", '{"threshold_emergency": 9000}'],
