@@ -11,6 +11,7 @@ Must not know SQL or byte layouts.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 from starlette.background import BackgroundTask
@@ -18,11 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from hes_lite import HesError
 from hes_lite.api import Handlers, actor, error, remote
 from hes_lite.commands import CommandRefused, CommandService, as_object
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import CommandRecord, Store
 
+log = logging.getLogger(__name__)
 MAX_BODY = 4 << 20
 STATUS = {"unknown_key": 403, "revoked_key": 403, "replay": 409, "bad_length": 413,
           "unknown_command": 404}
@@ -50,8 +53,14 @@ def _sent(commands: CommandService, recs: list[CommandRecord]) -> BackgroundTask
 
 def _commands_for(commands: CommandService, device: str,
                   ) -> tuple[list[str], list[CommandRecord]]:
-    recs = commands.pending(device)
-    sealed = commands.seal(device, recs)
+    """The device's pending commands, sealed; none (logged) if that fails: the
+    answer they ride on must go out, and they go with the next one."""
+    try:
+        recs = commands.pending(device)
+        sealed = commands.seal(device, recs)
+    except HesError as e:
+        log.warning("pending commands of %s not sent: %s", device, e)
+        return [], []
     return [s.hex() for s in sealed], recs[:len(sealed)]
 
 

@@ -176,7 +176,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         def handle(device: str, seq: int, payload: bytes) -> dict[str, object]:
             ack = ingestor.submit(payload, device, seq).as_dict()
-            dispatcher.redeliver(device)
+            try:
+                dispatcher.redeliver(device)
+            except HesError as e:   # the batch is stored: its ack must go out anyway
+                log.warning("redelivery of commands to %s failed: %s", device, e)
             return ack
 
         group = _endpoint(args.mqtt)["group"] or "hes-lite"

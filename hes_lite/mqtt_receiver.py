@@ -106,8 +106,8 @@ class MqttReceiver:
         self._on_acked: dict[int, Callable[[], None]] = {}
         self._acked_early: set[int] = set()   # PUBACKs that beat their registration
         self._registering = 0
-        self.counts = {"received": 0, "acked": 0, "rejected": 0, "failed": 0, "malformed": 0,
-                       "results": 0, "published": 0}
+        self.counts = {"received": 0, "acked": 0, "rejected": 0, "failed": 0, "malformed": 0}
+        self.command_counts = {"results": 0, "published": 0}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> MqttReceiver:
@@ -224,7 +224,10 @@ class MqttReceiver:
             self.counts["failed"] += 1
             log.exception("mqtt receiver: %s %s/%d failed; not acknowledged", name, device, seq)
             return None
-        self.counts["acked" if name == "seq" else "results"] += 1
+        if name == "seq":
+            self.counts["acked"] += 1
+        else:
+            self.command_counts["results"] += 1
         return answer
 
     # -- publishing (the command push) --------------------------------------------
@@ -248,7 +251,7 @@ class MqttReceiver:
                 raise ReceiverError("%s: publish on %s refused: %s" % (self.url, topic, info.rc),
                                     url=self.url, topic=topic)
             # without a connection paho queues the message and sends it on reconnect
-            self.counts["published"] += 1
+            self.command_counts["published"] += 1
             with self._pub_lock:   # the PUBACK may have come back before we got here
                 early = info.mid in self._acked_early
                 if not early and on_acked is not None:
