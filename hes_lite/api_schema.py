@@ -109,7 +109,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                             "concentrator": {"type": "string",
                                              "description": "config only, instead of meter"},
                             "expires_in": {"type": "integer",
-                                           "description": "seconds, default 3600"}}}}}},
+                                           "description": "seconds, 1..3600 (default)"}}}}}},
                     responses={"202": {"description": "queued: " + _COMMAND},
                                "404": {"description": "{error: unknown_meter}"},
                                "422": {"description": "{error: bad_args|unknown_op, "

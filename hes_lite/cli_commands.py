@@ -52,7 +52,7 @@ def _common(p: argparse.ArgumentParser, db: AddDb, meter_required: bool = True) 
                    help="the op's arguments as a JSON object (docs/command-format.md), merged "
                         "over the options")
     p.add_argument("--expires-in", type=int, metavar="S",
-                   help="seconds the command stays deliverable (default 3600)")
+                   help="seconds the command stays deliverable: 1..3600 (default 3600)")
     p.add_argument("--wait", type=float, metavar="SECONDS",
                    help="block until the command ends; exit 0 only if it executed")
     p.add_argument("--json", action="store_true", help="print the command object")

@@ -35,7 +35,7 @@ from hes_lite.store import CommandRecord, KeyRecord, Store
 log = logging.getLogger(__name__)
 
 TTL = 3600              # s a command stays deliverable unless the request says less
-MAX_TTL = 86400
+MAX_TTL = TTL         # a request may ask for less, never more: a stale disconnect is a hazard
 EXPIRY_GRACE = 30       # s after expiry before the HES calls it expired (a result may be in flight)
 MAX_PENDING = 16        # commands per ack / poll answer
 TERMINAL = ("executed", "failed", "expired")

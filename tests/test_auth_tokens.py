@@ -68,6 +68,9 @@ def test_tokens_cli_shown_once_stored_as_digest(tmp_path):
     lines = [json.loads(x) for x in audit_file.read_text().splitlines()]
     assert [e["action"] for e in lines] == ["token.add"] and lines[0]["detail"] == {
         "role": "viewer"}
+    assert hes("audit", "--db", db, "--since", "2999-01-01T00:00:00Z").stdout == ""
+    assert len(hes("audit", "--db", db, "--since", "2000-01-01T00:00:00Z").stdout
+               .splitlines()) == 4
     text = hes("audit", "--db", db, "--limit", "1").stdout.splitlines()
     assert len(text) == 1 and "\ttoken.revoke\tgrafana\tabsent\t" in text[0]
 

@@ -192,6 +192,7 @@ def test_counters_per_concentrator_and_meter_resolution(hes):
     ({"op": "config", "concentrator": "DC-Z", "args": {"retention": {"days": 30}}}, 404,
      "unknown_concentrator"),
     ({"meter": "DC-A-m1", "op": "time", "expires_in": 0}, 422, "bad_args"),
+    ({"meter": "DC-A-m1", "op": "time", "expires_in": 3601}, 422, "bad_args"),
     ({"meter": "DC-A-m1", "op": "time", "priority": 1}, 422, "bad_args"),
     ("not json", 400, "bad_json"),
 ])
