@@ -1,5 +1,6 @@
 """Signed commands end to end on the agent's side: a real ``wum run`` process
-(accelerated clock), simulated meters on a pty, commands fetched by idle
+(accelerated clock), simulated meters on a pty (DLMS over HTTP, Modbus over
+MQTT), commands fetched by idle
 polls over HTTP and pushed over MQTT through a real Mosquitto, results sent
 back until acknowledged; a SIGKILL and restart of the agent neither loses
 the counter nor executes a redelivered command again.
@@ -25,6 +26,7 @@ from tests.mqtt_broker import running_broker
 T0 = 1795910400 + 900
 DEV = "DC-TEST"
 METER = "bus1:modbus:1"
+DLMS_METER = "bus1:dlms:1"
 
 
 @pytest.fixture
@@ -66,14 +68,15 @@ def _stop(agent: subprocess.Popen) -> None:
 
 def test_http_poll_disconnect_then_sigkill_restart_keeps_the_counter(tmp_path):
     key = os.urandom(32)
-    d = District([["modbus", "modbus"]], t0=T0, speed=60).start()
+    d = District([["dlms", "dlms"]], t0=T0, speed=60).start()
     hes = StandInHes(DEV, key, d.clock.now)
     url = hes.serve_http()
     cfg = _config(d, tmp_path, hes, url, "http", key)
     model = d.meters[0][3]
+    meter = d.buses[0].meters[0]            # the DLMS simulator: its traffic log
     agent = start_agent(cfg, d.clock)
     try:
-        sealed = hes.queue(hes.sign("disconnect", METER))
+        sealed = hes.queue(hes.sign("disconnect", DLMS_METER))
         doc = hes.wait_result(1, timeout=30)
         assert doc["state"] == "executed", doc
         assert doc["result"] == {"output_state": False, "control_state": "disconnected"}
@@ -94,7 +97,7 @@ def test_http_poll_disconnect_then_sigkill_restart_keeps_the_counter(tmp_path):
             time.sleep(0.1)
         assert hes.result_posts > posts, "the stored result was not sent again"
         assert hes.results[1] == doc and model.relay_events == events
-        hes.pending = {1: hes.seal(hes.sign("reconnect", METER, counter=1))}
+        hes.pending = {1: hes.seal(hes.sign("reconnect", DLMS_METER, counter=1))}
         _wait_log(log, "refused: replayed")
         hes.pending.clear()
         _stop(agent)
@@ -103,6 +106,8 @@ def test_http_poll_disconnect_then_sigkill_restart_keeps_the_counter(tmp_path):
         assert st["refused"].get("replayed", 0) >= 1
         assert st["last_counter"] == 1 and st["results_pending"] == 0
         assert model.relay_events == events
+        actions = [t for t in meter.traffic if t[0] == "ACTION"]
+        assert actions == [("ACTION", 70, "0.0.96.3.10.255", 1)], actions   # exactly once
     finally:
         _stop(agent)
         d.stop()
