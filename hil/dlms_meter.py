@@ -422,15 +422,10 @@ class DlmsMeter:
 
     def _action(self, msg: xdlms.ActionRequest) -> xdlms.ActionResponse:
         d = msg.descriptor
-        if d.class_id in self.objects.classes:
+        if d.class_id in self.objects.classes:      # disconnect control, calendar
             return xdlms.ActionResponse(self.objects.action(
                 d.class_id, cosem.obis_text(d.obis), d.attribute), invoke_id=msg.invoke_id)
-        if d.class_id != cosem.DISCONNECT_CONTROL or d.obis != cosem.obis_bytes(cosem.DISCONNECTOR):
-            return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
-        if d.attribute not in (cosem.REMOTE_DISCONNECT, cosem.REMOTE_RECONNECT):
-            return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
-        self.model.set_relay(d.attribute == cosem.REMOTE_RECONNECT, self._now())
-        return xdlms.ActionResponse(0, invoke_id=msg.invoke_id)
+        return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
 
 
     def _record(self, msg: Any) -> None:
