@@ -43,6 +43,7 @@ class StandInHes:
         self.pending: dict[int, bytes] = {}          # counter -> sealed, until a result
         self.results: dict[int, dict[str, Any]] = {}
         self.result_posts = 0
+        self.keep_pending = False       # True: act as a HES that lost the results it got
         self.polls = 0
         self.batches = 0
         self.lock = threading.Condition()
@@ -102,7 +103,8 @@ class StandInHes:
             self.result_posts += 1
             status = "duplicate" if counter in self.results else "accepted"
             self.results.setdefault(counter, doc)
-            self.pending.pop(counter, None)
+            if not self.keep_pending:
+                self.pending.pop(counter, None)
             self.lock.notify_all()
         return {"device": self.device, "counter": counter, "status": status}
 

@@ -254,3 +254,40 @@ def test_a_command_waits_for_the_bus_between_meter_reads(rig):
     lock.release()
     t.join(10)
     assert not rig.models[0].relay_connected
+
+
+def test_any_bytes_are_refused_or_taken_never_raised(tmp_path):
+    """Hypothesis: whatever arrives on the command path — random bytes, or a
+    valid sealed command with bytes flipped, cut or appended — the inbox
+    answers with an outcome and never raises; nothing is dispatched that did
+    not verify."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    clock = ScaledClock(T0, 1.0)
+    hes = StandInHes(DEV, ROOT, clock.now)
+    lock = threading.Lock()
+    arc = Archive(str(tmp_path / "p.db")).open()
+    log_ = CommandLog(arc, lock)
+    queued: list = []
+    inbox = Inbox(DEV, ROOT, CommandsConfig(verify_keys=(hes.public,)), log_, clock,
+                  queued.append)
+    good = hes.seal(hes.sign("disconnect", "bus1:modbus:1", counter=1 << 40))
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.one_of(st.binary(max_size=300),
+                     st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)).map(
+                         lambda f: good[:f[0]] + bytes((good[f[0]] ^ f[1],)) + good[f[0] + 1:]),
+                     st.integers(0, len(good) - 1).map(lambda n: good[:n]),
+                     st.binary(min_size=1, max_size=20).map(lambda b: good + b)))
+    def check(data: bytes) -> None:
+        outcome = inbox.receive(data)
+        assert outcome.startswith("refused:") or outcome in ("accepted", "duplicate")
+        assert not queued, "a tampered command was dispatched"
+
+    try:
+        check()
+        assert inbox.receive(good) == "accepted" and len(queued) == 1
+    finally:
+        arc.close()
