@@ -2,8 +2,8 @@
 command being ``executed`` at the HES, for disconnect/reconnect of a
 simulated meter's relay, over MQTT push and over HTTP (batch ack / idle
 poll), with the agent online; plus the agent's cost to verify one command
-(CPython with ``cryptography``, CPython pure Python, and the MicroPython
-WebAssembly runner). Prints one JSON document.
+(bench/command_verify.py: CPython with ``cryptography``, pure Python, and the
+MicroPython WebAssembly runner). Prints one JSON document.
 
 Real processes: ``hes-lite serve`` (with ``--mqtt`` against a Mosquitto this
 script starts), ``wum run`` with its meters simulated on a pseudo-terminal
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -122,32 +121,11 @@ def run(transport: str, n: int, poll: float, work: Path) -> dict[str, Any]:
             broker.stop()
 
 
-def verify_cost(repeat: int = 200) -> dict[str, Any]:
-    from agent import command, ed25519
-
-    text = (ROOT / "tests/vectors/command/examples.txt").read_text().splitlines()
-    _, _, public, signed = next(x for x in text if x.startswith("disconnect ")).split()
-    pub, sig = bytes.fromhex(public), bytes.fromhex(signed)
-    out: dict[str, Any] = {}
-    t = time.perf_counter()
-    for _ in range(repeat):
-        command.verify(sig, [pub], "DC-0001")
-    out["cpython_cryptography_us"] = round((time.perf_counter() - t) / repeat * 1e6, 1)
-    body = sig[:-64]
-    t = time.perf_counter()
-    for _ in range(max(1, repeat // 20)):
-        command.parse_signed(sig)
-        assert ed25519.verify_python(pub, command.DOMAIN + body, sig[-64:])
-    out["cpython_pure_python_ms"] = round((time.perf_counter() - t) / max(1, repeat // 20)
-                                          * 1e3, 2)
-    node = shutil.which("node")
-    if node:
-        p = subprocess.run([node, "tests/mpy/runner.mjs", "bench/_mpy_command_verify.py"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-        ms = dict(re.findall(r"::(test_\w+) \((\d+) ms\)", p.stdout))
-        out["micropython_wasm_first_ms"] = int(ms.get("test_2_parse_and_verify", -1))
-        out["micropython_wasm_ms"] = int(ms.get("test_3_parse_and_verify_again", -1))
-    return out
+def verify_cost() -> Any:
+    """The agent's verify cost, as bench/command_verify.py measures it."""
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "command_verify.py")],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr[-500:]}
 
 
 def main() -> None:

@@ -4,10 +4,9 @@ and idle polls) and over a real Mosquitto (the push). An operator's
 disconnect travels HES → agent → meter, the simulated relay opens, the
 result comes back `executed` with `output_state: false`; reconnect closes it.
 
-The meters here are Modbus meters whose device profile maps the relay (what
-the agent's executor drives today). The DLMS class 70/20/71 scenarios
-(relay, activity calendar, limiter read back equal) and `time` on a drifted
-DLMS clock belong here too once the DLMS client and simulator carry them."""
+Modbus meters whose device profile maps the relay over HTTP, DLMS meters
+(class 70 disconnect control) over MQTT. The tariff calendar, limiter and
+`time` on DLMS meters through the same HES: tests/test_agent_command_real_hes.py."""
 
 from __future__ import annotations
 
@@ -44,13 +43,13 @@ def wait_for(what, fn, timeout=60.0, every=0.2):
         time.sleep(every)
 
 
-def run_scenario(tmp_path, transport: str, mqtt_url: str = "") -> None:
+def run_scenario(tmp_path, transport: str, mqtt_url: str = "", protocol: str = "modbus") -> None:
     key = os.urandom(32).hex()
     hes = HesProcess(tmp_path / "hes.db", "DC-TEST", key, mqtt=mqtt_url)
     operator = hes_cli(hes.db, "tokens", "add", "ops", "--role", "operator")
     verify_key = hes_cli(hes.db, "keys", "command-key")
     hes.start()
-    d = District([["modbus"] * 2], t0=T0, speed=600).start()
+    d = District([[protocol] * 2], t0=T0, speed=600).start()
     agent = None
     try:
         uplink = mqtt_url + "?client_id=agent-e2e" if mqtt_url else hes.url
@@ -108,10 +107,10 @@ def run_scenario(tmp_path, transport: str, mqtt_url: str = "") -> None:
 
 
 @pytest.mark.slow
-def test_disconnect_reconnect_over_http(tmp_path):
+def test_modbus_disconnect_reconnect_over_http(tmp_path):
     run_scenario(tmp_path, "http")
 
 
 @pytest.mark.slow
-def test_disconnect_reconnect_over_mqtt(tmp_path, broker):
-    run_scenario(tmp_path, "mqtt", broker.url)
+def test_dlms_disconnect_reconnect_over_mqtt(tmp_path, broker):
+    run_scenario(tmp_path, "mqtt", broker.url, protocol="dlms")
