@@ -43,3 +43,15 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return "sqlite:///%s" % (tmp_path / "hes.db")
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="module", params=STORES)
+def module_db_url(request, tmp_path_factory):
+    """A database URL for a whole module, once per store."""
+    if request.param == "sqlite":
+        yield "sqlite:///%s" % (tmp_path_factory.mktemp("store") / "hes.db")
+        return
+    pg = request.getfixturevalue("pg_cluster")
+    url = pg.create_database(template=request.getfixturevalue("pg_template"))
+    yield url
+    pg.drop_database(url.rsplit("/", 1)[1])

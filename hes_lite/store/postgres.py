@@ -3,7 +3,8 @@ one database.
 
 Owns the connections, transactions and the write path's SQL (keys, raw
 batches, replay windows, rejects); the decoded-batch merge is in
-``postgres_apply``, the reads in ``postgres_queries``, the DDL in
+``postgres_apply``, the reads in ``postgres_queries``, tokens and audit in
+``postgres_auth``, the command queue in ``postgres_commands``, the DDL in
 ``postgres_schema``. psycopg 3 (LGPL-3.0, used by import only).
 
 Durability: a transaction that an acknowledgement promises (raw batches,
@@ -42,6 +43,8 @@ from hes_lite.store import (
 )
 from hes_lite.store import postgres_schema as schema
 from hes_lite.store.postgres_apply import PostgresApply
+from hes_lite.store.postgres_auth import PostgresAuth
+from hes_lite.store.postgres_commands import PostgresCommands
 from hes_lite.store.postgres_copy import STAGING_DDL
 from hes_lite.store.postgres_queries import PostgresQueries
 
@@ -54,7 +57,7 @@ log = logging.getLogger("hes_lite.store.postgres")
 RETRIES = 8   # deadlocks between workers (PostgreSQL aborts one) are retried
 
 
-class PostgresStore(PostgresQueries, PostgresApply, Store):
+class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresCommands, Store):
     def __init__(self, url: str, durable: bool = True) -> None:
         if psycopg is None:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install "

@@ -51,9 +51,14 @@ class PostgresApply:
     _wlock: threading.RLock
     url: str
 
-    def _txn(self, sync: bool) -> Any: ...
-    def _retrying(self, body: Any, *args: Any) -> Any: ...
-    def ensure_months(self, months: set[int]) -> None: ...
+    def _txn(self, sync: bool) -> Any:
+        raise NotImplementedError
+
+    def _retrying(self, body: Any, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def ensure_months(self, months: set[int]) -> None:
+        raise NotImplementedError
 
     def apply(self, decoded: Sequence[DecodedBatch],
               bases: Mapping[str, int | None] | None = None) -> Applied:
@@ -124,23 +129,36 @@ class PostgresApply:
     def _meter_ids_for(self, c: Any, decoded: Sequence[DecodedBatch],
                        cids: dict[str, int]) -> None:
         """Give every new meter of these batches an id (in name order, so
-        workers adding the same meters cannot deadlock)."""
+        workers adding the same meters cannot deadlock), and file each meter
+        read under the concentrator that read it last (a meter moved to
+        another bus follows; commands go where it is now). The move is
+        decided by the database, not a cache: another worker may have moved
+        the meter meanwhile."""
         known = self._meter_ids
         new: dict[str, int] = {}
+        reader: dict[str, int] = {}
         for d in decoded:
+            cid = cids[d.device]
+            for r in d.rows:
+                reader[r[0]] = cid
             for name in [r[0] for r in d.rows] + [e[0] for e in d.events] + \
                     [r[0] for r in d.results]:
-                if name not in known and name not in new:
-                    new[name] = cids[d.device]
-        if not new:
-            return
-        names = sorted(new)
-        c.execute("INSERT INTO meters (meter, concentrator_id) SELECT * FROM "
-                  "unnest(%s::text[], %s::int[]) ON CONFLICT (meter) DO NOTHING",
-                  (names, [new[n] for n in names]))
-        for mid, name in c.execute("SELECT id, meter FROM meters WHERE meter = ANY(%s)",
-                                   (names,)):
-            known[name] = int(mid)
+                if name not in known:
+                    new.setdefault(name, cid)
+        if new:
+            names = sorted(new)
+            c.execute("INSERT INTO meters (meter, concentrator_id) SELECT * FROM "
+                      "unnest(%s::text[], %s::int[]) ON CONFLICT (meter) DO NOTHING",
+                      (names, [new[n] for n in names]))
+            for mid, name in c.execute("SELECT id, meter FROM meters WHERE meter = ANY(%s)",
+                                       (names,)):
+                known[name] = int(mid)
+        if reader:
+            ids = sorted((known[m], cid) for m, cid in reader.items())
+            c.execute("UPDATE meters m SET concentrator_id = u.c FROM unnest(%s::int[], "
+                      "%s::int[]) AS u(id, c) WHERE m.id = u.id "
+                      "AND m.concentrator_id IS DISTINCT FROM u.c",
+                      ([i for i, _ in ids], [cid for _, cid in ids]))
 
     def _obis_codes(self, c: Any, codes: set[str], units: dict[str, str]) -> None:
         missing = sorted(codes - set(self._obis_ids))

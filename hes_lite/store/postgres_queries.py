@@ -30,9 +30,14 @@ class PostgresQueries:
     _rlock: threading.RLock
     _wlock: threading.RLock
 
-    def _reader(self) -> Any: ...
-    def _writer(self) -> Any: ...
-    def _connect(self) -> Any: ...
+    def _reader(self) -> Any:
+        raise NotImplementedError
+
+    def _writer(self) -> Any:
+        raise NotImplementedError
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         import psycopg

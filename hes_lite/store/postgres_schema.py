@@ -30,6 +30,7 @@ from typing import Any
 
 LOCK_MIGRATE = 0x68657301   # pg_advisory_xact_lock keys of this schema ("hes\x01")
 LOCK_PARTITIONS = 0x68657302
+LOCK_COMMAND_KEY = 0x68657304
 
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema (the SQLite store's version 5, in PostgreSQL's types).
@@ -105,6 +106,60 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (name, shard))""",
         "INSERT INTO counters VALUES ('readings', 0, 0), ('reading_rows', 0, 0), "
         "('events', 0, 0)",
+    ],
+    # 1 -> 2: access control and signed commands (the SQLite store's 6 and 7):
+    # API tokens kept as SHA-256 digests (revoked ones stay), the append-only
+    # audit log, the HES's command keys, per-concentrator command counters,
+    # downlink nonces reserved, and the command queue.
+    [
+        """CREATE TABLE api_tokens (
+            name text PRIMARY KEY,
+            role text NOT NULL,
+            digest bytea NOT NULL UNIQUE,
+            created double precision NOT NULL,
+            revoked double precision)""",
+        """CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            ts double precision NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            target text NOT NULL DEFAULT '',
+            outcome text NOT NULL,
+            remote text NOT NULL DEFAULT '',
+            detail text NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX audit_ts ON audit (ts)",
+        """CREATE TABLE command_keys (
+            key_id bytea PRIMARY KEY,
+            public bytea NOT NULL,
+            private bytea NOT NULL,
+            created double precision NOT NULL,
+            revoked double precision)""",
+        """CREATE TABLE command_counters (
+            device text PRIMARY KEY,
+            last bigint NOT NULL)""",
+        """CREATE TABLE downlink_nonces (
+            device text PRIMARY KEY,
+            boot bigint NOT NULL,
+            next bigint NOT NULL)""",
+        """CREATE TABLE commands (
+            id text PRIMARY KEY,
+            device text NOT NULL,
+            counter bigint NOT NULL,
+            meter text,
+            op text NOT NULL,
+            args text NOT NULL,
+            state text NOT NULL,
+            reason text,
+            result text,
+            created double precision NOT NULL,
+            updated double precision NOT NULL,
+            expires double precision NOT NULL,
+            signed bytea NOT NULL,
+            actor text NOT NULL,
+            UNIQUE (device, counter))""",
+        "CREATE INDEX commands_meter ON commands (meter, created)",
+        "CREATE INDEX commands_open ON commands (state, device, counter) "
+        "WHERE state IN ('queued', 'delivered')",
     ],
 ]
 
