@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from hes_lite import HesError, export
 from hes_lite.audit import cli_actor
@@ -28,6 +28,7 @@ from hes_lite.store import fingerprint, open_store
 
 log = logging.getLogger("hes_lite.cli")
 INGEST_GROUP = 256  # batches per durable transaction in `hes-lite ingest`
+MQTT_GROUP = 32     # at most this many MQTT uploads that arrived together per transaction
 
 
 def _db(p: argparse.ArgumentParser) -> None:
@@ -175,18 +176,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from hes_lite.mqtt_receiver import MqttReceiver, _endpoint
 
         def handle(device: str, seq: int, payload: bytes) -> dict[str, object]:
-            ack = ingestor.submit(payload, device, seq).as_dict()
-            try:
-                dispatcher.redeliver(device)
-            except HesError as e:   # the batch is stored: its ack must go out anyway
-                log.warning("redelivery of commands to %s failed: %s", device, e)
-            return ack
+            (answer,) = handle_many([(device, seq, payload)])
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        def handle_many(items: Sequence[tuple[str, int, bytes]]
+                        ) -> list[dict[str, object] | Exception]:
+            """Uploads that arrived together: one durable transaction."""
+            out = ingestor.submit_many([(p, d, s) for d, s, p in items])
+            for device in sorted({r.device for r in out if not isinstance(r, Rejected)}):
+                try:
+                    dispatcher.redeliver(device)
+                except HesError as e:   # the batch is stored: its ack must go out anyway
+                    log.warning("redelivery of commands to %s failed: %s", device, e)
+            return [r if isinstance(r, Rejected) else r.as_dict() for r in out]
 
         group = _endpoint(args.mqtt)["group"] or "hes-lite"
         def result(device: str, counter: int, payload: bytes) -> dict[str, object]:
             return commands.submit_result(payload, device, counter)
 
-        receiver = MqttReceiver(args.mqtt, handle, shared_group=group, results=result)
+        receiver = MqttReceiver(args.mqtt, handle, shared_group=group, results=result,
+                                handle_many=handle_many, group=MQTT_GROUP)
         dispatcher = Dispatcher(commands, receiver)   # before start: handle uses it
         receiver.start(timeout=30)
     dispatcher.start()
