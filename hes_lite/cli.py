@@ -23,6 +23,8 @@ from hes_lite.cli_admin import add_parsers as add_admin_parsers
 from hes_lite.cli_admin import audit_file_option, auditor
 from hes_lite.cli_commands import add_parsers as add_command_parsers
 from hes_lite.cli_commands import cmd_command_key
+from hes_lite.cli_partitions import Upkeep
+from hes_lite.cli_partitions import add_parsers as add_partition_parsers
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import fingerprint, open_store
 
@@ -83,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also receive batches from an MQTT 5 broker: "
                         "mqtt(s)://[user:pass@]host[:port][?client_id=ID&group=NAME] "
                         "(shared subscription $share/NAME/wum/up/+/+, acks on wum/ack/DEVICE; "
-                        "a client_id makes the session persistent)")
+                        "a client_id makes the session persistent). Several workers: "
+                        "run one serve per worker with the same --db postgresql://... and "
+                        "?group=NAME, each with its own client_id")
+    s.add_argument("--retention-months", type=int, metavar="N",
+                   help="PostgreSQL: every hour, detach readings partitions older than the "
+                        "last N months (hes-lite partitions --keep-months N); the coming "
+                        "months' partitions are made ahead of need in any case")
     audit_file_option(s)
     s.set_defaults(func=cmd_serve)
 
@@ -145,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
     add_admin_parsers(sub, _db)
     add_command_parsers(sub, _db)
+    add_partition_parsers(sub, _db)
     return p
 
 
@@ -165,6 +174,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "use --tls-cert/--tls-key or a TLS reverse proxy", host)
     store = open_store(args.db)
     audit = auditor(args, store)
+    if args.retention_months is not None:
+        if args.retention_months < 1:
+            raise HesError("--retention-months must be at least 1")
+        store.partitions()   # refuses a store without partitions, before serving
+    upkeep = Upkeep(store, args.retention_months, audit).start()
     ingestor = Ingestor(store)
     commands = CommandService(store, CommandSigner(store, audit), audit)
     n = ingestor.recover()
@@ -206,6 +220,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     port=int(port), log_level="warning", ssl_certfile=args.tls_cert,
                     ssl_keyfile=args.tls_key)
     finally:
+        upkeep.stop()
         dispatcher.stop()
         if receiver is not None:
             receiver.stop()

@@ -179,3 +179,27 @@ def test_codec_state_compare_and_set(db_url):
                    DecodedBatch("c", 3, row(3), codec_state=b"s3")], {"c": 1})
     assert not out.conflicts and not out.pending and s.codec_state("c") == (3, b"s3")
     assert s.counts()["readings"] == 4
+
+
+def test_partitions_command_and_serve_retention_option(pg_url, tmp_path, capsys):
+    import json
+
+    from hes_lite.cli import main
+    s = open_store(pg_url)
+    s.store_raw([RawBatch("c", 1, b"x", 1.0, 0)])
+    s.apply([DecodedBatch("c", 1, [("m1", JUNE + 3600, (E,), [1])])])
+    now = schema.month_start(schema.month_of(int(__import__("time").time())))
+    capsys.readouterr()
+    assert main(["partitions", "--db", pg_url, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["detached"] == [] and "2026-06" in [p["month"] for p in listed["partitions"]]
+    assert main(["partitions", "--db", pg_url, "--keep-months", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "readings_y2026m06" in doc["detached"]
+    assert all(p["to"] > now for p in doc["partitions"])       # only this month and later
+    assert list(s.rows()) == []
+    assert [e.action for e in s.audit_log()] == ["partitions.detach"]
+    sqlite = "sqlite:///%s" % (tmp_path / "h.db")
+    assert main(["partitions", "--db", sqlite]) == 2           # PostgreSQL only, said so
+    assert "PostgreSQL only" in capsys.readouterr().err
+    assert main(["serve", "--db", sqlite, "--retention-months", "3"]) == 2

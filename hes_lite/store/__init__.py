@@ -327,6 +327,11 @@ class Store(CommandStore):
         raise StoreError("readings are not partitioned in this store (PostgreSQL only)",
                          url=self.url)
 
+    def prepare_partitions(self, now: float) -> None:
+        """Make the partitions of the coming months ahead of need (nothing to
+        do where readings are not partitioned)."""
+        return None
+
     def detach_partitions(self, before: int, drop: bool = False) -> list[str]:
         """Detach (or drop) the partitions that end at or before ``before``;
         their names."""

@@ -364,6 +364,10 @@ class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresComman
         this = schema.month_of(int(time.time() if now is None else now))
         self.ensure_months(set(range(this - 1, this + ahead + 1)))
 
+    def prepare_partitions(self, now: float) -> None:
+        self._months.clear()   # another worker or a DBA may have changed them
+        self.ensure_months_ahead(now)
+
     def detach_partitions(self, before: int, drop: bool = False) -> list[str]:
         with self._wlock:
             try:

@@ -249,19 +249,22 @@ def create_partitions(conn: Any, months: set[int]) -> list[str]:
 def detach_before(conn: Any, cutoff: int, drop: bool) -> list[str]:
     """Detach (concurrently: readers and writers go on) every partition that
     ends at or before ``cutoff``; rename it ``…_detached_<now>`` so the month
-    can be made again, or drop it. Returns the partitions' former names."""
+    can be made again, or drop it. Returns the partitions' former names.
+    Workers doing this at once take turns (the second finds nothing left)."""
     done: list[str] = []
-    for month, (name, _) in sorted(partitions(conn).items()):
-        if month_start(month + 1) > cutoff:
-            continue
-        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_PARTITIONS,))
-        try:
+    conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_PARTITIONS,))
+    try:
+        for month, (name, _) in sorted(partitions(conn).items()):
+            if month_start(month + 1) > cutoff:
+                continue
             conn.execute(f"ALTER TABLE readings DETACH PARTITION {name} CONCURRENTLY")
-        finally:
+            if drop:
+                conn.execute(f"DROP TABLE {name}")
+            else:
+                conn.execute(f"ALTER TABLE {name} RENAME TO "
+                             f"{name}_detached_{int(time.time()):d}")
+            done.append(name)
+    finally:
+        if not conn.broken:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_PARTITIONS,))
-        if drop:
-            conn.execute(f"DROP TABLE {name}")
-        else:
-            conn.execute(f"ALTER TABLE {name} RENAME TO {name}_detached_{int(time.time()):d}")
-        done.append(name)
     return done
