@@ -203,3 +203,25 @@ def test_partitions_command_and_serve_retention_option(pg_url, tmp_path, capsys)
     assert main(["partitions", "--db", sqlite]) == 2           # PostgreSQL only, said so
     assert "PostgreSQL only" in capsys.readouterr().err
     assert main(["serve", "--db", sqlite, "--retention-months", "3"]) == 2
+
+
+def test_a_database_owner_without_superuser_is_enough(pg_cluster):
+    """What the README asks a DBA for: a login role owning the database."""
+    from hes_lite.ingest import Ingestor
+    from hes_lite.wire import seal_batch
+    sql(pg_cluster.url(), "DROP ROLE IF EXISTS hes_app")
+    sql(pg_cluster.url(), "CREATE ROLE hes_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    sql(pg_cluster.url(), "CREATE DATABASE hes_owned OWNER hes_app")
+    url = pg_cluster.url("hes_owned").replace("postgres@", "hes_app@")
+    try:
+        s = open_store(url)
+        key = bytes(32)
+        s.add_key("c", 0, key, 0.0)
+        env = seal_batch(key, "c", 0, 1, 1, {"m": [(JUNE, {E: 5})]})
+        assert Ingestor(s).submit(env).status == "accepted"
+        assert list(s.rows()) == [("m", JUNE, {E: 5})]
+        assert s.detach_partitions(AUGUST) == ["readings_y2026m06", "readings_y2026m07"]
+        s.close()
+    finally:
+        pg_cluster.drop_database("hes_owned")
+        sql(pg_cluster.url(), "DROP ROLE hes_app")
