@@ -225,3 +225,27 @@ def test_a_database_owner_without_superuser_is_enough(pg_cluster):
     finally:
         pg_cluster.drop_database("hes_owned")
         sql(pg_cluster.url(), "DROP ROLE hes_app")
+
+
+def test_a_lost_connection_is_made_again(pg_url):
+    s = open_store(pg_url)
+    s.store_raw([RawBatch("c", 1, b"x", 1.0, 0)])
+    kill = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'hes-lite' AND pid <> pg_backend_pid()")
+    sql(pg_url, kill)
+    assert s.store_raw([RawBatch("c", 2, b"y", 1.0, 0)]) == [True]   # retried, reconnected
+    sql(pg_url, kill)
+    with pytest.raises(StoreError):   # not an idempotent write: one error, then all is well
+        s.revoke("c")
+    assert s.revoke("c") == 0
+    s.apply([DecodedBatch("c", 2, [("m", JUNE, (E,), [1])])])         # staging made again
+    assert s.stored_seqs("c", [1, 2]) == {1, 2} and len(list(s.rows())) == 1
+
+
+def test_a_month_another_worker_detached_is_made_again(pg_url):
+    a, b = open_store(pg_url), open_store(pg_url)
+    a.store_raw([RawBatch("c", n, b"x", 1.0, 0) for n in (1, 2)])
+    a.apply([DecodedBatch("c", 1, [("m", JUNE, (E,), [1])])])
+    assert "readings_y2026m06" in b.detach_partitions(AUGUST)
+    a.apply([DecodedBatch("c", 2, [("m", JUNE + 3600, (E,), [2])])])  # a thought june was there
+    assert list(a.rows()) == [("m", JUNE + 3600, {E: 2})]

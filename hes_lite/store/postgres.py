@@ -54,7 +54,9 @@ except ImportError:  # pragma: no cover - the postgresql extra is not installed
     psycopg = None  # type: ignore[assignment]
 
 log = logging.getLogger("hes_lite.store.postgres")
-RETRIES = 8   # deadlocks between workers (PostgreSQL aborts one) are retried
+# Deadlocks between workers (PostgreSQL aborts one) and a lost connection
+# (made again) are retried by the idempotent writes (raw batches, merges).
+RETRIES = 8
 
 
 class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresCommands, Store):
@@ -137,11 +139,16 @@ class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresComman
                     yield conn
             except psycopg.Error as e:
                 self._forget_ids()
-                if isinstance(e, (psycopg.errors.DeadlockDetected,
-                                  psycopg.errors.SerializationFailure)):
+                lost = isinstance(e, psycopg.OperationalError) and (conn.broken or conn.closed)
+                if lost or isinstance(e, (psycopg.errors.DeadlockDetected,
+                                          psycopg.errors.SerializationFailure)):
                     raise _Retry(f"write failed: {_first_line(e)}", url=self.url) from e
                 if isinstance(e, psycopg.errors.UniqueViolation):
                     raise _Duplicate(f"write failed: {_first_line(e)}", url=self.url) from None
+                if isinstance(e, psycopg.errors.CheckViolation) and "partition" in str(e):
+                    # another worker detached a month this one thought it had
+                    self._months.clear()
+                    raise _Retry(f"write failed: {_first_line(e)}", url=self.url) from None
                 raise StoreError(f"write failed: {_first_line(e)}", url=self.url) from None
             except BaseException:
                 self._forget_ids()
@@ -259,6 +266,13 @@ class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresComman
                  [b.key_epoch for b in batches], [b.payload for b in batches],
                  [b.received for b in batches])).fetchall()
             new = {(int(r[0]), int(r[1])) for r in rows}
+            if new:   # a running count, so health never counts the raw batches
+                per: dict[int, int] = {}
+                for cid, _ in new:
+                    per[cid] = per.get(cid, 0) + 1
+                c.execute("UPDATE concentrators k SET batches = k.batches + u.n FROM "
+                          "unnest(%s::int[], %s::int[]) AS u(id, n) WHERE k.id = u.id",
+                          (list(per), list(per.values())))
             out: list[bool] = []
             states: dict[tuple[int, int], bytes] = {}
             for b in batches:
@@ -380,7 +394,8 @@ class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresComman
 
 
 class _Retry(StoreError):
-    """A transaction PostgreSQL aborted to break a deadlock: run it again."""
+    """A transaction PostgreSQL aborted to break a deadlock, or whose
+    connection was lost: run it again (on a new connection)."""
 
 
 class _Duplicate(StoreError):

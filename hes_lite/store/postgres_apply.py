@@ -64,10 +64,14 @@ class PostgresApply:
               bases: Mapping[str, int | None] | None = None) -> Applied:
         if not decoded and not bases:
             return Applied()
-        stamps = {row[1] for d in decoded for row in d.rows}
-        self.ensure_months({schema.month_of(ts) for ts in stamps})
-        out: Applied = self._retrying(self._apply, decoded, bases)
+        months = {schema.month_of(ts) for ts in {row[1] for d in decoded for row in d.rows}}
+        out: Applied = self._retrying(self._apply_in, decoded, bases, months)
         return out
+
+    def _apply_in(self, decoded: Sequence[DecodedBatch],
+                  bases: Mapping[str, int | None] | None, months: set[int]) -> Applied:
+        self.ensure_months(months)   # again on a retry: the months may have been detached
+        return self._apply(decoded, bases)
 
     def _apply(self, decoded: Sequence[DecodedBatch],
                bases: Mapping[str, int | None] | None) -> Applied:

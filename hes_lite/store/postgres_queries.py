@@ -55,10 +55,10 @@ class PostgresQueries:
 
     def concentrators(self) -> list[ConcentratorInfo]:
         rows = self._read(
-            "SELECT c.device, c.first_seen, c.last_seen, c.last_seq, coalesce(b.n, 0), "
+            "SELECT c.device, c.first_seen, c.last_seen, c.last_seq, c.batches, "
             "coalesce(b.p, 0), coalesce(m.n, 0) FROM concentrators c "
-            "LEFT JOIN (SELECT concentrator_id, count(*) AS n, count(*) FILTER "
-            "(WHERE NOT decoded) AS p FROM raw_batches GROUP BY 1) b ON b.concentrator_id = c.id "
+            "LEFT JOIN (SELECT concentrator_id, count(*) AS p FROM raw_batches "
+            "WHERE NOT decoded GROUP BY 1) b ON b.concentrator_id = c.id "
             "LEFT JOIN (SELECT concentrator_id, count(*) AS n FROM meters GROUP BY 1) m "
             "ON m.concentrator_id = c.id ORDER BY c.device")
         return [ConcentratorInfo(r[0], r[1], r[2], None if r[3] is None else int(r[3]),
