@@ -129,3 +129,54 @@ def test_many_workers_race_with_redeliveries(db_url):
     assert not errors, errors[:3]
     settled(stores[0], devices, hours)
     assert sum(c.batches for c in stores[0].concentrators()) == len(devices) * hours
+
+
+def test_http_uploads_through_two_serve_workers(pg_url, tmp_path):
+    """Behind a load balancer: each upload of twenty concentrators' four
+    hours goes to either of two `hes-lite serve` processes, eight at a time.
+    Every ack is 200, and the database ends as if one HES had taken them."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.mqtt_broker import free_port
+    devices = [f"lb-{i:02d}" for i in range(20)]
+    store = open_store(pg_url)
+    store.add_keys([(d, 0, KEY) for d in devices], 0.0)
+    ports = [free_port(), free_port()]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    log = open(tmp_path / "serve.log", "w+")
+    procs = [subprocess.Popen([sys.executable, "-m", "hes_lite.cli", "serve", "--db", pg_url,
+                               "--http", f"127.0.0.1:{p}"], cwd=root, stdout=log,
+                              stderr=subprocess.STDOUT) for p in ports]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{p}/v1/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and all(x.poll() is None for x in procs)
+                    time.sleep(0.1)
+        rnd = random.Random(5)
+        uploads = [(d, h, env, rnd.choice(ports)) for d in devices
+                   for h, env in chain(d, 4).items()]
+        rnd.shuffle(uploads)
+
+        def put(u):
+            d, h, env, port = u
+            return httpx.put(f"http://127.0.0.1:{port}/v1/batches/{d}/{h}", content=env,
+                             timeout=60).status_code
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(put, uploads)) == {200}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(15)
+        log.close()
+    settled(store, devices, 4)

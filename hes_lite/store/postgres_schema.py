@@ -64,6 +64,8 @@ MIGRATIONS: list[list[str]] = [
             CONSTRAINT raw_batches_once UNIQUE (concentrator_id, seq))""",
         "CREATE INDEX raw_batches_pending ON raw_batches (concentrator_id, seq) "
         "WHERE NOT decoded",
+        # ciphertext does not compress: store it out of line without trying
+        "ALTER TABLE raw_batches ALTER COLUMN payload SET STORAGE EXTERNAL",
         """CREATE TABLE readings (
             meter_id integer NOT NULL,
             obis_id smallint NOT NULL,
