@@ -59,7 +59,8 @@ log = logging.getLogger("hes_lite.store.postgres")
 RETRIES = 8
 
 
-class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresCommands, Store):
+class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresCommands,
+                    schema.PostgresPartitions, Store):
     def __init__(self, url: str, durable: bool = True) -> None:
         if psycopg is None:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install "
@@ -353,45 +354,6 @@ class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresComman
                       "VALUES (%s, %s, 1, %s) ON CONFLICT (device, reason) DO UPDATE "
                       "SET count = r.count + 1, last_seen = excluded.last_seen",
                       (device, reason, now))
-
-    # -- partitions ----------------------------------------------------------------------
-    def ensure_months(self, months: set[int]) -> None:
-        """Make sure readings of these months have a partition (and the month
-        after the last one too, ahead of need)."""
-        missing = months - self._months
-        if not missing:
-            return
-        missing.add(max(missing) + 1)
-        with self._wlock:
-            try:
-                made = schema.create_partitions(self._writer(), missing)
-            except psycopg.Error as e:
-                raise StoreError(f"cannot create partitions: {_first_line(e)}",
-                                 url=self.url) from None
-            if made:
-                log.info("created readings partitions %s", ", ".join(made))
-            self._months |= missing
-
-    def ensure_months_ahead(self, now: float | None = None, ahead: int = 2) -> None:
-        """Partitions from last month to ``ahead`` months after this one."""
-        import time
-        this = schema.month_of(int(time.time() if now is None else now))
-        self.ensure_months(set(range(this - 1, this + ahead + 1)))
-
-    def prepare_partitions(self, now: float) -> None:
-        self._months.clear()   # another worker or a DBA may have changed them
-        self.ensure_months_ahead(now)
-
-    def detach_partitions(self, before: int, drop: bool = False) -> list[str]:
-        with self._wlock:
-            try:
-                done = schema.detach_before(self._writer(), before, drop)
-            except psycopg.Error as e:
-                raise StoreError(f"cannot detach partitions: {_first_line(e)}",
-                                 url=self.url) from None
-            self._months.clear()
-        return done
-
 
 class _Retry(StoreError):
     """A transaction PostgreSQL aborted to break a deadlock, or whose

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hes_lite.store import Applied, Cell, DecodedBatch, StoreError
 from hes_lite.store import postgres_schema as schema
@@ -51,14 +51,10 @@ class PostgresApply:
     _wlock: threading.RLock
     url: str
 
-    def _txn(self, sync: bool) -> Any:
-        raise NotImplementedError
-
-    def _retrying(self, body: Any, *args: Any) -> Any:
-        raise NotImplementedError
-
-    def ensure_months(self, months: set[int]) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:   # provided by PostgresStore
+        def _txn(self, sync: bool) -> Any: ...
+        def _retrying(self, body: Any, *args: Any) -> Any: ...
+        def ensure_months(self, months: set[int]) -> None: ...
 
     def apply(self, decoded: Sequence[DecodedBatch],
               bases: Mapping[str, int | None] | None = None) -> Applied:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hes_lite.store import AuditEntry, NameTaken, TokenRecord
 
@@ -18,11 +18,9 @@ from hes_lite.store import AuditEntry, NameTaken, TokenRecord
 class PostgresAuth:
     """Mixed into ``PostgresStore``, which provides ``_txn`` and ``_read``."""
 
-    def _txn(self, sync: bool) -> Any:
-        raise NotImplementedError
-
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+    if TYPE_CHECKING:   # provided by PostgresStore
+        def _txn(self, sync: bool) -> Any: ...
+        def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
 
     # -- tokens ------------------------------------------------------------------

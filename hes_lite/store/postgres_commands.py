@@ -15,7 +15,7 @@ Must not know the command byte format or how commands travel.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hes_lite.store import StoreError
 from hes_lite.store import postgres_schema as schema
@@ -30,11 +30,9 @@ _OPEN = "state IN ('queued', 'delivered')"
 class PostgresCommands:
     """Mixed into ``PostgresStore``, which provides ``_txn`` and ``_read``."""
 
-    def _txn(self, sync: bool) -> Any:
-        raise NotImplementedError
-
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+    if TYPE_CHECKING:   # provided by PostgresStore
+        def _txn(self, sync: bool) -> Any: ...
+        def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
 
     # -- the signing key ------------------------------------------------------

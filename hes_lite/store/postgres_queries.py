@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hes_lite.store import Cell, ConcentratorInfo, Event, StoreError
 from hes_lite.store import postgres_schema as schema
@@ -30,14 +30,10 @@ class PostgresQueries:
     _rlock: threading.RLock
     _wlock: threading.RLock
 
-    def _reader(self) -> Any:
-        raise NotImplementedError
-
-    def _writer(self) -> Any:
-        raise NotImplementedError
-
-    def _connect(self) -> Any:
-        raise NotImplementedError
+    if TYPE_CHECKING:   # provided by PostgresStore
+        def _reader(self) -> Any: ...
+        def _writer(self) -> Any: ...
+        def _connect(self) -> Any: ...
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         import psycopg

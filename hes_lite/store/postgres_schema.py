@@ -24,9 +24,15 @@ queue on one counter row. Must not know envelopes or codecs.
 from __future__ import annotations
 
 import calendar
+import logging
 import re
+import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hes_lite.store import StoreError
+
+log = logging.getLogger("hes_lite.store.postgres")
 
 LOCK_MIGRATE = 0x68657301   # pg_advisory_xact_lock keys of this schema ("hes\x01")
 LOCK_PARTITIONS = 0x68657302
@@ -271,3 +277,57 @@ def detach_before(conn: Any, cutoff: int, drop: bool) -> list[str]:
         if not conn.broken:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_PARTITIONS,))
     return done
+
+
+class PostgresPartitions:
+    """Mixed into ``PostgresStore`` (which provides the writer connection,
+    its lock and the month cache): the partitions' upkeep."""
+
+    url: str
+    _wlock: threading.RLock
+    _months: set[int]
+
+    if TYPE_CHECKING:   # provided by PostgresStore
+        def _writer(self) -> Any: ...
+
+    def ensure_months(self, months: set[int]) -> None:
+        """Make sure readings of these months have a partition (and the month
+        after the last one too, ahead of need)."""
+        missing = months - self._months
+        if not missing:
+            return
+        missing.add(max(missing) + 1)
+        with self._wlock:
+            try:
+                made = create_partitions(self._writer(), missing)
+            except _psycopg().Error as e:
+                raise StoreError(f"cannot create partitions: {str(e).strip().splitlines()[0]}",
+                                 url=self.url) from None
+            if made:
+                log.info("created readings partitions %s", ", ".join(made))
+            self._months |= missing
+
+    def ensure_months_ahead(self, now: float | None = None, ahead: int = 2) -> None:
+        """Partitions from last month to ``ahead`` months after this one."""
+        this = month_of(int(time.time() if now is None else now))
+        self.ensure_months(set(range(this - 1, this + ahead + 1)))
+
+    def prepare_partitions(self, now: float) -> None:
+        self._months.clear()   # another worker or a DBA may have changed them
+        self.ensure_months_ahead(now)
+
+    def detach_partitions(self, before: int, drop: bool = False) -> list[str]:
+        done: list[str]
+        with self._wlock:
+            try:
+                done = detach_before(self._writer(), before, drop)
+            except _psycopg().Error as e:
+                raise StoreError(f"cannot detach partitions: {str(e).strip().splitlines()[0]}",
+                                 url=self.url) from None
+            self._months.clear()
+        return done
+
+
+def _psycopg() -> Any:
+    import psycopg
+    return psycopg
