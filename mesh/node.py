@@ -84,64 +84,489 @@ An IO loop: after every ``receive``/``send_*`` and whenever ``now`` reaches
 ``next_deadline()``, call ``poll(now)`` and carry out its Transmits in order.
 """
 
-from mesh import MeshLocalError
+from mesh import MeshBusy, MeshLocalError, MeshProtocolError
+from mesh.actions import Delivered, MessageAcked, MessageFailed, PongReceived
+from mesh.address import AddressTable, check_identity
+from mesh.custody import CustodyQueue, Item
+from mesh.downward import DownwardRoutes
+from mesh.duty import DutyCycleBudget, ticks_add, ticks_diff
+from mesh.fragment import COMPLETE, CONFLICT, DUPLICATE, Reassembler, split
+from mesh.links import LinkSpec
+from mesh.nodestats import node_stats
+from mesh.packet import (
+    ACK,
+    ADVERT,
+    BROADCAST,
+    DATA,
+    DOWN,
+    HOP_LIMIT,
+    MAX_MESSAGE,
+    PING,
+    PONG,
+    TAG_LEN,
+    Header,
+    message_header,
+    parse_message,
+)
+from mesh.routing import INFINITE, NONE, Advert, RouteTable, unpack_adverts
+from mesh.secure import LinkSecurity
+from mesh.transmit import LinkState, Transmitter
+from mesh.trickle import Trickle, XorShift
 
 ROLES = ("node", "gateway", "auto")
 
 DEFAULTS = {
-    "max_retries": 8,                 # unacked attempts of one frame before it is given up
+    "max_retries": 8,                 # attempts of one frame before it is given up
     "backoff_ms": 500,                # first retry delay; doubles, plus jitter in [0, delay)
     "backoff_max_ms": 60000,
     "queue_bytes": 32768,             # custody queue for relayed fragments
     "own_bytes": 131072,              # our own messages waiting for their first hop
-    "reassembly_timeout_ms": 600000,  # a message's fragments must all arrive within
-    "dedup_ms": 1800000,              # remembered fragments / completed messages
+    "reassembly_bytes": 1 << 20,      # buffered fragments of incoming messages
+    "reassembly_timeout_ms": 600000,  # a message idle this long is dropped
+    "dedup_ms": 1800000,              # relayed fragments / completed messages remembered
     "message_ttl_ms": 3600000,        # our message given up ("expired") after this
     "trickle_imin_ms": None,          # default 2 s on UDP-only nodes, 30 s with LoRa
-    "trickle_doublings": 8,
+    "trickle_doublings": None,        # default 8 on UDP-only nodes (8.5 min), 7 with LoRa (64 min)
     "trickle_k": 2,
     "route_ttl_ms": 3 * 3600000,
+    "downward_ttl_ms": 6 * 3600000,
+    "housekeeping_ms": 30000,         # expiry sweeps run this often
+    "mtu": None,                      # fragment for this MTU (default: the smallest link's)
 }
+PRIORITIES = 4
+FRAME_OVERHEAD = 14 + TAG_LEN         # longest data header + tag
+COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adverts_out",
+            "retries", "ack_timeouts", "acks_stray", "acks_skipped", "busy_in", "busy_out",
+            "refused_in", "refused_out", "forwarded", "delivered", "duplicates", "hop_limit",
+            "no_route", "corrupt", "reassembly_timeouts", "reassembly_conflicts",
+            "duty_deferrals", "address_conflicts", "misaddressed", "messages_sent",
+            "messages_failed")
+REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
 
-class Node:
-    """See the module docstring. Early version: the API is final, the
-    implementation lands in the following commits."""
+class Neighbour:
+    __slots__ = ("link", "rssi", "snr", "last_heard", "confirmed", "frames")
+
+    def __init__(self, link, now_ms):
+        self.link = link
+        self.rssi = None
+        self.snr = None
+        self.last_heard = now_ms
+        self.confirmed = 0            # our epoch once it acked a frame of ours in it
+        self.frames = 0
+
+
+def _seed(identity):
+    s = 2166136261
+    for b in identity.encode():
+        s = ((s ^ b) * 16777619) & 0xFFFFFFFF
+    return s
+
+
+class Node(Transmitter):
+    """See the module docstring."""
 
     def __init__(self, identity, role, network_key, links, counter_store, rand=None,
                  members=None, now_ms=0, **options):
+        check_identity(identity)
         if role not in ROLES:
             raise MeshLocalError("unknown role", reason="role", role=role)
-        if len(network_key) != 32:
-            raise MeshLocalError("network key must be 32 bytes", reason="key")
-        self.identity = identity
-        self.role = role
-        self.options = dict(DEFAULTS)
+        if not links:
+            raise MeshLocalError("a node needs at least one link", reason="link")
+        self.opt = dict(DEFAULTS)
         for k in options:
             if k not in DEFAULTS:
                 raise MeshLocalError("unknown node option", reason="option", option=k)
-            self.options[k] = options[k]
+            self.opt[k] = options[k]
+        o = self.opt
+        self.identity = identity
+        self.role = role
+        self.rand = rand if rand is not None else XorShift(_seed(identity))
+        self.addresses = AddressTable(members or ())
+        self.address = self.addresses.address(identity)
+        self.addresses.learn(self.address, identity)
+        self.links = [LinkSpec.from_dict(d) if isinstance(d, dict) else d for d in links]
+        self.mtu = o["mtu"] or min(link.mtu for link in self.links)
+        self.frag_size = self.mtu - FRAME_OVERHEAD
+        if self.frag_size < 16:
+            raise MeshLocalError("MTU too small for mesh frames", reason="mtu", mtu=self.mtu)
+        lora = any(link.duty_cycled for link in self.links)
+        imin = o["trickle_imin_ms"] or (30000 if lora else 2000)
+        doublings = o["trickle_doublings"]
+        if doublings is None:
+            doublings = 7 if lora else 8
+        self.sec = LinkSecurity(network_key, self.address, counter_store)
+        self.duty = DutyCycleBudget()
+        self.routes = RouteTable(self.address, now_ms, gateway=(role == "gateway"),
+                                 route_ttl_ms=o["route_ttl_ms"],
+                                 neighbour_ttl_ms=o["route_ttl_ms"])
+        self.down = DownwardRoutes(ttl_ms=o["downward_ttl_ms"])
+        self.trickle = Trickle(imin, doublings, o["trickle_k"], now_ms, self.rand)
+        self.queue = CustodyQueue(o["queue_bytes"], o["own_bytes"])
+        self.reasm = Reassembler(o["reassembly_timeout_ms"], o["reassembly_bytes"],
+                                 o["dedup_ms"])
+        self.lstate = [LinkState(now_ms) for _ in self.links]
+        self.neigh = {}               # address -> Neighbour
+        self.events = []              # actions other than Transmit, for the next poll
+        self.own = {}                 # our message id -> [fragments not yet handed over, born]
+        self.pings = {}               # wire message id -> [our message id, sent tick, identity]
+        self.seen = {}                # relayed fragment key -> tick (duplicate suppression)
+        self.counters = {}
+        for k in COUNTERS:
+            self.counters[k] = 0
+        self.refused = {}
+        for k in REFUSALS:
+            self.refused[k] = 0
+        self.airtime_ms = 0
+        self.bytes_out = 0
+        self._mid = 0
+        self._msgid = self.rand(0, 256)   # a reboot does not restart ids at 0
+        self._retire = []
+        self._now = now_ms
+        self._dirty = True
+        self._house = ticks_add(now_ms, o["housekeeping_ms"])
 
+    def __repr__(self):
+        return "Node(%r, address=%03x, role=%s)" % (self.identity, self.address, self.role)
+
+    # -- input -------------------------------------------------------------
     def receive(self, link_no, frame, rssi=None, snr=None, now_ms=0):
-        raise NotImplementedError
+        if not 0 <= link_no < len(self.links):
+            raise MeshLocalError("no such link", reason="link", link=link_no)
+        self._now = now_ms
+        self._dirty = True
+        self.counters["frames_in"] += 1
+        try:
+            h, hlen = Header.from_bytes(frame)
+        except MeshProtocolError:
+            self.refused["malformed"] += 1
+            return None
+        if h.rx != self.address and h.rx != BROADCAST:
+            self.counters["overheard"] += 1
+            return None
+        tx = h.tx
+        peer = self.sec.peers.get(tx)
+        before = peer[0] if peer is not None else None
+        try:
+            h, payload = self.sec.open(frame, h, hlen)
+        except MeshProtocolError as e:
+            self._refuse(e.fields.get("reason", "malformed"))
+            return None
+        nr = self.neigh.get(tx)
+        if nr is None:
+            nr = self.neigh[tx] = Neighbour(link_no, now_ms)
+        elif before is not None and self.sec.peers[tx][0] != before:
+            nr.confirmed = 0          # it rebooted: it lost our epoch
+        nr.link = link_no
+        nr.rssi = rssi
+        nr.snr = snr
+        nr.last_heard = now_ms
+        nr.frames += 1
+        t = h.ptype
+        if t == ACK:
+            self._on_ack(h, now_ms)
+        elif t == ADVERT:
+            self._on_advert(h, payload, now_ms)
+        else:
+            self._on_data(h, payload, link_no, now_ms)
+        return tx
+
+    def _refuse(self, reason):
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def _on_advert(self, h, payload, now):
+        try:
+            n = payload[1] if len(payload) >= 2 and payload[0] == 0 else 0
+            ident = bytes(payload[2:2 + n]).decode()
+            if n < 1 or len(payload) < 2 + n:
+                raise MeshProtocolError("advert identity", reason="malformed")
+            rest = payload[2 + n:]
+            advs = unpack_adverts(rest) if rest else []
+        except (MeshProtocolError, UnicodeError):
+            self._refuse("malformed")
+            return
+        if not self.addresses.learn(h.tx, ident):
+            self._refuse("address_conflict")
+            return
+        r = self.routes
+        changed = False
+        r.heard(h.tx, now)
+        for adv in advs:
+            if r.hear(h.tx, adv, now):
+                changed = True
+        if not advs and r.best() is not None:
+            changed = True            # a neighbour without a route: tell it ours soon
+        if changed:
+            self.trickle.hear_inconsistent(now)
+        else:
+            self.trickle.hear_consistent()
+
+    def _ack(self, link_no, h, status):
+        self.lstate[link_no].acks.append((h.tx, h.counter, status))
+        if status == 1:
+            self.counters["busy_out"] += 1
+        elif status == 2:
+            self.counters["refused_out"] += 1
+
+    def _on_data(self, h, payload, link_no, now):
+        t = h.ptype
+        upward = not h.down
+        if (t == DATA and self.routes.gateway) or (t != DATA and h.dest == self.address):
+            if upward:
+                self.down.learn(h.origin, h.tx, now)
+            self._local(h, payload, link_no, now)
+            return
+        if h.hops == 0:
+            self._ack(link_no, h, 0)
+            self.counters["hop_limit"] += 1
+            return
+        key = (t << 32) | (h.origin << 20) | (h.msgid << 10) | h.index
+        if key in self.seen:
+            self._ack(link_no, h, 0)
+            self.counters["duplicates"] += 1
+            return
+        if len(payload) + FRAME_OVERHEAD > self.mtu:
+            self._ack(link_no, h, 2)
+            return
+        if not self.queue.fits_relay(len(payload)):
+            self._ack(link_no, h, 1)
+            return
+        item = Item(t, h.origin, h.dest, h.msgid, h.index, h.last, h.prio, h.down, payload,
+                    h.hops - 1, None, now)
+        nb = self.next_hop(item, now)
+        if nb is None or nb == h.tx:
+            self.counters["no_route"] += 1
+            self._ack(link_no, h, 2)
+            return
+        self.queue.push(item)
+        self.seen[key] = now
+        self._ack(link_no, h, 0)
+        if upward:
+            self.down.learn(h.origin, h.tx, now)
+
+    def _local(self, h, payload, link_no, now):
+        t = h.ptype
+        key = (t << 20) | (h.origin << 8) | h.msgid
+        try:
+            status, msg = self.reasm.add(key, h.index, h.last, payload, now)
+        except MeshBusy:
+            self._ack(link_no, h, 1)
+            return
+        self._ack(link_no, h, 0)
+        if status == DUPLICATE:
+            self.counters["duplicates"] += 1
+        elif status == CONFLICT:
+            self.counters["reassembly_conflicts"] += 1
+        if status != COMPLETE:
+            return
+        try:
+            origin_id, dest_id, data = parse_message(msg)
+        except MeshProtocolError:
+            self.reasm.forget_done(key)
+            self.counters["corrupt"] += 1
+            return
+        if not self.addresses.learn(h.origin, origin_id):
+            self.counters["address_conflicts"] += 1
+        if t != DATA and dest_id != self.identity:
+            self.counters["misaddressed"] += 1
+            return
+        self._arrived(t, h, origin_id, data, now)
+
+    def _arrived(self, t, h, origin_id, data, now):
+        if t == DATA or t == DOWN:
+            self.counters["delivered"] += 1
+            self.events.append(Delivered(origin_id, data, h.msgid, "up" if t == DATA else "down"))
+        elif t == PING:
+            try:
+                self._enqueue(PONG, h.origin, origin_id, bytes((h.msgid,)), 0, not h.down,
+                              now, None)
+            except MeshBusy:
+                self.counters["busy_out"] += 1
+        elif len(data) == 1:
+            p = self.pings.pop(data[0], None)
+            if p is not None:
+                self.events.append(PongReceived(p[2], ticks_diff(now, p[1]), p[0]))
+
+    # -- our own messages --------------------------------------------------
+    def _next_mid(self):
+        self._mid += 1
+        return self._mid
+
+    def _enqueue(self, ptype, dest, dest_id, payload, prio, down, now, mid):
+        if len(payload) > MAX_MESSAGE:
+            raise MeshLocalError("message too big", reason="too_big", size=len(payload))
+        msg = message_header(self.identity, dest_id, payload) + payload
+        chunks = split(msg, self.frag_size)
+        if mid is not None:
+            self.queue.reserve_own(len(msg))
+        elif not self.queue.fits_relay(len(msg)):
+            raise MeshBusy("custody queue full", reason="queue_full")
+        wire = self._msgid
+        self._msgid = (wire + 1) & 0xFF
+        last = len(chunks) - 1
+        for i in range(len(chunks)):
+            self.queue.push(Item(ptype, self.address, dest, wire, i, i == last, prio, down,
+                                 chunks[i], HOP_LIMIT, mid, now))
+        if mid is not None:
+            self.own[mid] = [len(chunks), now]
+            self.counters["messages_sent"] += 1
+        self._dirty = True
+        return wire
 
     def send_up(self, payload, priority, now_ms):
-        raise NotImplementedError
+        self._now = now_ms
+        if not 0 <= priority < PRIORITIES:
+            raise MeshLocalError("priority must be 0..3", reason="priority", priority=priority)
+        mid = self._next_mid()
+        if self.routes.gateway:
+            self.events.append(Delivered(self.identity, bytes(payload), 0, "up"))
+            self.events.append(MessageAcked(mid))
+            self.counters["delivered"] += 1
+            return mid
+        best = self.routes.best()               # 0: chosen when first sent
+        self._enqueue(DATA, best[0] if best is not None else 0, "", bytes(payload),
+                      priority, False, now_ms, mid)
+        return mid
 
     def send_down(self, dest, payload, now_ms, priority=0):
-        raise NotImplementedError
+        self._now = now_ms
+        if not self.routes.gateway:
+            raise MeshLocalError("only a gateway sends downlink", reason="not_gateway")
+        if not 0 <= priority < PRIORITIES:
+            raise MeshLocalError("priority must be 0..3", reason="priority", priority=priority)
+        addr = self.addresses.address(dest)
+        if addr == self.address:
+            raise MeshLocalError("downlink to myself", reason="no_route", node=dest)
+        if not self._alive(addr):
+            self.down.next_hop(addr, now_ms)          # MeshLocalError "no_route"
+        mid = self._next_mid()
+        self._enqueue(DOWN, addr, dest, bytes(payload), priority, True, now_ms, mid)
+        return mid
 
     def ping(self, dest, now_ms):
-        raise NotImplementedError
+        """Ping node ``dest`` (identity): a neighbour, a gateway we route
+        to, or (at a gateway) a node below; MeshLocalError "no_route"."""
+        self._now = now_ms
+        addr = self.addresses.address(dest)
+        r = self.routes
+        if addr == self.address:
+            raise MeshLocalError("ping to myself", reason="no_route", node=dest)
+        if addr in r.selected and not r.gateway:
+            down = False
+        elif self._alive(addr):
+            down = True
+        else:
+            self.down.next_hop(addr, now_ms)          # MeshLocalError "no_route"
+            down = True
+        mid = self._next_mid()
+        wire = self._enqueue(PING, addr, dest, b"", 0, down, now_ms, mid)
+        self.pings[wire] = [mid, now_ms, dest]
+        return mid
 
     def set_uplink(self, up, quality=255, load=0, now_ms=0):
-        raise NotImplementedError
+        self._now = now_ms
+        r = self.routes
+        want = self.role == "gateway" or (self.role == "auto" and bool(up))
+        moved = abs(quality - r.uplink) >= 16 or abs(load - r.load) >= 16
+        r.uplink = max(0, min(255, quality))
+        r.load = max(0, min(255, load))
+        if want != r.gateway:
+            r.gateway = want
+            r.seq = (r.seq + 1) & 0xFFFF
+            if not want:                            # retract ourselves as a gateway
+                self._retire.append(Advert(self.address, r.seq, 0, 255, INFINITE, 0, 255, NONE))
+            self.trickle.reset(now_ms)
+        elif want and moved:
+            r.seq = (r.seq + 1) & 0xFFFF
+            self.trickle.hear_inconsistent(now_ms)
+        self._dirty = True
 
+    # -- time --------------------------------------------------------------
     def poll(self, now_ms):
-        raise NotImplementedError
+        self._now = now_ms
+        self._dirty = False
+        out = []
+        if ticks_diff(now_ms, self._house) >= 0:
+            self._housekeeping(now_ms)
+            self._house = ticks_add(now_ms, self.opt["housekeeping_ms"])
+        self._check_timeouts(now_ms)
+        if self.trickle.on_tick(now_ms):
+            self._queue_advert(now_ms)
+        if self.routes.gateway and self.queue.items:
+            self._absorb(now_ms)
+        for i in range(len(self.links)):
+            self._service(i, now_ms, out)
+        if self.events:
+            out.extend(self.events)
+            self.events = []
+        return out
 
     def next_deadline(self):
-        raise NotImplementedError
+        now = self._now
+        if self._dirty or self.events:
+            return now
+        best = ticks_diff(self._house, now)
+        d = ticks_diff(self.trickle.next_event_ms(), now)
+        if d < best:
+            best = d
+        work = bool(self.queue.items)
+        for st in self.lstate:
+            for o in st.outstanding.values():
+                d = ticks_diff(o[2], now)
+                if d < best:
+                    best = d
+            if work or st.acks or st.advert is not None:
+                d = ticks_diff(st.free_at, now)
+                if st.wait_until is not None:
+                    d = max(d, ticks_diff(st.wait_until, now))
+                if 0 < d < best:
+                    best = d
+        for item in self.queue.items:
+            d = ticks_diff(item.due, now)
+            if 0 < d < best:
+                best = d
+        return ticks_add(now, max(best, 0))
+
+    def _housekeeping(self, now):
+        if self.routes.expire(now):
+            self.trickle.hear_inconsistent(now)
+        self.down.expire(now)
+        self.counters["reassembly_timeouts"] += self.reasm.expire(now)
+        keep = self.opt["dedup_ms"]
+        for k in [k for k, t in self.seen.items() if ticks_diff(now, t) >= keep]:
+            del self.seen[k]
+        ttl = self.opt["message_ttl_ms"]
+        for mid in [m for m, o in self.own.items() if ticks_diff(now, o[1]) >= ttl]:
+            del self.own[mid]
+            self.queue.drop_message(mid)
+            self.counters["messages_failed"] += 1
+            self.events.append(MessageFailed(mid, "expired"))
+        for w in [w for w, p in self.pings.items() if ticks_diff(now, p[1]) >= 600000]:
+            del self.pings[w]
+        gone = self.opt["route_ttl_ms"]
+        for nb in [n for n, nr in self.neigh.items() if ticks_diff(now, nr.last_heard) > gone]:
+            if not any(nb in st.outstanding for st in self.lstate):
+                del self.neigh[nb]
+
+    def _absorb(self, now):
+        """Became a gateway: uplink fragments in custody arrive here."""
+        for item in [i for i in self.queue.items if i.ptype == DATA]:
+            self.queue.remove(item)
+            key = (DATA << 20) | (item.origin << 8) | item.msgid
+            if item.mid is not None:
+                self._handed_over(item)
+            try:
+                status, msg = self.reasm.add(key, item.index, item.last, item.payload, now)
+            except MeshBusy:
+                continue
+            if status == COMPLETE:
+                try:
+                    origin_id, _, data = parse_message(msg)
+                except MeshProtocolError:
+                    self.counters["corrupt"] += 1
+                    continue
+                self.counters["delivered"] += 1
+                self.events.append(Delivered(origin_id, data, item.msgid, "up"))
 
     def stats(self, now_ms):
-        raise NotImplementedError
+        return node_stats(self, now_ms)

@@ -23,6 +23,11 @@ Cost via neighbour n to gateway g (integers, COST_SCALE = one perfect hop)::
     cost = etx(n) + advertised_cost(n, g) + HOP_PENALTY + budget_penalty(budget(n))
     gateway's own cost = (255 - uplink) + load
 
+A node keeps its parent toward a gateway while that route stays feasible and
+within SWITCH_HYSTERESIS (half a perfect hop) of the best one, so ETX noise
+does not flap routes (RPL's MRHOF keeps a parent-switch threshold likewise,
+RFC 6719 §3.3).
+
 Loop freedom (a Babel-style feasibility condition, RFC 8966 §3.5.1, the role
 RPL's rank plays in RFC 6550 §8.2): per gateway a node keeps its feasibility
 distance FD = (seq, smallest cost it has had at that seq). A neighbour's
@@ -55,7 +60,8 @@ COST_SCALE = const(128)
 MAX_LINK_COST = const(16 * 128)
 HOP_PENALTY = const(32)
 HOP_LIMIT = const(16)
-FAIL_LIMIT = const(3)
+FAIL_LIMIT = const(5)
+SWITCH_HYSTERESIS = const(64)
 _FMT = ">BHHBBHBBH"
 
 
@@ -221,6 +227,15 @@ class RouteTable:
             self.refused += 1
         return self._select_all() or changed
 
+    def heard(self, neighbour, now_ms):
+        """An authenticated advert from ``neighbour``, whatever it holds."""
+        if neighbour == self.address:
+            return
+        link = self.links.get(neighbour)
+        if link is None:
+            link = self.links[neighbour] = Link(now_ms)
+        link.on_heard(now_ms)
+
     def tx_result(self, neighbour, acked, now_ms):
         """A unicast to ``neighbour`` was acked or not; True if the parent
         changed (acks stopped: the backup takes over at once)."""
@@ -287,6 +302,13 @@ class RouteTable:
                     self._lose(gw)
                 continue
             cost, n, adv = cands[0]
+            cur = self.selected.get(gw)
+            if cur is not None and cur[0] != n:
+                for c in cands:               # hysteresis: no flapping on ETX noise
+                    if c[1] == cur[0]:
+                        if c[0] <= cost + SWITCH_HYSTERESIS:
+                            cost, n, adv = c
+                        break
             self.selected[gw] = (n, cost, adv)
             self.retract.pop(gw, None)
             fd = self.fd.get(gw)
@@ -333,6 +355,18 @@ class RouteTable:
                 if n != p and (best is None or cost < best[0]):
                     best = (cost, n)
         return None if best is None else best[1]
+
+    def alternative(self, avoid=None):
+        """(neighbour, gateway) of the cheapest feasible route through any
+        neighbour but ``avoid``, whatever the gateway; None if none."""
+        best = None
+        for gw in self.entries:
+            for cost, n, _ in self._candidates(gw):
+                if n != avoid:
+                    if best is None or (cost, gw) < (best[0], best[2]):
+                        best = (cost, n, gw)
+                    break
+        return None if best is None else (best[1], best[2])
 
     def next_hop(self, gw):
         """Neighbour to forward an uplink packet addressed to ``gw`` to: the

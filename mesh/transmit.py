@@ -1,0 +1,264 @@
+"""The sending half of ``mesh.node.Node``: per-link service (acks first,
+then adverts, then custody items by priority), next-hop choice, ack
+timeouts with retries and backoff, duty-cycle deferral.
+
+Owns when and to whom a frame goes. Must not know sockets or clocks (ticks
+in), nor payloads. A mixin of ``Node``: it uses the node's attributes
+(``links``, ``sec``, ``duty``, ``routes``, ``down``, ``queue``, ``neigh``,
+``counters`` ...) documented in ``mesh/node.py``. Portable (MicroPython).
+
+Per link, one frame at a time on LoRa (half duplex: the link is busy for the
+frame's time on air, and holds a single unacknowledged data frame); on UDP
+one unacknowledged data frame per neighbour. A LoRa frame is sent only if
+the sub-band's budget (``mesh.duty``) allows its time on air now; otherwise
+the link waits until ``next_allowed`` (it defers, it never exceeds).
+"""
+
+from mesh import MeshLocalError
+from mesh.actions import MessageAcked, MessageFailed, Transmit
+from mesh.duty import ticks_add, ticks_diff
+from mesh.packet import ACK, ADVERT, BROADCAST, DATA, DOWN, TAG_LEN, Header
+from mesh.routing import pack_adverts
+
+ACK_FRAME = 15          # long ACK header (11) + tag
+
+
+class LinkState:
+    __slots__ = ("free_at", "wait_until", "acks", "advert", "outstanding")
+
+    def __init__(self, now_ms):
+        self.free_at = now_ms         # busy on the air until this tick (LoRa)
+        self.wait_until = None        # duty-cycle deferral of the frame in hand
+        self.acks = []                # [(dest, counter, status)] to send first
+        self.advert = None            # payload of an advert to broadcast
+        self.outstanding = {}         # neighbour -> [item, counter, deadline]
+
+
+class Transmitter:
+    # -- per link ----------------------------------------------------------
+    def _service(self, i, now, out):
+        link = self.links[i]
+        st = self.lstate[i]
+        while ticks_diff(now, st.free_at) >= 0:
+            if st.wait_until is not None:
+                if ticks_diff(now, st.wait_until) < 0:
+                    return
+                st.wait_until = None
+            if st.acks:
+                dest, ctr, status = st.acks[0]
+                if not self._air(i, ACK_FRAME, now):
+                    st.acks.pop(0)                # an ack too late is useless
+                    self.counters["acks_skipped"] += 1
+                    continue
+                st.acks.pop(0)
+                h = Header(ACK, self.address, dest, acked=ctr, status=status)
+                self._emit(i, self.sec.seal(h, b"", True), dest, now, out)
+                self.counters["acks_out"] += 1
+                continue
+            if st.advert is not None:
+                payload = st.advert
+                if not self._air(i, 8 + len(payload) + TAG_LEN, now):
+                    continue
+                st.advert = None
+                h = Header(ADVERT, self.address, BROADCAST)
+                self._emit(i, self.sec.seal(h, payload, True), BROADCAST, now, out)
+                self.counters["adverts_out"] += 1
+                continue
+            pick = self._pick(i, now)
+            if pick is None:
+                return
+            item, nb = pick
+            nr = self.neigh[nb]
+            long = nr.confirmed != self.sec.epoch or item.attempts >= 2
+            size = (14 if long else 12) + len(item.payload) + TAG_LEN
+            if size > link.mtu:
+                self.queue.remove(item)
+                self._give_up(item, "too_big")
+                continue
+            if not self._air(i, size, now):
+                return
+            h = Header(item.ptype, self.address, nb, hops=item.hops, origin=item.origin,
+                       dest=item.dest, msgid=item.msgid, prio=item.prio, last=item.last,
+                       down=item.down, index=item.index)
+            frame = self.sec.seal(h, item.payload, long)
+            item.attempts += 1
+            if item.attempts > 1:
+                self.counters["retries"] += 1
+            st.outstanding[nb] = [item, h.counter,
+                                  ticks_add(now, self._tx_ms(i, len(frame)) + link.ack_timeout_ms)]
+            self._emit(i, frame, nb, now, out)
+            self.counters["data_out"] += 1
+
+    def _air(self, i, size, now):
+        """True if link ``i`` may put ``size`` bytes on the air now; else
+        set its duty deferral and return False."""
+        link = self.links[i]
+        if not link.duty_cycled:
+            return True
+        toa = link.toa_ms(size)
+        if self.duty.can_send(link.channel, toa, now):
+            return True
+        self.lstate[i].wait_until = self.duty.next_allowed(link.channel, toa, now)
+        self.counters["duty_deferrals"] += 1
+        return False
+
+    def _tx_ms(self, i, size):
+        link = self.links[i]
+        return link.toa_ms(size) if link.duty_cycled else 0
+
+    def _emit(self, i, frame, dest, now, out):
+        link = self.links[i]
+        toa = 0
+        if link.duty_cycled:
+            toa = link.toa_ms(len(frame))
+            self.duty.record(link.channel, toa, now)
+            self.lstate[i].free_at = ticks_add(now, toa)
+            self.airtime_ms += toa
+        out.append(Transmit(i, frame, dest, link.params(toa)))
+        self.counters["frames_out"] += 1
+        self.bytes_out += len(frame)
+
+    # -- choice ------------------------------------------------------------
+    def _pick(self, i, now):
+        st = self.lstate[i]
+        lora = self.links[i].duty_cycled
+        if lora and st.outstanding:
+            return None
+        for item in self.queue.items:
+            if ticks_diff(now, item.due) < 0:
+                continue
+            nb = self.next_hop(item, now)
+            if nb is None:
+                item.due = ticks_add(now, self.opt["backoff_ms"])
+                continue
+            nr = self.neigh.get(nb)
+            if nr is None or nr.link != i or nb in st.outstanding:
+                continue
+            return item, nb
+        return None
+
+    def next_hop(self, item, now):
+        """Neighbour to hand ``item`` to (may re-address an uplink item to
+        another gateway when its own is no longer reachable); None if none."""
+        avoid = item.avoid
+        item.avoid = None
+        if item.down or item.ptype == DOWN:
+            if self._alive(item.dest) and item.dest != avoid:
+                return item.dest
+            try:
+                nb = self.down.next_hop(item.dest, now)
+            except MeshLocalError:
+                return None
+            return nb if nb != avoid and nb in self.neigh else None
+        if item.ptype != DATA and self._alive(item.dest):
+            return item.dest                  # ping / pong to a neighbour
+        r = self.routes
+        if r.gateway:
+            return None
+        sel = r.selected.get(item.dest)
+        if sel is not None and sel[0] != avoid:
+            return sel[0] if sel[0] in self.neigh else None
+        if item.ptype != DATA and sel is None:
+            return None                       # pings keep their destination
+        alt = r.alternative(avoid)
+        if alt is None:
+            return None
+        nb, gw = alt
+        if item.ptype == DATA:
+            item.dest = gw
+        return nb if nb in self.neigh else None
+
+    def _alive(self, nb):
+        if nb not in self.neigh:
+            return False
+        link = self.routes.links.get(nb)
+        return link is None or not link.dead()
+
+    # -- outcomes ----------------------------------------------------------
+    def _check_timeouts(self, now):
+        for i in range(len(self.links)):
+            st = self.lstate[i]
+            if not st.outstanding:
+                continue
+            for nb in list(st.outstanding):
+                item, _, deadline = st.outstanding[nb]
+                if ticks_diff(now, deadline) < 0:
+                    continue
+                del st.outstanding[nb]
+                self.counters["ack_timeouts"] += 1
+                nr = self.neigh.get(nb)
+                if nr is not None:
+                    nr.confirmed = 0
+                if self.routes.tx_result(nb, False, now):
+                    self.trickle.hear_inconsistent(now)
+                link = self.routes.links.get(nb)
+                if link is not None and link.dead():
+                    self.down.forget_via(nb)
+                if item.attempts >= self.opt["max_retries"]:
+                    if self.queue.remove(item):
+                        self._give_up(item, "retries")
+                else:
+                    self.queue.retry_later(item, now, self.opt["backoff_ms"],
+                                           self.opt["backoff_max_ms"], self.rand)
+
+    def _on_ack(self, h, now):
+        tx = h.tx
+        for i in range(len(self.links)):
+            o = self.lstate[i].outstanding.get(tx)
+            if o is not None and o[1] == h.acked:
+                break
+        else:
+            self.counters["acks_stray"] += 1
+            return
+        del self.lstate[i].outstanding[tx]
+        item = o[0]
+        self.neigh[tx].confirmed = self.sec.epoch
+        if self.routes.tx_result(tx, True, now):
+            self.trickle.hear_inconsistent(now)
+        if h.status == 0:
+            if self.queue.remove(item):
+                self._handed_over(item)
+            return
+        item.avoid = tx
+        if h.status == 1:                     # busy: keep it, try later (or elsewhere)
+            item.busy += 1
+            self.counters["busy_in"] += 1
+            self.queue.retry_later(item, now, self.opt["backoff_ms"],
+                                   self.opt["backoff_max_ms"], self.rand, item.busy)
+        else:                                 # refused: try another neighbour now
+            self.counters["refused_in"] += 1
+            item.due = now
+
+    def _handed_over(self, item):
+        if item.mid is None:
+            self.counters["forwarded"] += 1
+            return
+        o = self.own.get(item.mid)
+        if o is None:
+            return
+        o[0] -= 1
+        if o[0] == 0:
+            del self.own[item.mid]
+            self.events.append(MessageAcked(item.mid))
+
+    def _give_up(self, item, reason):
+        if item.mid is None:
+            self.counters["dropped_" + reason] = self.counters.get("dropped_" + reason, 0) + 1
+            return
+        if item.mid in self.own:
+            del self.own[item.mid]
+            self.queue.drop_message(item.mid)
+            self.events.append(MessageFailed(item.mid, reason))
+
+    def _queue_advert(self, now):
+        budget = 255
+        for i in range(len(self.links)):
+            if self.links[i].duty_cycled:
+                budget = min(budget, self.duty.remaining_255(self.links[i].channel, now))
+        advs = self.routes.adverts(budget) + self._retire
+        self._retire = []
+        ident = self.identity.encode()
+        head = bytes((0, len(ident))) + ident
+        for i in range(len(self.links)):
+            room = (self.links[i].mtu - 8 - TAG_LEN - len(head)) // 13
+            self.lstate[i].advert = head + pack_adverts(advs[:max(room, 0)])
