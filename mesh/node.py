@@ -84,31 +84,25 @@ An IO loop: after every ``receive``/``send_*`` and whenever ``now`` reaches
 ``next_deadline()``, call ``poll(now)`` and carry out its Transmits in order.
 """
 
-from mesh import MeshBusy, MeshLocalError, MeshProtocolError
-from mesh.actions import Delivered, MessageAcked, MessageFailed, PongReceived
+from mesh import MeshBusy, MeshLocalError
+from mesh.actions import Delivered, MessageAcked, MessageFailed
 from mesh.address import AddressTable, check_identity
 from mesh.custody import CustodyQueue, Item
 from mesh.downward import DownwardRoutes
 from mesh.duty import DutyCycleBudget, ticks_add, ticks_diff
-from mesh.fragment import COMPLETE, CONFLICT, DUPLICATE, Reassembler, split
+from mesh.fragment import Reassembler, split
 from mesh.links import LinkSpec
 from mesh.nodestats import node_stats
 from mesh.packet import (
-    ACK,
-    ADVERT,
-    BROADCAST,
     DATA,
     DOWN,
     HOP_LIMIT,
     MAX_MESSAGE,
     PING,
-    PONG,
-    TAG_LEN,
-    Header,
     message_header,
-    parse_message,
 )
-from mesh.routing import INFINITE, NONE, Advert, RouteTable, unpack_adverts
+from mesh.receive import FRAME_OVERHEAD, Receiver
+from mesh.routing import INFINITE, NONE, Advert, RouteTable
 from mesh.secure import LinkSecurity
 from mesh.transmit import LinkState, Transmitter
 from mesh.trickle import Trickle, XorShift
@@ -134,7 +128,6 @@ DEFAULTS = {
     "mtu": None,                      # fragment for this MTU (default: the smallest link's)
 }
 PRIORITIES = 4
-FRAME_OVERHEAD = 14 + TAG_LEN         # longest data header + tag
 COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adverts_out",
             "retries", "ack_timeouts", "acks_stray", "acks_skipped", "busy_in", "busy_out",
             "refused_in", "refused_out", "forwarded", "delivered", "duplicates", "hop_limit",
@@ -144,18 +137,6 @@ COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adv
 REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
 
-class Neighbour:
-    __slots__ = ("link", "rssi", "snr", "last_heard", "confirmed", "frames")
-
-    def __init__(self, link, now_ms):
-        self.link = link
-        self.rssi = None
-        self.snr = None
-        self.last_heard = now_ms
-        self.confirmed = 0            # our epoch once it acked a frame of ours in it
-        self.frames = 0
-
-
 def _seed(identity):
     s = 2166136261
     for b in identity.encode():
@@ -163,7 +144,7 @@ def _seed(identity):
     return s
 
 
-class Node(Transmitter):
+class Node(Receiver, Transmitter):
     """See the module docstring."""
 
     def __init__(self, identity, role, network_key, links, counter_store, rand=None,
@@ -228,164 +209,6 @@ class Node(Transmitter):
 
     def __repr__(self):
         return "Node(%r, address=%03x, role=%s)" % (self.identity, self.address, self.role)
-
-    # -- input -------------------------------------------------------------
-    def receive(self, link_no, frame, rssi=None, snr=None, now_ms=0):
-        if not 0 <= link_no < len(self.links):
-            raise MeshLocalError("no such link", reason="link", link=link_no)
-        self._now = now_ms
-        self._dirty = True
-        self.counters["frames_in"] += 1
-        try:
-            h, hlen = Header.from_bytes(frame)
-        except MeshProtocolError:
-            self.refused["malformed"] += 1
-            return None
-        if h.rx != self.address and h.rx != BROADCAST:
-            self.counters["overheard"] += 1
-            return None
-        tx = h.tx
-        peer = self.sec.peers.get(tx)
-        before = peer[0] if peer is not None else None
-        try:
-            h, payload = self.sec.open(frame, h, hlen)
-        except MeshProtocolError as e:
-            self._refuse(e.fields.get("reason", "malformed"))
-            return None
-        nr = self.neigh.get(tx)
-        if nr is None:
-            nr = self.neigh[tx] = Neighbour(link_no, now_ms)
-        elif before is not None and self.sec.peers[tx][0] != before:
-            nr.confirmed = 0          # it rebooted: it lost our epoch
-        nr.link = link_no
-        nr.rssi = rssi
-        nr.snr = snr
-        nr.last_heard = now_ms
-        nr.frames += 1
-        t = h.ptype
-        if t == ACK:
-            self._on_ack(h, now_ms)
-        elif t == ADVERT:
-            self._on_advert(h, payload, now_ms)
-        else:
-            self._on_data(h, payload, link_no, now_ms)
-        return tx
-
-    def _refuse(self, reason):
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-
-    def _on_advert(self, h, payload, now):
-        try:
-            n = payload[1] if len(payload) >= 2 and payload[0] == 0 else 0
-            ident = bytes(payload[2:2 + n]).decode()
-            if n < 1 or len(payload) < 2 + n:
-                raise MeshProtocolError("advert identity", reason="malformed")
-            rest = payload[2 + n:]
-            advs = unpack_adverts(rest) if rest else []
-        except (MeshProtocolError, UnicodeError):
-            self._refuse("malformed")
-            return
-        if not self.addresses.learn(h.tx, ident):
-            self._refuse("address_conflict")
-            return
-        r = self.routes
-        changed = False
-        r.heard(h.tx, now)
-        for adv in advs:
-            if r.hear(h.tx, adv, now):
-                changed = True
-        if not advs and r.best() is not None:
-            changed = True            # a neighbour without a route: tell it ours soon
-        if changed:
-            self.trickle.hear_inconsistent(now)
-        else:
-            self.trickle.hear_consistent()
-
-    def _ack(self, link_no, h, status):
-        self.lstate[link_no].acks.append((h.tx, h.counter, status))
-        if status == 1:
-            self.counters["busy_out"] += 1
-        elif status == 2:
-            self.counters["refused_out"] += 1
-
-    def _on_data(self, h, payload, link_no, now):
-        t = h.ptype
-        upward = not h.down
-        if (t == DATA and self.routes.gateway) or (t != DATA and h.dest == self.address):
-            if upward:
-                self.down.learn(h.origin, h.tx, now)
-            self._local(h, payload, link_no, now)
-            return
-        if h.hops == 0:
-            self._ack(link_no, h, 0)
-            self.counters["hop_limit"] += 1
-            return
-        key = (t << 32) | (h.origin << 20) | (h.msgid << 10) | h.index
-        if key in self.seen:
-            self._ack(link_no, h, 0)
-            self.counters["duplicates"] += 1
-            return
-        if len(payload) + FRAME_OVERHEAD > self.mtu:
-            self._ack(link_no, h, 2)
-            return
-        if not self.queue.fits_relay(len(payload)):
-            self._ack(link_no, h, 1)
-            return
-        item = Item(t, h.origin, h.dest, h.msgid, h.index, h.last, h.prio, h.down, payload,
-                    h.hops - 1, None, now)
-        nb = self.next_hop(item, now)
-        if nb is None or nb == h.tx:
-            self.counters["no_route"] += 1
-            self._ack(link_no, h, 2)
-            return
-        self.queue.push(item)
-        self.seen[key] = now
-        self._ack(link_no, h, 0)
-        if upward:
-            self.down.learn(h.origin, h.tx, now)
-
-    def _local(self, h, payload, link_no, now):
-        t = h.ptype
-        key = (t << 20) | (h.origin << 8) | h.msgid
-        try:
-            status, msg = self.reasm.add(key, h.index, h.last, payload, now)
-        except MeshBusy:
-            self._ack(link_no, h, 1)
-            return
-        self._ack(link_no, h, 0)
-        if status == DUPLICATE:
-            self.counters["duplicates"] += 1
-        elif status == CONFLICT:
-            self.counters["reassembly_conflicts"] += 1
-        if status != COMPLETE:
-            return
-        try:
-            origin_id, dest_id, data = parse_message(msg)
-        except MeshProtocolError:
-            self.reasm.forget_done(key)
-            self.counters["corrupt"] += 1
-            return
-        if not self.addresses.learn(h.origin, origin_id):
-            self.counters["address_conflicts"] += 1
-        if t != DATA and dest_id != self.identity:
-            self.counters["misaddressed"] += 1
-            return
-        self._arrived(t, h, origin_id, data, now)
-
-    def _arrived(self, t, h, origin_id, data, now):
-        if t == DATA or t == DOWN:
-            self.counters["delivered"] += 1
-            self.events.append(Delivered(origin_id, data, h.msgid, "up" if t == DATA else "down"))
-        elif t == PING:
-            try:
-                self._enqueue(PONG, h.origin, origin_id, bytes((h.msgid,)), 0, not h.down,
-                              now, None)
-            except MeshBusy:
-                self.counters["busy_out"] += 1
-        elif len(data) == 1:
-            p = self.pings.pop(data[0], None)
-            if p is not None:
-                self.events.append(PongReceived(p[2], ticks_diff(now, p[1]), p[0]))
 
     # -- our own messages --------------------------------------------------
     def _next_mid(self):
@@ -501,32 +324,6 @@ class Node(Transmitter):
             self.events = []
         return out
 
-    def next_deadline(self):
-        now = self._now
-        if self._dirty or self.events:
-            return now
-        best = ticks_diff(self._house, now)
-        d = ticks_diff(self.trickle.next_event_ms(), now)
-        if d < best:
-            best = d
-        work = bool(self.queue.items)
-        for st in self.lstate:
-            for o in st.outstanding.values():
-                d = ticks_diff(o[2], now)
-                if d < best:
-                    best = d
-            if work or st.acks or st.advert is not None:
-                d = ticks_diff(st.free_at, now)
-                if st.wait_until is not None:
-                    d = max(d, ticks_diff(st.wait_until, now))
-                if 0 < d < best:
-                    best = d
-        for item in self.queue.items:
-            d = ticks_diff(item.due, now)
-            if 0 < d < best:
-                best = d
-        return ticks_add(now, max(best, 0))
-
     def _housekeeping(self, now):
         if self.routes.expire(now):
             self.trickle.hear_inconsistent(now)
@@ -547,26 +344,6 @@ class Node(Transmitter):
         for nb in [n for n, nr in self.neigh.items() if ticks_diff(now, nr.last_heard) > gone]:
             if not any(nb in st.outstanding for st in self.lstate):
                 del self.neigh[nb]
-
-    def _absorb(self, now):
-        """Became a gateway: uplink fragments in custody arrive here."""
-        for item in [i for i in self.queue.items if i.ptype == DATA]:
-            self.queue.remove(item)
-            key = (DATA << 20) | (item.origin << 8) | item.msgid
-            if item.mid is not None:
-                self._handed_over(item)
-            try:
-                status, msg = self.reasm.add(key, item.index, item.last, item.payload, now)
-            except MeshBusy:
-                continue
-            if status == COMPLETE:
-                try:
-                    origin_id, _, data = parse_message(msg)
-                except MeshProtocolError:
-                    self.counters["corrupt"] += 1
-                    continue
-                self.counters["delivered"] += 1
-                self.events.append(Delivered(origin_id, data, item.msgid, "up"))
 
     def stats(self, now_ms):
         return node_stats(self, now_ms)

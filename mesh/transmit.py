@@ -118,6 +118,32 @@ class Transmitter:
         self.counters["frames_out"] += 1
         self.bytes_out += len(frame)
 
+    def next_deadline(self):
+        now = self._now
+        if self._dirty or self.events:
+            return now
+        best = ticks_diff(self._house, now)
+        d = ticks_diff(self.trickle.next_event_ms(), now)
+        if d < best:
+            best = d
+        work = bool(self.queue.items)
+        for st in self.lstate:
+            for o in st.outstanding.values():
+                d = ticks_diff(o[2], now)
+                if d < best:
+                    best = d
+            if work or st.acks or st.advert is not None:
+                d = ticks_diff(st.free_at, now)
+                if st.wait_until is not None:
+                    d = max(d, ticks_diff(st.wait_until, now))
+                if 0 < d < best:
+                    best = d
+        for item in self.queue.items:
+            d = ticks_diff(item.due, now)
+            if 0 < d < best:
+                best = d
+        return ticks_add(now, max(best, 0))
+
     # -- choice ------------------------------------------------------------
     def _pick(self, i, now):
         st = self.lstate[i]
