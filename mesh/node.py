@@ -124,7 +124,7 @@ DEFAULTS = {
     "trickle_k": 2,
     "route_ttl_ms": 3 * 3600000,
     "downward_ttl_ms": 6 * 3600000,
-    "housekeeping_ms": 30000,         # expiry sweeps run this often
+    "housekeeping_ms": 60000,         # expiry sweeps run this often
     "mtu": None,                      # fragment for this MTU (default: the smallest link's)
 }
 PRIORITIES = 4

@@ -109,11 +109,8 @@ class Receiver:
             self._refuse("address_conflict")
             return
         r = self.routes
-        changed = False
         r.heard(h.tx, now)
-        for adv in advs:
-            if r.hear(h.tx, adv, now):
-                changed = True
+        changed = r.hear_frame(h.tx, advs, now) if advs else False
         if not advs and r.best() is not None:
             changed = True            # a neighbour without a route: tell it ours soon
         if changed:

@@ -62,6 +62,7 @@ HOP_PENALTY = const(32)
 HOP_LIMIT = const(16)
 FAIL_LIMIT = const(5)
 SWITCH_HYSTERESIS = const(64)
+RESELECT_DELTA = const(8)
 _FMT = ">BHHBBHBBH"
 
 
@@ -138,6 +139,7 @@ class Link:
 
     def __init__(self, now_ms, prr=192):
         self.prr = prr
+        self.mark = self.cost()       # cost when routes were last chosen with it
         self.heard = 0
         self.last_heard = now_ms
         self.sent = 0
@@ -199,9 +201,21 @@ class RouteTable:
         self.refused = 0              # adverts refused as infeasible or looping
 
     # -- input -------------------------------------------------------------
-    def hear(self, neighbour, advert, now_ms):
+    def hear_frame(self, neighbour, adverts, now_ms):
+        """Every advert of one frame from ``neighbour``, routes chosen once;
+        True if inconsistent (as ``hear``)."""
+        changed = False
+        for a in adverts:
+            if self.hear(neighbour, a, now_ms, False):
+                changed = True
+        if self._select_all():
+            changed = True
+        return changed
+
+    def hear(self, neighbour, advert, now_ms, select=True):
         """An advert heard from ``neighbour``; True if it is inconsistent
-        (a route changed, or a REQ must be answered): reset the trickle."""
+        (a route changed, or a REQ must be answered): reset the trickle.
+        ``select`` False leaves choosing routes to the caller."""
         if neighbour == self.address:
             return False
         link = self.links.get(neighbour)
@@ -225,6 +239,8 @@ class RouteTable:
         self.entries.setdefault(gw, {})[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
+        if not select:
+            return changed
         return self._select_all() or changed
 
     def heard(self, neighbour, now_ms):
@@ -242,22 +258,30 @@ class RouteTable:
         link = self.links.get(neighbour)
         if link is None:
             return False
+        was = link.dead()
         link.on_tx(acked, now_ms)
+        c = link.cost()
+        if link.dead() == was and -RESELECT_DELTA < c - link.mark < RESELECT_DELTA:
+            return False                  # costs barely moved: the choice stands
+        link.mark = c
         return self._select_all()
 
     def expire(self, now_ms):
         """Forget stale neighbours and entries; True if a route changed."""
+        gone = False
         for n in list(self.links):
             if ticks_diff(now_ms, self.links[n].last_heard) > self.neighbour_ttl_ms:
                 del self.links[n]
+                gone = True
         for gw in list(self.entries):
             per = self.entries[gw]
             for n in list(per):
                 if n not in self.links or ticks_diff(now_ms, per[n][1]) > self.route_ttl_ms:
                     del per[n]
+                    gone = True
             if not per:
                 del self.entries[gw]
-        return self._select_all()
+        return self._select_all() if gone else False
 
     # -- choice ------------------------------------------------------------
     def via_cost(self, neighbour, advert):
@@ -356,9 +380,14 @@ class RouteTable:
                     best = (cost, n)
         return None if best is None else best[1]
 
-    def alternative(self, avoid=None):
+    def alternative(self, avoid=None, prefer=None):
         """(neighbour, gateway) of the cheapest feasible route through any
-        neighbour but ``avoid``, whatever the gateway; None if none."""
+        neighbour but ``avoid``: toward gateway ``prefer`` if it has one
+        (so a message's fragments stay together), else any; None if none."""
+        if prefer is not None:
+            for _cost, n, _ in self._candidates(prefer):
+                if n != avoid:
+                    return (n, prefer)
         best = None
         for gw in self.entries:
             for cost, n, _ in self._candidates(gw):

@@ -186,7 +186,7 @@ class Transmitter:
             return sel[0] if sel[0] in self.neigh else None
         if item.ptype != DATA and sel is None:
             return None                       # pings keep their destination
-        alt = r.alternative(avoid)
+        alt = r.alternative(avoid, item.dest)
         if alt is None:
             return None
         nb, gw = alt
@@ -245,13 +245,13 @@ class Transmitter:
             if self.queue.remove(item):
                 self._handed_over(item)
             return
-        item.avoid = tx
-        if h.status == 1:                     # busy: keep it, try later (or elsewhere)
+        if h.status == 1:                     # busy: keep it, same way, later
             item.busy += 1
             self.counters["busy_in"] += 1
             self.queue.retry_later(item, now, self.opt["backoff_ms"],
                                    self.opt["backoff_max_ms"], self.rand, item.busy)
         else:                                 # refused: try another neighbour now
+            item.avoid = tx
             self.counters["refused_in"] += 1
             item.due = now
 

@@ -50,6 +50,8 @@ class Net:
                              rand=XorShift(self.rand(1, 1 << 30)), members=self.members(),
                              now_ms=self.now, **self.options)
         self.up[n] = True
+        if hasattr(self, "due"):
+            self.due[n] = self.now
 
     def members(self):
         return sorted(self.stores)
@@ -87,28 +89,40 @@ class Net:
     def poll_all(self):
         for n in self.names:
             if self.up[n]:
-                self._carry(n, self.nodes[n].poll(self.now))
+                self._poll(n)
+
+    def _poll(self, n):
+        node = self.nodes[n]
+        self._carry(n, node.poll(self.now))
+        self.due[n] = node.next_deadline()
 
     def run(self, until_ms):
         """Advance the clock to ``until_ms``, delivering frames and polling
-        each node at its deadline."""
+        each node after it received and at its deadline."""
+        if not hasattr(self, "due"):
+            self.due = {}
+        for n in self.names:
+            if self.up[n]:
+                self._poll(n)
         while True:
             t = until_ms
             if self.queue and self.queue[0][0] < t:
                 t = self.queue[0][0]
             for n in self.names:
-                if self.up[n]:
-                    d = self.nodes[n].next_deadline()
-                    if d is not None and d < t:
-                        t = d
-            if t > until_ms:
-                t = until_ms
+                d = self.due.get(n)
+                if self.up[n] and d is not None and d < t:
+                    t = d
             self.now = max(self.now, t)
+            touched = []
             while self.queue and self.queue[0][0] <= self.now:
                 _, _, m, frame = self.queue.pop(0)
                 if self.up[m]:
                     self.nodes[m].receive(0, frame, -90.0, 5.0, self.now)
-            self.poll_all()
+                    touched.append(m)
+            for n in self.names:
+                d = self.due.get(n)
+                if self.up[n] and (n in touched or (d is not None and d <= self.now)):
+                    self._poll(n)
             if self.now >= until_ms and not (self.queue and self.queue[0][0] <= until_ms):
                 return
 
