@@ -4,9 +4,9 @@ SF choice by SNR margin."""
 
 from mesh import MeshLocalError
 from mesh.airtime import (
-    low_data_rate,
     lora_toa_ms,
     lora_toa_us,
+    low_data_rate,
     max_payload,
     pick_sf,
     sensitivity_dbm,

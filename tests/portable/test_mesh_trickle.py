@@ -23,7 +23,7 @@ def test_intervals_double_to_imax():
     assert t.interval == 8000
     assert 500 <= sends[0] < 1000
     assert 1000 + 1000 <= sends[1] < 3000
-    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    gaps = [sends[i + 1] - sends[i] for i in range(len(sends) - 1)]
     assert max(gaps) < 16000
     assert len(sends) >= 6
 
