@@ -17,7 +17,8 @@ table, or what a simulator builds)::
 or 1..4. ``mtu`` defaults to 1200 on UDP (below any IPv4/IPv6 path MTU
 with headroom) and to the EU868 guide for the SF on LoRa (222 at SF7-8,
 115 at SF9, 51 above). On LoRa the default ack timeout covers the frame's
-own time on air, the longest ack's, and a 100 ms turnaround.
+own time on air, the receiver finishing a frame of its own (half duplex),
+the longest ack's time on air and a 100 ms turnaround.
 """
 
 from mesh import MeshLocalError
@@ -63,7 +64,7 @@ class LinkSpec:
             raise MeshLocalError("link MTU out of range", reason="link", mtu=self.mtu)
         if ack_timeout_ms is None:
             if kind == "lora":
-                ack_timeout_ms = (self.toa_ms(self.mtu) + self.toa_ms(ACK_FRAME_LEN)
+                ack_timeout_ms = (2 * self.toa_ms(self.mtu) + self.toa_ms(ACK_FRAME_LEN)
                                   + TURNAROUND_MS)
             else:
                 ack_timeout_ms = UDP_ACK_TIMEOUT_MS

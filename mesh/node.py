@@ -116,7 +116,7 @@ DEFAULTS = {
     "queue_bytes": 32768,             # custody queue for relayed fragments
     "own_bytes": 131072,              # our own messages waiting for their first hop
     "reassembly_bytes": 1 << 20,      # buffered fragments of incoming messages
-    "reassembly_timeout_ms": 600000,  # a message idle this long is dropped
+    "reassembly_timeout_ms": 3600000,  # a message idle this long is dropped
     "dedup_ms": 1800000,              # relayed fragments / completed messages remembered
     "message_ttl_ms": 3600000,        # our message given up ("expired") after this
     "trickle_imin_ms": None,          # default 2 s on UDP-only nodes, 30 s with LoRa
@@ -126,13 +126,16 @@ DEFAULTS = {
     "downward_ttl_ms": 6 * 3600000,
     "housekeeping_ms": 60000,         # expiry sweeps run this often
     "mtu": None,                      # fragment for this MTU (default: the smallest link's)
+    "reroute_hold_ms": None,          # wait before re-addressing uplink to another gateway
+                                      # (default 5 trickle Imin: 10 s UDP, 150 s LoRa)
 }
 PRIORITIES = 4
 COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adverts_out",
-            "retries", "ack_timeouts", "acks_stray", "acks_skipped", "busy_in", "busy_out",
+            "retries", "ack_timeouts", "acks_stray", "acks_skipped", "adverts_skipped",
+            "busy_in", "busy_out",
             "refused_in", "refused_out", "forwarded", "delivered", "duplicates", "hop_limit",
             "no_route", "corrupt", "reassembly_timeouts", "reassembly_conflicts",
-            "duty_deferrals", "address_conflicts", "misaddressed", "messages_sent",
+            "duty_deferrals", "rerouted", "resent", "address_conflicts", "misaddressed", "messages_sent",
             "messages_failed")
 REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
@@ -183,13 +186,16 @@ class Node(Receiver, Transmitter):
                                  neighbour_ttl_ms=o["route_ttl_ms"])
         self.down = DownwardRoutes(ttl_ms=o["downward_ttl_ms"])
         self.trickle = Trickle(imin, doublings, o["trickle_k"], now_ms, self.rand)
+        self.trickle.reset(now_ms)            # a node that (re)starts speaks up soon
+        self.reroute_hold_ms = o["reroute_hold_ms"] or 5 * imin
+        self.unreachable = {}                 # gateway -> tick its route was first missed
         self.queue = CustodyQueue(o["queue_bytes"], o["own_bytes"])
         self.reasm = Reassembler(o["reassembly_timeout_ms"], o["reassembly_bytes"],
                                  o["dedup_ms"])
         self.lstate = [LinkState(now_ms) for _ in self.links]
         self.neigh = {}               # address -> Neighbour
         self.events = []              # actions other than Transmit, for the next poll
-        self.own = {}                 # our message id -> [fragments not yet handed over, born]
+        self.own = {}                 # our message id -> [fragments not handed over, born, chunks]
         self.pings = {}               # wire message id -> [our message id, sent tick, identity]
         self.seen = {}                # relayed fragment key -> tick (duplicate suppression)
         self.counters = {}
@@ -231,7 +237,7 @@ class Node(Receiver, Transmitter):
             self.queue.push(Item(ptype, self.address, dest, wire, i, i == last, prio, down,
                                  chunks[i], HOP_LIMIT, mid, now))
         if mid is not None:
-            self.own[mid] = [len(chunks), now]
+            self.own[mid] = [len(chunks), now, chunks]
             self.counters["messages_sent"] += 1
         self._dirty = True
         return wire
@@ -340,6 +346,8 @@ class Node(Receiver, Transmitter):
             self.events.append(MessageFailed(mid, "expired"))
         for w in [w for w, p in self.pings.items() if ticks_diff(now, p[1]) >= 600000]:
             del self.pings[w]
+        for gw in [g for g in self.unreachable if g in self.routes.selected]:
+            del self.unreachable[gw]
         gone = self.opt["route_ttl_ms"]
         for nb in [n for n, nr in self.neigh.items() if ticks_diff(now, nr.last_heard) > gone]:
             if not any(nb in st.outstanding for st in self.lstate):

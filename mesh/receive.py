@@ -8,7 +8,8 @@ clocks or payloads; a mixin of ``Node`` using its attributes (see
 
 Data frames: delivered here when we are the destination (an active gateway
 for uplink DATA), through the reassembler; otherwise relayed: hop limit,
-duplicate suppression by (type, origin, message id, index), MTU, custody
+duplicate suppression by (type, destination, origin, message id, index: a
+fragment re-addressed to another gateway is a new transfer), MTU, custody
 room ("busy" ack when full: the sender keeps it) and a route ("refused" ack
 when none: the sender tries another neighbour) are checked before the
 fragment is taken into custody and acknowledged.
@@ -137,7 +138,7 @@ class Receiver:
             self._ack(link_no, h, 0)
             self.counters["hop_limit"] += 1
             return
-        key = (t << 32) | (h.origin << 20) | (h.msgid << 10) | h.index
+        key = (t << 44) | (h.dest << 32) | (h.origin << 20) | (h.msgid << 10) | h.index
         if key in self.seen:
             self._ack(link_no, h, 0)
             self.counters["duplicates"] += 1

@@ -32,7 +32,9 @@ Loop freedom (a Babel-style feasibility condition, RFC 8966 §3.5.1, the role
 RPL's rank plays in RFC 6550 §8.2): per gateway a node keeps its feasibility
 distance FD = (seq, smallest cost it has had at that seq). A neighbour's
 route is usable only if its seq is newer than FD's, or equal with an
-advertised cost strictly below FD's cost; never via a neighbour whose
+advertised cost strictly below FD's cost (an unfeasible update from the
+current parent is ignored and a new seq requested, RFC 8966 §3.5.4, so a
+rising cost does not starve the route); never via a neighbour whose
 advertised parent is this node; never at HOP_LIMIT hops or more. A node left
 with no feasible route retracts (cost 0xFFFF) with REQ set; REQ travels up
 (each node forwards it once per seq) and the gateway answers with a new seq.
@@ -178,9 +180,10 @@ class RouteTable:
     """One node's routes to every gateway it hears of.
 
     ``gateway`` True makes this node a gateway (it routes to itself at
-    ``gateway_cost(uplink, load)``). Expiry: a neighbour unheard for
-    ``neighbour_ttl_ms`` is forgotten, an advert entry not refreshed for
-    ``route_ttl_ms`` too (keep both above a few trickle Imax).
+    ``gateway_cost(uplink, load)``). Expiry: a neighbour unheard (no advert,
+    no ack) for ``neighbour_ttl_ms`` is forgotten with its entries; an entry
+    not refreshed for ``route_ttl_ms`` goes only if its neighbour is also
+    unheard that long (keep both above a few trickle Imax).
     """
 
     def __init__(self, address, now_ms, gateway=False, uplink=255, load=0,
@@ -236,12 +239,47 @@ class RouteTable:
             elif gw not in self.requests:
                 self.requests[gw] = advert.seq         # forward it up, once per seq
                 changed = True
+        if self._hold(gw, neighbour, advert, now_ms):
+            if gw not in self.requests:
+                self.requests[gw] = advert.seq         # ask the gateway for a new seq
+                changed = True
+            return changed
         self.entries.setdefault(gw, {})[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
         if not select:
             return changed
         return self._select_all() or changed
+
+    def refused_by(self, gw, neighbour):
+        """``neighbour`` answered it cannot route toward ``gw``: forget its
+        entry for ``gw`` until it advertises one again; True if routes changed."""
+        per = self.entries.get(gw)
+        if per is None or neighbour not in per:
+            return False
+        del per[neighbour]
+        if not per:
+            del self.entries[gw]
+        return self._select_all()
+
+    def _hold(self, gw, neighbour, advert, now_ms):
+        """RFC 8966 §3.5.4: an unfeasible update from the selected neighbour,
+        same seq, higher cost, MAY be ignored. We keep its previous advert
+        (refreshed) so the route does not starve on ETX noise, and request a
+        new seq (§3.8.2.2); loop freedom is untouched (the update is not used)."""
+        cur = self.selected.get(gw)
+        if cur is None or cur[0] != neighbour or advert.cost == INFINITE:
+            return False
+        if advert.parent == self.address or advert.hops + 1 >= HOP_LIMIT:
+            return False
+        fd = self.fd.get(gw)
+        if fd is None or advert.seq != fd[0] or advert.cost < fd[1]:
+            return False
+        entry = self.entries.get(gw, {}).get(neighbour)
+        if entry is None:
+            return False
+        entry[1] = now_ms
+        return True
 
     def heard(self, neighbour, now_ms):
         """An authenticated advert from ``neighbour``, whatever it holds."""
@@ -276,7 +314,11 @@ class RouteTable:
         for gw in list(self.entries):
             per = self.entries[gw]
             for n in list(per):
-                if n not in self.links or ticks_diff(now_ms, per[n][1]) > self.route_ttl_ms:
+                # an entry lives while its neighbour is heard (adverts or acks):
+                # trickle may keep a consistent neighbour quiet for hours
+                link = self.links.get(n)
+                if link is None or (ticks_diff(now_ms, per[n][1]) > self.route_ttl_ms and
+                                    ticks_diff(now_ms, link.last_heard) > self.route_ttl_ms):
                     del per[n]
                     gone = True
             if not per:

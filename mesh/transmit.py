@@ -11,16 +11,19 @@ Per link, one frame at a time on LoRa (half duplex: the link is busy for the
 frame's time on air, and holds a single unacknowledged data frame); on UDP
 one unacknowledged data frame per neighbour. A LoRa frame is sent only if
 the sub-band's budget (``mesh.duty``) allows its time on air now; otherwise
-the link waits until ``next_allowed`` (it defers, it never exceeds).
+the link waits until ``next_allowed`` (it defers, it never exceeds). Data
+frames keep a tenth of the budget free for acks and adverts.
 """
 
 from mesh import MeshLocalError
 from mesh.actions import MessageAcked, MessageFailed, Transmit
+from mesh.custody import Item
 from mesh.duty import ticks_add, ticks_diff
-from mesh.packet import ACK, ADVERT, BROADCAST, DATA, DOWN, TAG_LEN, Header
+from mesh.packet import ACK, ADVERT, BROADCAST, DATA, DOWN, HOP_LIMIT, TAG_LEN, Header
 from mesh.routing import pack_adverts
 
 ACK_FRAME = 15          # long ACK header (11) + tag
+ACK_RESERVE = 10        # data leaves a tenth of the duty budget to acks and adverts
 
 
 class LinkState:
@@ -40,30 +43,29 @@ class Transmitter:
         link = self.links[i]
         st = self.lstate[i]
         while ticks_diff(now, st.free_at) >= 0:
-            if st.wait_until is not None:
-                if ticks_diff(now, st.wait_until) < 0:
-                    return
-                st.wait_until = None
             if st.acks:
-                dest, ctr, status = st.acks[0]
+                dest, ctr, status = st.acks.pop(0)
                 if not self._air(i, ACK_FRAME, now):
-                    st.acks.pop(0)                # an ack too late is useless
-                    self.counters["acks_skipped"] += 1
+                    self.counters["acks_skipped"] += 1    # no budget: the sender retries
                     continue
-                st.acks.pop(0)
                 h = Header(ACK, self.address, dest, acked=ctr, status=status)
                 self._emit(i, self.sec.seal(h, b"", True), dest, now, out)
                 self.counters["acks_out"] += 1
                 continue
             if st.advert is not None:
                 payload = st.advert
-                if not self._air(i, 8 + len(payload) + TAG_LEN, now):
-                    continue
                 st.advert = None
+                if not self._air(i, 8 + len(payload) + TAG_LEN, now):
+                    self.counters["adverts_skipped"] += 1  # trickle says it again later
+                    continue
                 h = Header(ADVERT, self.address, BROADCAST)
                 self._emit(i, self.sec.seal(h, payload, True), BROADCAST, now, out)
                 self.counters["adverts_out"] += 1
                 continue
+            if st.wait_until is not None:
+                if ticks_diff(now, st.wait_until) < 0:
+                    return
+                st.wait_until = None
             pick = self._pick(i, now)
             if pick is None:
                 return
@@ -75,7 +77,7 @@ class Transmitter:
                 self.queue.remove(item)
                 self._give_up(item, "too_big")
                 continue
-            if not self._air(i, size, now):
+            if not self._air(i, size, now, True):
                 return
             h = Header(item.ptype, self.address, nb, hops=item.hops, origin=item.origin,
                        dest=item.dest, msgid=item.msgid, prio=item.prio, last=item.last,
@@ -89,17 +91,23 @@ class Transmitter:
             self._emit(i, frame, nb, now, out)
             self.counters["data_out"] += 1
 
-    def _air(self, i, size, now):
+    def _air(self, i, size, now, data=False):
         """True if link ``i`` may put ``size`` bytes on the air now; else
-        set its duty deferral and return False."""
+        (for data) set the link's duty deferral and return False. A data frame must leave
+        1/ACK_RESERVE of the budget unused, so a busy relay can still
+        acknowledge what it receives (and its senders do not take its
+        silence for death)."""
         link = self.links[i]
         if not link.duty_cycled:
             return True
         toa = link.toa_ms(size)
+        if data:
+            toa += self.duty.budget_ms(link.channel) // ACK_RESERVE
         if self.duty.can_send(link.channel, toa, now):
             return True
-        self.lstate[i].wait_until = self.duty.next_allowed(link.channel, toa, now)
-        self.counters["duty_deferrals"] += 1
+        if data:
+            self.lstate[i].wait_until = self.duty.next_allowed(link.channel, toa, now)
+            self.counters["duty_deferrals"] += 1
         return False
 
     def _tx_ms(self, i, size):
@@ -183,16 +191,59 @@ class Transmitter:
             return None
         sel = r.selected.get(item.dest)
         if sel is not None and sel[0] != avoid:
+            self.unreachable.pop(item.dest, None)
             return sel[0] if sel[0] in self.neigh else None
-        if item.ptype != DATA and sel is None:
-            return None                       # pings keep their destination
         alt = r.alternative(avoid, item.dest)
+        if alt is not None and alt[1] == item.dest:
+            return alt[0] if alt[0] in self.neigh else None
+        if item.ptype != DATA:
+            return None                       # pings keep their destination
+        if item.dest:
+            # Its gateway is out of reach. Often only for a moment (a route
+            # starved by the feasibility condition until the gateway answers a
+            # request): hold before sending the rest of a message elsewhere.
+            since = self.unreachable.get(item.dest)
+            if since is None:
+                self.unreachable[item.dest] = now
+                return None
+            if ticks_diff(now, since) < self.reroute_hold_ms:
+                return None
         if alt is None:
             return None
         nb, gw = alt
-        if item.ptype == DATA:
-            item.dest = gw
+        if item.dest:
+            self.counters["rerouted"] += 1
+        self._readdress(item, gw, now)
         return nb if nb in self.neigh else None
+
+    def _readdress(self, item, gw, now):
+        """Send ``item``'s whole message to gateway ``gw``: its queued
+        fragments, and (our own message, already partly handed over toward
+        the old gateway) again the fragments that left, so the new gateway
+        gets all of it."""
+        old = item.dest
+        flying = []                           # on the air toward the old gateway now
+        for st in self.lstate:
+            for o in st.outstanding.values():
+                flying.append(o[0])
+        queued = set()
+        for other in self.queue.items:
+            if other.ptype == DATA and other.origin == item.origin and \
+                    other.msgid == item.msgid and other.dest == old:
+                other.dest = gw
+                if other not in flying:
+                    queued.add(other.index)
+        item.dest = gw
+        o = self.own.get(item.mid) if item.mid is not None else None
+        if o is None or not old:
+            return
+        chunks = o[2]
+        for i in range(len(chunks)):
+            if i not in queued:
+                self.queue.push(Item(DATA, self.address, gw, item.msgid, i, i == len(chunks) - 1,
+                                     item.prio, False, chunks[i], HOP_LIMIT, item.mid, now))
+                o[0] += 1
+                self.counters["resent"] += 1
 
     def _alive(self, nb):
         if nb not in self.neigh:
@@ -253,6 +304,8 @@ class Transmitter:
         else:                                 # refused: try another neighbour now
             item.avoid = tx
             self.counters["refused_in"] += 1
+            if item.ptype == DATA and self.routes.refused_by(item.dest, tx):
+                self.trickle.hear_inconsistent(now)
             item.due = now
 
     def _handed_over(self, item):

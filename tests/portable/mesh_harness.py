@@ -141,3 +141,22 @@ class Net:
 
     def pongs(self, name=None):
         return self.of(PongReceived, name)
+
+
+def max_hour_airtime(sent, name, window=3600000):
+    """Largest air time inside any one-hour window of ``name``'s frames.
+    The maximum over all windows is reached with the window starting at a
+    frame's start or ending at a frame's end, so those are the ones tried."""
+    tx = [(t, t + a.params["toa_ms"]) for (t, n, a) in sent if n == name]
+    starts = [s for s, _ in tx] + [e - window for _, e in tx]
+    worst = 0
+    for w in starts:
+        total = 0
+        for s, e in tx:
+            lo = s if s > w else w
+            hi = e if e < w + window else w + window
+            if hi > lo:
+                total += hi - lo
+        if total > worst:
+            worst = total
+    return worst

@@ -2,7 +2,7 @@
 acks, ping, back-pressure, bad input counted (never raised), stats, the
 LoRa duty budget, the auto gateway role."""
 
-from mesh_harness import KEY, Net
+from mesh_harness import KEY, Net, max_hour_airtime
 
 from mesh import MeshBusy, MeshLocalError
 from mesh.actions import Delivered, MessageAcked, Transmit
@@ -120,32 +120,16 @@ def test_stats_shape():
     assert net.nodes["G"].stats(net.now)["gateway_active"] is True
 
 
-def max_hour_airtime(sent, name):
-    """Largest air time any one-hour window holds of ``name``'s frames
-    (windows starting at each frame: the worst case over all windows)."""
-    tx = [(t, a.params["toa_ms"]) for (t, n, a) in sent if n == name]
-    worst = 0
-    for i in range(len(tx)):
-        start = tx[i][0]
-        total = 0
-        for t, toa in tx[i:]:
-            if t >= start + 3600000:
-                break
-            total += toa
-        worst = max(worst, total)
-    return worst
-
-
 def test_lora_defers_on_a_tight_budget():
     # 0.1 % sub-band (868.7-869.2 MHz): 3.6 s of air per hour; SF9 frames of
-    # 115 bytes last 0.6 s, so a 400-byte message must wait for budget
+    # 115 bytes last 0.6 s, so a 900-byte message (10 frames) must wait for budget
     link = {"kind": "lora", "sf": 9, "channel": 868900000}
-    net = _chain(2, kind="lora", link=link)
+    net = _chain(2, kind="lora", link=link, message_ttl_ms=5 * 3600000)
     net.run(600000)
     n1 = net.nodes["N1"]
-    n1.send_up(b"q" * 400, 1, net.now)
+    n1.send_up(b"q" * 900, 1, net.now)
     start = net.now
-    net.run(start + 2 * 3600000)
+    net.run(start + 4 * 3600000)
     st = n1.stats(net.now)
     assert st["counters"]["duty_deferrals"] > 0
     assert len(net.delivered("G")) == 1
