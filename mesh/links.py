@@ -14,7 +14,11 @@ table, or what a simulator builds)::
      "channel": 868100000, "preamble": 8, "mtu": 115, "ack_timeout_ms": ...}
 
 ``bandwidth_khz`` may replace ``bandwidth``; ``coding_rate`` is "4/5".."4/8"
-or 1..4. ``mtu`` defaults to 1200 on UDP (below any IPv4/IPv6 path MTU
+or 1..4. ``"adaptive_sf": true`` (with ``min_sf``, default 7, and
+``margin_db``, default 5) sends each unicast at the fastest SF the
+neighbour's measured SNR allows, down from ``sf`` (broadcasts stay at
+``sf``); it assumes receivers demodulate every SF on the channel (gateway
+class chips, or a simulator), so it is off by default. ``mtu`` defaults to 1200 on UDP (below any IPv4/IPv6 path MTU
 with headroom) and to the EU868 guide for the SF on LoRa (222 at SF7-8,
 115 at SF9, 51 above). On LoRa the default ack timeout covers the frame's
 own time on air, the receiver finishing a frame of its own (half duplex),
@@ -22,7 +26,7 @@ the longest ack's time on air and a 100 ms turnaround.
 """
 
 from mesh import MeshLocalError
-from mesh.airtime import lora_toa_ms, max_payload, wifi_toa_us
+from mesh.airtime import lora_toa_ms, max_payload, pick_sf, wifi_toa_us
 
 KINDS = ("udp", "lora")
 UDP_MTU = 1200
@@ -45,7 +49,8 @@ class LinkSpec:
     """One link as the node uses it (see the module docstring)."""
 
     def __init__(self, kind, mtu=None, sf=9, bw=125000, cr=1, channel=868100000,
-                 preamble=8, ack_timeout_ms=None):
+                 preamble=8, ack_timeout_ms=None, adaptive_sf=False, min_sf=7,
+                 margin_db=5.0):
         if kind not in KINDS:
             raise MeshLocalError("unknown link kind", reason="link", kind=kind)
         self.kind = kind
@@ -54,6 +59,9 @@ class LinkSpec:
         self.cr = cr
         self.channel = channel
         self.preamble = preamble
+        self.adaptive_sf = bool(adaptive_sf) and kind == "lora"
+        self.min_sf = min(min_sf, sf)
+        self.margin_db = margin_db
         if kind == "lora":
             lora_toa_ms(1, sf, bw, cr, True, True, preamble)      # validates sf/bw/cr
             limit = max_payload(sf)
@@ -78,23 +86,38 @@ class LinkSpec:
             bw = int(d["bandwidth_khz"] * 1000)
         return cls(kind, d.get("mtu"), d.get("sf", 9), bw if bw is not None else 125000,
                    _coding_rate(d.get("coding_rate", 1)), d.get("channel", 868100000),
-                   d.get("preamble", 8), d.get("ack_timeout_ms"))
+                   d.get("preamble", 8), d.get("ack_timeout_ms"), d.get("adaptive_sf", False),
+                   d.get("min_sf", 7), d.get("margin_db", 5.0))
 
     @property
     def duty_cycled(self):
         return self.kind == "lora"
 
-    def toa_ms(self, nbytes):
-        """Time on air of a frame of ``nbytes`` (whole ms, rounded up)."""
+    def toa_ms(self, nbytes, sf=None):
+        """Time on air of a frame of ``nbytes`` (whole ms, rounded up), at
+        ``sf`` or the link's SF."""
         if self.kind == "lora":
-            return lora_toa_ms(nbytes, self.sf, self.bw, self.cr, True, True, self.preamble)
+            return lora_toa_ms(nbytes, sf or self.sf, self.bw, self.cr, True, True,
+                               self.preamble)
         return -((-wifi_toa_us(nbytes)) // 1000)
 
-    def params(self, toa_ms):
+    def sf_for(self, snr_db):
+        """SF for a unicast to a neighbour heard at ``snr_db``: the link's SF
+        unless ``adaptive_sf``, then the fastest in [min_sf, sf] keeping
+        ``margin_db`` above the demodulator's limit (mesh.airtime.pick_sf)."""
+        if not self.adaptive_sf or snr_db is None:
+            return self.sf
+        try:
+            return pick_sf(snr_db, None, self.margin_db, self.bw,
+                           tuple(range(self.min_sf, self.sf + 1)))
+        except MeshLocalError:
+            return self.sf
+
+    def params(self, toa_ms, sf=None):
         """``Transmit.params`` for a frame that lasts ``toa_ms``."""
         if self.kind != "lora":
             return {}
-        return {"sf": self.sf, "bw": self.bw, "cr": self.cr, "channel": self.channel,
+        return {"sf": sf or self.sf, "bw": self.bw, "cr": self.cr, "channel": self.channel,
                 "toa_ms": toa_ms}
 
     def describe(self):

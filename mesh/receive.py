@@ -38,12 +38,13 @@ FRAME_OVERHEAD = 14 + TAG_LEN         # longest data header + tag
 
 
 class Neighbour:
-    __slots__ = ("link", "rssi", "snr", "last_heard", "confirmed", "frames")
+    __slots__ = ("link", "rssi", "snr", "snr_avg", "last_heard", "confirmed", "frames")
 
     def __init__(self, link, now_ms):
         self.link = link
         self.rssi = None
         self.snr = None
+        self.snr_avg = None           # EWMA (1/4) of the SNR its frames arrive with
         self.last_heard = now_ms
         self.confirmed = 0            # our epoch once it acked a frame of ours in it
         self.frames = 0
@@ -81,6 +82,8 @@ class Receiver:
         nr.link = link_no
         nr.rssi = rssi
         nr.snr = snr
+        if snr is not None:
+            nr.snr_avg = snr if nr.snr_avg is None else nr.snr_avg + (snr - nr.snr_avg) / 4
         nr.last_heard = now_ms
         nr.frames += 1
         t = h.ptype

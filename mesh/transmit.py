@@ -45,11 +45,12 @@ class Transmitter:
         while ticks_diff(now, st.free_at) >= 0:
             if st.acks:
                 dest, ctr, status = st.acks.pop(0)
-                if not self._air(i, ACK_FRAME, now):
+                sf = self._sf(i, dest)
+                if not self._air(i, ACK_FRAME, now, False, sf):
                     self.counters["acks_skipped"] += 1    # no budget: the sender retries
                     continue
                 h = Header(ACK, self.address, dest, acked=ctr, status=status)
-                self._emit(i, self.sec.seal(h, b"", True), dest, now, out)
+                self._emit(i, self.sec.seal(h, b"", True), dest, now, out, sf)
                 self.counters["acks_out"] += 1
                 continue
             if st.advert is not None:
@@ -77,7 +78,8 @@ class Transmitter:
                 self.queue.remove(item)
                 self._give_up(item, "too_big")
                 continue
-            if not self._air(i, size, now, True):
+            sf = self._sf(i, nb)
+            if not self._air(i, size, now, True, sf):
                 return
             h = Header(item.ptype, self.address, nb, hops=item.hops, origin=item.origin,
                        dest=item.dest, msgid=item.msgid, prio=item.prio, last=item.last,
@@ -86,12 +88,19 @@ class Transmitter:
             item.attempts += 1
             if item.attempts > 1:
                 self.counters["retries"] += 1
-            st.outstanding[nb] = [item, h.counter,
-                                  ticks_add(now, self._tx_ms(i, len(frame)) + link.ack_timeout_ms)]
-            self._emit(i, frame, nb, now, out)
+            wait = (link.toa_ms(len(frame), sf) if link.duty_cycled else 0) + link.ack_timeout_ms
+            st.outstanding[nb] = [item, h.counter, ticks_add(now, wait)]
+            self._emit(i, frame, nb, now, out, sf)
             self.counters["data_out"] += 1
 
-    def _air(self, i, size, now, data=False):
+    def _sf(self, i, nb):
+        link = self.links[i]
+        if not link.adaptive_sf:
+            return None
+        nr = self.neigh.get(nb)
+        return link.sf_for(nr.snr_avg if nr is not None else None)
+
+    def _air(self, i, size, now, data=False, sf=None):
         """True if link ``i`` may put ``size`` bytes on the air now; else
         (for data) set the link's duty deferral and return False. A data frame must leave
         1/ACK_RESERVE of the budget unused, so a busy relay can still
@@ -100,7 +109,7 @@ class Transmitter:
         link = self.links[i]
         if not link.duty_cycled:
             return True
-        toa = link.toa_ms(size)
+        toa = link.toa_ms(size, sf)
         if data:
             toa += self.duty.budget_ms(link.channel) // ACK_RESERVE
         if self.duty.can_send(link.channel, toa, now):
@@ -110,19 +119,15 @@ class Transmitter:
             self.counters["duty_deferrals"] += 1
         return False
 
-    def _tx_ms(self, i, size):
-        link = self.links[i]
-        return link.toa_ms(size) if link.duty_cycled else 0
-
-    def _emit(self, i, frame, dest, now, out):
+    def _emit(self, i, frame, dest, now, out, sf=None):
         link = self.links[i]
         toa = 0
         if link.duty_cycled:
-            toa = link.toa_ms(len(frame))
+            toa = link.toa_ms(len(frame), sf)
             self.duty.record(link.channel, toa, now)
             self.lstate[i].free_at = ticks_add(now, toa)
             self.airtime_ms += toa
-        out.append(Transmit(i, frame, dest, link.params(toa)))
+        out.append(Transmit(i, frame, dest, link.params(toa, sf)))
         self.counters["frames_out"] += 1
         self.bytes_out += len(frame)
 

@@ -152,3 +152,22 @@ def test_auto_gateway_follows_its_uplink():
     a.set_uplink(False, 0, 0, net.now)
     net.run(net.now + 30000)
     assert b.stats(net.now)["gateway"] is None
+
+
+def test_adaptive_sf_per_neighbour():
+    from mesh.links import LinkSpec
+    spec = LinkSpec.from_dict({"kind": "lora", "sf": 10, "adaptive_sf": True, "min_sf": 7})
+    assert spec.sf_for(None) == 10 and spec.sf_for(10.0) == 7 and spec.sf_for(-6.0) == 9
+    assert spec.sf_for(-40.0) == 10                   # below every margin: the link's SF
+    assert LinkSpec.from_dict({"kind": "lora", "sf": 10}).sf_for(10.0) == 10
+    # the harness hears every frame at SNR 5 dB: unicasts at SF7, adverts at SF10
+    link = {"kind": "lora", "sf": 10, "channel": 869525000, "adaptive_sf": True}
+    net = _chain(2, kind="lora", link=link)
+    net.run(900000)
+    net.nodes["N1"].send_up(b"z" * 300, 1, net.now)
+    net.run(net.now + 600000)
+    assert len(net.delivered("G")) == 1
+    sfs = set((a.dest == 0xFFF, a.params["sf"]) for (_, _, a) in net.sent)
+    assert sfs == {(True, 10), (False, 7)}
+    toa = dict(((a.dest == 0xFFF, len(a.frame)), a.params["toa_ms"]) for (_, _, a) in net.sent)
+    assert all(v > 0 for v in toa.values())
