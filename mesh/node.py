@@ -82,6 +82,9 @@ neighbour puts in its adverts), else "#%03x" of the address.
 
 An IO loop: after every ``receive``/``send_*`` and whenever ``now`` reaches
 ``next_deadline()``, call ``poll(now)`` and carry out its Transmits in order.
+A simulator may skip the poll after a ``receive`` when ``next_deadline()``
+is still in the future (a frame for another node, or refused, changes
+nothing that is due); ``next_deadline()`` is O(1).
 """
 
 from mesh import MeshBusy, MeshLocalError
@@ -212,6 +215,7 @@ class Node(Receiver, Transmitter):
         self._now = now_ms
         self._dirty = True
         self._house = ticks_add(now_ms, o["housekeeping_ms"])
+        self._deadline = now_ms
 
     def __repr__(self):
         return "Node(%r, address=%03x, role=%s)" % (self.identity, self.address, self.role)
@@ -328,6 +332,7 @@ class Node(Receiver, Transmitter):
         if self.events:
             out.extend(self.events)
             self.events = []
+        self._deadline = self._compute_deadline()
         return out
 
     def _housekeeping(self, now):

@@ -56,7 +56,6 @@ class Receiver:
         if not 0 <= link_no < len(self.links):
             raise MeshLocalError("no such link", reason="link", link=link_no)
         self._now = now_ms
-        self._dirty = True
         self.counters["frames_in"] += 1
         try:
             h, hlen = Header.from_bytes(frame)
@@ -74,6 +73,7 @@ class Receiver:
         except MeshProtocolError as e:
             self._refuse(e.fields.get("reason", "malformed"))
             return None
+        self._dirty = True            # only a frame we accepted changes what is due
         nr = self.neigh.get(tx)
         if nr is None:
             nr = self.neigh[tx] = Neighbour(link_no, now_ms)

@@ -132,9 +132,14 @@ class Transmitter:
         self.bytes_out += len(frame)
 
     def next_deadline(self):
-        now = self._now
+        """When ``poll`` must run next at the latest: now if anything came
+        in since the last poll, else what that poll computed."""
         if self._dirty or self.events:
-            return now
+            return self._now
+        return self._deadline
+
+    def _compute_deadline(self):
+        now = self._now
         best = ticks_diff(self._house, now)
         d = ticks_diff(self.trickle.next_event_ms(), now)
         if d < best:
