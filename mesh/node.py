@@ -143,6 +143,15 @@ COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adv
 REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
 
+def _options(options):
+    opt = dict(DEFAULTS)
+    for k in options:
+        if k not in DEFAULTS:
+            raise MeshLocalError("unknown node option", reason="option", option=k)
+        opt[k] = options[k]
+    return opt
+
+
 def _seed(identity):
     s = 2166136261
     for b in identity.encode():
@@ -160,12 +169,7 @@ class Node(Receiver, Transmitter):
             raise MeshLocalError("unknown role", reason="role", role=role)
         if not links:
             raise MeshLocalError("a node needs at least one link", reason="link")
-        self.opt = dict(DEFAULTS)
-        for k in options:
-            if k not in DEFAULTS:
-                raise MeshLocalError("unknown node option", reason="option", option=k)
-            self.opt[k] = options[k]
-        o = self.opt
+        o = self.opt = _options(options)
         self.identity = identity
         self.role = role
         self.rand = rand if rand is not None else XorShift(_seed(identity))
@@ -201,12 +205,8 @@ class Node(Receiver, Transmitter):
         self.own = {}                 # our message id -> [fragments not handed over, born, chunks]
         self.pings = {}               # wire message id -> [our message id, sent tick, identity]
         self.seen = {}                # relayed fragment key -> tick (duplicate suppression)
-        self.counters = {}
-        for k in COUNTERS:
-            self.counters[k] = 0
-        self.refused = {}
-        for k in REFUSALS:
-            self.refused[k] = 0
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.refused = dict.fromkeys(REFUSALS, 0)
         self.airtime_ms = 0
         self.bytes_out = 0
         self._mid = 0
