@@ -53,8 +53,8 @@ API (stable; the agent and the simulator are written against it)::
         its adverts; role "auto" becomes a gateway while ``up``)
     node.poll(now_ms) -> [actions]    everything due by now (mesh.actions:
         Transmit, Delivered, MessageAcked, MessageFailed, PongReceived)
-    node.next_deadline() -> tick | None   when poll must run next at the
-        latest (besides after every receive/send call)
+    node.next_deadline() -> tick      when poll must run next at the
+        latest (now, if a frame was accepted or a message queued since)
     node.stats(now_ms) -> dict        neighbours, routes, parent, gateway,
         cost, queues, duty use, counters and refused frames by reason
 
@@ -66,16 +66,21 @@ neighbours|routes|stats`` show)::
      "cost": 412 | null,                      # COST_SCALE (128) = one perfect hop
      "neighbours": [{"id": "DC-0002", "address": 77, "link": 0, "kind": "lora",
                      "quality": 0.93,         # delivery ratio estimate 0..1
-                     "etx": 1.07, "rssi": -97.0, "snr": 4.5, "last_heard_s": 12.3}],
+                     "etx": 1.07, "rssi": -97.0, "snr": 4.5, "last_heard_s": 12.3,
+                     "dead": false}],         # dead: 5 unacked frames in a row
      "routes": [{"gateway": "DC-0001", "via": "DC-0002", "cost": 412, "hops": 3,
                  "seq": 17}],                 # one per known gateway, best first
      "downward": 41,                          # learnt downward routes
      "queue": {"frames": 3, "bytes": 640, "own_messages": 1},
      "duty": [{"link": 0, "band": "g1", "used_ms": 1210, "budget_ms": 36000,
-               "remaining": 0.97}],
-     "counters": {"frames_in": .., "frames_out": .., "acks_out": .., "retries": ..,
-                  "delivered": .., "forwarded": .., "duplicates": .., ...},
-     "refused": {"bad_tag": 0, "replay": 0, "malformed": 0, ...}}
+               "remaining": 0.97}],           # LoRa links only
+     "airtime_ms": 5230,                      # LoRa air time since start
+     "epoch": 7,                              # frame counter epoch (restarts + wraps)
+     "counters": {name: int for name in COUNTERS},   # frames_in/out, acks_out,
+                  # retries, ack_timeouts, forwarded, delivered, duplicates,
+                  # busy_in/out, refused_in/out, no_route, hop_limit, corrupt,
+                  # reassembly_timeouts, duty_deferrals, rerouted, resent, ...
+     "refused": {name: int for name in REFUSALS}}    # docs/mesh.md §3.3
 
 Neighbour ids are identity strings when known (roster or the identity a
 neighbour puts in its adverts), else "#%03x" of the address.
