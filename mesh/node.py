@@ -140,11 +140,10 @@ DEFAULTS = {
 PRIORITIES = 4
 COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adverts_out",
             "retries", "ack_timeouts", "acks_stray", "acks_skipped", "adverts_skipped",
-            "busy_in", "busy_out",
-            "refused_in", "refused_out", "forwarded", "delivered", "duplicates", "hop_limit",
-            "no_route", "corrupt", "reassembly_timeouts", "reassembly_conflicts",
-            "duty_deferrals", "rerouted", "resent", "address_conflicts", "misaddressed", "messages_sent",
-            "messages_failed")
+            "busy_in", "busy_out", "refused_in", "refused_out", "forwarded", "delivered",
+            "duplicates", "hop_limit", "no_route", "corrupt", "reassembly_timeouts",
+            "reassembly_conflicts", "duty_deferrals", "rerouted", "resent", "dropped_expired",
+            "address_conflicts", "misaddressed", "messages_sent", "messages_failed")
 REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
 
@@ -354,6 +353,11 @@ class Node(Receiver, Transmitter):
             self.queue.drop_message(mid)
             self.counters["messages_failed"] += 1
             self.events.append(MessageFailed(mid, "expired"))
+        flying = [o[0] for st in self.lstate for o in st.outstanding.values()]
+        for item in [i for i in self.queue.items if i.mid is None and i not in flying
+                     and ticks_diff(now, i.born) >= ttl]:
+            self.queue.remove(item)           # relayed, and no way on for an hour
+            self.counters["dropped_expired"] += 1
         for w in [w for w, p in self.pings.items() if ticks_diff(now, p[1]) >= 600000]:
             del self.pings[w]
         for gw in [g for g in self.unreachable if g in self.routes.selected]:

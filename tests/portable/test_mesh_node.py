@@ -171,3 +171,21 @@ def test_adaptive_sf_per_neighbour():
     assert sfs == {(True, 10), (False, 7)}
     toa = dict(((a.dest == 0xFFF, len(a.frame)), a.params["toa_ms"]) for (_, _, a) in net.sent)
     assert all(v > 0 for v in toa.values())
+
+
+def test_relayed_fragments_without_a_way_on_expire():
+    net = _chain(3, message_ttl_ms=600000)
+    g, n1 = net.nodes["G"], net.nodes["N1"]
+    net.nodes["N2"].send_up(b"x" * 50, 0, net.now)
+    net.run(net.now + 3000)
+    g.send_down("N2", b"first", net.now)
+    net.run(net.now + 3000)
+    assert len(net.delivered("N2")) == 1
+    net.kill("N2")
+    g.send_down("N2", b"second", net.now)
+    net.run(net.now + 60000)
+    # N1 took it, N2 stopped acking: the link is dead, the downward route gone
+    assert n1.stats(net.now)["queue"]["frames"] == 1
+    net.run(net.now + 1800000)
+    assert n1.stats(net.now)["queue"]["frames"] == 0     # not held forever
+    assert n1.counters["dropped_expired"] == 1
