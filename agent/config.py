@@ -22,7 +22,7 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     source = "auto"      # auto: the system clock when NTP-synchronised, else the HES's
 
     [uplink]
-    transport = "http"   # or "mqtt"
+    transport = "http"   # or "mqtt", or "mesh" (a node without its own uplink)
     url = "http://hes.example:8080"
     key = "…64 hex…"     # the device root key (or key_file = "/etc/wum/key")
     max_bytes_per_cycle = 200000
@@ -38,6 +38,8 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     address = "17"
     protocol = "modbus"  # overrides the bus default
     profile = "eastron-sdm630"
+
+    [mesh]               # optional: agent.mesh_config (role, network key, links)
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import AgentError
+
+if TYPE_CHECKING:
+    from agent.mesh_config import MeshConfig
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
 
@@ -98,6 +103,7 @@ class Config:
     time_source: str = "auto"
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
     log_file: str = ""
+    mesh: MeshConfig | None = None
 
 
 def _get(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
@@ -180,8 +186,8 @@ def _bus(t: dict[str, Any], i: int) -> BusConfig:
 
 
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
-    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time"},
-                 "config")
+    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
+                        "mesh"}, "config")
     tm = _get(data, "time", "config", dict, {})
     _check_known(tm, {"source"}, "time")
     time_source = _get(tm, "source", "time", str, "auto")
@@ -206,8 +212,9 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         raise ConfigError("retention.days must be between 30 and 45, got %d" % days,
                           key="retention.days")
     transport = _get(u, "transport", "uplink", str, "http")
-    if transport not in ("http", "mqtt", "none"):
-        raise ConfigError("uplink.transport must be http, mqtt or none", key="uplink.transport")
+    if transport not in ("http", "mqtt", "mesh", "none"):
+        raise ConfigError("uplink.transport must be http, mqtt, mesh or none",
+                          key="uplink.transport")
     key_hex = _get(u, "key", "uplink", str, "")
     if "key_file" in u:
         kf = Path(_get(u, "key_file", "uplink", str))
@@ -233,6 +240,13 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     archive = _get(c, "archive", "concentrator", str)
     if base and not Path(archive).is_absolute():
         archive = str(base / archive)
+    mesh = None
+    from agent.mesh_config import check_uplink, parse_mesh
+
+    if "mesh" in data:
+        mesh = parse_mesh(data, base, concentrator_id)
+    url = _get(u, "url", "uplink", str, "")
+    check_uplink(transport, url, key_hex, mesh)
     return Config(
         concentrator_id=concentrator_id, archive=archive, period=period,
         jitter=_get(s, "jitter", "schedule", float, 0.0),
@@ -240,7 +254,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         retries=_get(s, "retries", "schedule", int, 2),
         initial_backfill=_get(s, "initial_backfill", "schedule", int, 86400),
         clock_threshold=_get(s, "clock_threshold", "schedule", float, 10.0),
-        retention_days=days, transport=transport, url=_get(u, "url", "uplink", str, ""),
+        retention_days=days, transport=transport, url=url, mesh=mesh,
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
         log_file=_get(lg, "file", "log", str, ""), time_source=time_source)

@@ -81,6 +81,7 @@ class Daemon:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.uplink = uplink
+        self.mesh: Any = None         # agent.mesh_agent.MeshAgent when [mesh] is configured
         self.cycles = 0
         self.retry_interval = 300.0   # simulated/real seconds between backlog retries
         self._last_retention_day = -1
@@ -90,7 +91,17 @@ class Daemon:
         if not isinstance(self.clock, ScaledClock):
             # Real time: trust NTP when synchronised, else the HES (see agent.timesync).
             self.clock = CorrectedClock(self.clock, self._hes_offset, self.cfg.time_source)
-        if self.uplink is None and self.cfg.transport != "none" and self.cfg.url:
+        if self.cfg.mesh is not None:
+            from agent.mesh_agent import MeshAgent
+
+            self.mesh = MeshAgent(self.cfg, self.archive, self.lock).start()
+        if self.uplink is None and self.mesh is not None and self.mesh.transport is not None:
+            from agent.uplink import Uplink
+
+            self.uplink = Uplink(self.cfg.concentrator_id, bytes.fromhex(self.cfg.key_hex),
+                                 self.archive, self.mesh.transport, self.clock, self.lock,
+                                 self.cfg.max_bytes_per_cycle)
+        elif self.uplink is None and self.cfg.transport not in ("none", "mesh") and self.cfg.url:
             from agent.uplink import Uplink
 
             self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock)
@@ -122,6 +133,8 @@ class Daemon:
                  sum(r.rows for r in results))
         if self.uplink is not None and not self.stop.is_set():
             await asyncio.to_thread(self.uplink.flush, self.stop)
+        if self.mesh is not None:
+            await asyncio.to_thread(self.mesh.persist)
         day = int(self.clock.now()) // 86400
         if day != self._last_retention_day:
             with self.lock:
@@ -165,6 +178,9 @@ class Daemon:
     def close(self) -> None:
         if self.uplink is not None:
             self.uplink.close()
+        if self.mesh is not None:
+            self.mesh.stop()
+            self.mesh = None
         self.archive.close()
 
 
@@ -203,8 +219,10 @@ def status(cfg: Config) -> dict[str, Any]:
             "backlog": a.backlog(),
             "meters": [{**m, "started": rfc3339(m["started"])} for m in meters],  # type: ignore[arg-type]
             "failures": [m for m in meters if m["status"] in ("failed", "partial")],
-            "mesh": {"neighbours": []},
         }
+        from agent.mesh_cli import status_mesh
+
+        out["neighbours"], out["mesh"] = status_mesh(cfg, a)
         for k in ("oldest", "newest"):
             out["archive"][k] = rfc3339(out["archive"][k])
         hes_offset = a.meta("hes_clock_offset")
