@@ -1,0 +1,325 @@
+"""The mesh in the agent, in one process over real sockets: ``MeshAgent``s
+(the IO loop, the mesh transport, the gateway) chained over UDP on loopback
+with 10 % datagram loss, a real ``hes-lite serve`` behind the gateway (and a
+small HTTP proxy in front of it that can be made slow for one origin, or
+answer 503 like a HES that is down); LoRa through the SX126x driver on a
+simulated chip over the radio medium.
+
+    DC-A --- DC-B --- DC-G (gateway, HTTP -> proxy -> hes-lite)
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from agent.archive import Archive
+from agent.clock import SystemClock
+from agent.config import Config, parse
+from agent.mesh_agent import MeshAgent
+from agent.transport import TransportError
+from agent.uplink import Uplink
+from hes_lite import wire
+from tests.agent_rig import HES, HesProcess, hes_rows
+from tests.test_e2e_mesh import udp_port
+
+NET = "5a" * 32
+IDS = ["DC-A", "DC-B", "DC-G", "DC-H"]
+KEYS = {i: os.urandom(32) for i in IDS}
+T0 = 1795910400
+FAST = {"trickle_imin_ms": 300}        # routes form in well under a second
+
+
+class Proxy(ThreadingHTTPServer):
+    """In front of a real hes-lite: ``down`` answers 503, ``delay[device]``
+    holds that origin's uploads; ``puts`` counts them per device."""
+
+    daemon_threads = True
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.down = False
+        self.delay: dict[str, float] = {}
+        self.puts: dict[str, int] = {}
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.server_address[1]
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: Proxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_PUT(self) -> None:
+        s = self.server
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        device = self.path.split("/")[3]
+        s.puts[device] = s.puts.get(device, 0) + 1
+        if s.down:
+            status, answer = 503, b'{"error": "down"}'
+        else:
+            time.sleep(s.delay.get(device, 0.0))
+            c = http.client.HTTPConnection("127.0.0.1", s.target, timeout=30)
+            c.request("PUT", self.path, body, {"Content-Type": "application/octet-stream"})
+            r = c.getresponse()
+            status, answer = r.status, r.read()
+            c.close()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+def config(tmp: Path, ident: str, role: str, port: int, peers: list[int], url: str = "",
+           links: list[dict] | None = None) -> Config:
+    transport = "mesh" if role == "node" else "http"
+    up = {"transport": transport, "key": KEYS[ident].hex()}
+    if url:
+        up["url"] = url
+    link = links or [{"kind": "udp", "listen": "127.0.0.1:%d" % port, "loss": 0.1,
+                      "seed": port, "peers": ["127.0.0.1:%d" % p for p in peers]}]
+    return parse({"concentrator": {"id": ident, "archive": str(tmp / (ident + ".db"))},
+                  "uplink": up, "bus": [{"port": "/dev/null", "meter": [{"address": "1"}]}],
+                  "mesh": {"role": role, "network_key": NET, "members": IDS, "link": link}})
+
+
+class Net:
+    def __init__(self, tmp: Path, url: str) -> None:
+        self.tmp = tmp
+        self.url = url
+        self.ports = {i: udp_port() for i in IDS}
+        self.agents: dict[str, MeshAgent] = {}
+        self.archives: list[Archive] = []
+
+    def start(self, ident: str, role: str, peers: list[str], url: str = "",
+              control: bool = False, **options: object) -> MeshAgent:
+        cfg = config(self.tmp, ident, role, self.ports[ident], [self.ports[p] for p in peers],
+                     url)
+        a = Archive(cfg.archive).open()
+        self.archives.append(a)
+        ag = MeshAgent(cfg, a, threading.Lock(), node_options={**FAST, **options},
+                       control=control).start()
+        self.agents[ident] = ag
+        return ag
+
+    def stop(self) -> None:
+        for ag in self.agents.values():
+            ag.stop()
+        for a in self.archives:
+            a.close()
+
+
+def routed(agent: MeshAgent, gateway: str, within: float = 15.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if agent.snapshot()["gateway"] == gateway:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def batch(device: str, seq: int, counter: int | None = None) -> bytes:
+    rows = {"%s-m1" % device: [(T0 + 3600 * seq, {"1.0.1.8.0.255": 1000 + seq})]}
+    return wire.seal_batch(KEYS[device], device, 0, seq if counter is None else counter, seq,
+                           rows, boot=7)
+
+
+@pytest.fixture(scope="module")
+def hes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hes")
+    h = HesProcess(tmp / "hes.db", IDS[0], KEYS[IDS[0]].hex())
+    import subprocess
+
+    for ident in IDS[1:]:
+        subprocess.run([HES, "keys", "add", ident, "--key", KEYS[ident].hex(), "--db", h.db],
+                       check=True, capture_output=True)
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def chain(tmp_path, hes):
+    proxy = Proxy(hes.port)
+    net = Net(tmp_path, proxy.url)
+    net.start("DC-G", "gateway", ["DC-B"], url=proxy.url)
+    net.start("DC-B", "node", ["DC-A", "DC-G"])
+    net.start("DC-A", "node", ["DC-B"])
+    assert routed(net.agents["DC-A"], "DC-G"), net.agents["DC-A"].snapshot()
+    yield net, proxy
+    net.stop()
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_batch_up_two_hops_ack_down_duplicate_and_refusal(chain, hes):
+    net, proxy = chain
+    a = net.agents["DC-A"]
+    ack = a.transport.send("DC-A", 1, batch("DC-A", 1), 20)
+    assert (ack.device, ack.seq, ack.status) == ("DC-A", 1, "accepted")
+    assert abs(ack.server_time - time.time()) < 60
+    again = a.transport.send("DC-A", 1, batch("DC-A", 1), 20)      # a retransmission
+    assert again.status == "duplicate"
+    bad = bytearray(batch("DC-A", 2))
+    bad[-12] ^= 0x55                                                  # altered on the way
+    with pytest.raises(TransportError) as e:
+        a.transport.send("DC-A", 2, bytes(bad), 20)
+    assert e.value.reason == "rejected" and e.value.hes_reason == "bad_tag"
+    fw = net.agents["DC-G"].gateway.stats()
+    assert (fw["accepted"], fw["duplicate"], fw["rejected"]) == (1, 1, 1)
+    got, dup = hes_rows(hes.export_jsonl())
+    assert got[("DC-A-m1", T0 + 3600)] == {"1.0.1.8.0.255": 1001} and dup == 0
+    # the relay saw frames, never readings: it forwarded, delivered nothing of A's
+    b = net.agents["DC-B"].snapshot()
+    assert b["counters"]["forwarded"] >= 3 and b["counters"]["delivered"] == 0
+
+
+def test_one_slow_origin_does_not_hold_up_another(chain):
+    net, proxy = chain
+    proxy.delay["DC-A"] = 4.0
+    done: dict[str, float] = {}
+
+    def send_a() -> None:
+        net.agents["DC-A"].transport.send("DC-A", 10, batch("DC-A", 10), 30)
+        done["DC-A"] = time.monotonic()
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=send_a)
+    t.start()
+    time.sleep(0.5)                                   # A's upload is being held at the HES
+    ack = net.agents["DC-B"].transport.send("DC-B", 1, batch("DC-B", 1), 30)
+    done["DC-B"] = time.monotonic()
+    t.join()
+    assert ack.status == "accepted"
+    assert done["DC-B"] - t0 < 3.5 < done["DC-A"] - t0, done
+
+
+def test_hes_down_batch_stays_in_the_archive_until_the_ack_comes_down(chain, tmp_path):
+    """The store-and-forward rule over the mesh: Uplink.flush keeps the batch
+    while the gateway cannot reach the HES, and drops it from the backlog only
+    once the HES's ack has come back down."""
+    net, proxy = chain
+    a = net.agents["DC-A"]
+    arc = Archive(str(tmp_path / "uplink.db")).open()
+    try:
+        m = arc.meter_id("bus1", "modbus", "1")
+        arc.set_identity(m, "SN-A1", "WUM", "sim")
+        arc.store_meter_read(m, 3600, (T0, {"1.0.1.8.0.255": 5.0}), [], [(T0, 1)])
+        up = Uplink("DC-A", KEYS["DC-A"], arc, a.transport, SystemClock(), timeout=10)
+        proxy.down = True
+        assert up.flush() == {"sent_bytes": 0, "acked": 0}
+        assert arc.backlog()["batches_pending"] == 1
+        g = net.agents["DC-G"].gateway.stats()
+        assert g["failed"] >= 1 and not g["uplink_up"]
+        assert a.transport.stats()["retry"] >= 1
+        assert net.agents["DC-G"].snapshot()["gateway_active"]     # role gateway stays one
+        proxy.down = False
+        assert up.flush()["acked"] == 1
+        assert arc.backlog()["batches_pending"] == 0
+    finally:
+        arc.close()
+
+
+def test_batch_with_events_goes_first(chain, tmp_path):
+    a = chain[0].agents["DC-A"]
+    with a.lock:
+        a.archive.store_batch(1, b"x", [], [(1, T0, 1)], 0.0)
+        a.archive.store_batch(2, b"y", [], [], 0.0)
+    assert (a._priority(1), a._priority(2), a._priority(99)) == (0, 1, 1)
+
+
+def test_a_full_mesh_queue_says_busy(tmp_path, hes):
+    """A node whose own queue is full says unreachable (mesh_reason busy)."""
+    net = Net(tmp_path, hes.url)
+    try:
+        a = net.start("DC-A", "node", ["DC-B"], own_bytes=800)   # nobody there: nothing drains
+        a.transport.no_route_wait = 0.2
+        with pytest.raises(TransportError) as e:
+            a.transport.send("DC-A", 1, batch("DC-A", 1), 2)
+        assert e.value.reason == "unreachable"
+        with pytest.raises(TransportError) as e:
+            a.transport.send("DC-A", 2, os.urandom(780), 2)
+        assert e.value.reason == "unreachable" and e.value.mesh_reason == "busy"
+    finally:
+        net.stop()
+
+
+def test_auto_gateway_with_its_uplink_down_goes_through_the_mesh(tmp_path, hes):
+    """DC-H (role auto) loses its own uplink: it stops being a gateway and its
+    own batch reaches the HES through DC-A and the gateway DC-G."""
+    dead = Proxy(hes.port)
+    dead.down = True
+    net = Net(tmp_path, hes.url)
+    try:
+        net.start("DC-G", "gateway", ["DC-A"], url=hes.url)
+        net.start("DC-A", "node", ["DC-G", "DC-H"])
+        h = net.start("DC-H", "auto", ["DC-A"], url=dead.url)
+        assert routed(net.agents["DC-A"], "DC-G")
+        assert h.snapshot()["gateway_active"]
+        ack = h.transport.send("DC-H", 1, batch("DC-H", 1), 30)
+        assert ack.status == "accepted" and dead.puts["DC-H"] == 1
+        st = h.snapshot()
+        assert not st["gateway_active"] and st["gateway"] == "DC-G"
+        assert st["forwarding"]["uplink_up"] is False
+        assert net.agents["DC-G"].gateway.stats()["accepted"] == 1
+    finally:
+        net.stop()
+        dead.shutdown()
+        dead.server_close()
+
+
+def test_lora_node_and_gateway_on_simulated_sx1262(tmp_path, hes):
+    """The IO loop over LoRa links (no descriptor: polled), the SX126x driver
+    against simulated chips on the radio medium in real time: a ping and a
+    batch up and its ack down, charged to the duty-cycle budget."""
+    from drivers.lora import params_from_config
+    from drivers.lora.link import LoRaLink
+    from drivers.lora.sx126x import Sx126x
+    from hil.radio import RadioMedium, RealtimeMedium
+    from hil.sx126x_sim import Sx126xSim
+
+    medium = RadioMedium(seed=3, path_loss={"shadowing_db": 0.0})
+    medium.add_node("DC-A", 0, 0)
+    medium.add_node("DC-G", 200, 0)
+    rt = RealtimeMedium(medium).start()
+    lora = {"kind": "lora", "chip": "sx1262", "busy": "gpiochip0:1", "region": "EU868",
+            "channel": 869525000, "sf": 7, "bandwidth": 125000, "coding_rate": "4/5"}
+    agents = []
+    try:
+        for ident, role in (("DC-G", "gateway"), ("DC-A", "node")):
+            def factory(lc, ident=ident):
+                chip = Sx126xSim(medium, ident)
+                return LoRaLink(Sx126x(chip, chip.busy, chip.dio1, chip.reset),
+                                params_from_config(lc.table))
+            cfg = config(tmp_path, ident, role, 0, [], url=hes.url if role != "node" else "",
+                         links=[lora])
+            arc = Archive(cfg.archive).open()
+            agents.append((MeshAgent(cfg, arc, threading.Lock(), link_factory=factory,
+                                     node_options={"trickle_imin_ms": 1000}).start(), arc))
+        g, a = agents[0][0], agents[1][0]
+        assert routed(a, "DC-G", 20), a.snapshot()
+        pong = a.ping("DC-G", 10)
+        assert pong["ok"] and pong["rtt_ms"] > 20          # two LoRa frames at SF7
+        ack = a.transport.send("DC-A", 5, batch("DC-A", 5), 30)
+        assert ack.status == "accepted"
+        duty = a.snapshot()["duty"]
+        assert duty[0]["band"] == "g3" and duty[0]["used_ms"] > 0
+        assert g.snapshot()["links"][0]["sent"] > 0
+    finally:
+        for ag, arc in agents:
+            ag.stop()
+            arc.close()
+        rt.stop()
