@@ -107,6 +107,8 @@ def _lora(t: dict[str, Any], where: str) -> MeshLinkConfig:
     if chip in SX126X and "busy" not in table:
         raise ConfigError("%s.busy: an %s needs its BUSY line (\"gpiochip0:23\")" % (where, chip),
                           key=where + ".busy")
+    if table.get("bandwidth") in (125, 250, 500):
+        table["bandwidth"] *= 1000                 # written in kHz, as mesh.links reads it
     try:
         params = params_from_config(table)  # type: ignore[no-untyped-call]
     except RadioConfigError as e:

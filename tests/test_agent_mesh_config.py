@@ -79,6 +79,12 @@ def test_lora_link_normalised_to_what_mesh_and_driver_read(tmp_path):
     assert DutyCycleBudget().band(spec.channel)[0] == "g3"
 
 
+def test_lora_bandwidth_in_khz_or_hz(tmp_path):
+    for written in ("bandwidth = 250", "bandwidth = 250000", "bandwidth_khz = 250"):
+        text = NODE.replace('[[bus]]', LORA.replace("bandwidth_khz = 125", written) + '[[bus]]')
+        assert load(write(tmp_path, text)).mesh.links[1].table["bandwidth"] == 250000
+
+
 def test_gateway_and_key_file(tmp_path):
     (tmp_path / "mesh.key").write_text(NET + "\n")
     text = (NODE.replace('transport = "mesh"', 'transport = "http"\nurl = "http://hes:8080"')
