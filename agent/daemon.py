@@ -248,6 +248,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     b = st["backlog"]
     print("upload backlog: %d batches (%d bytes) pending, %d rows not yet batched" % (
         b["batches_pending"], b["bytes_pending"], b["rows_unbatched"]))
+    m = st["mesh"]
+    if m is not None:
+        print("mesh: %s%s, gateway %s via %s, cost %s, %d neighbour(s)%s" % (
+            m["role"], " (acting gateway)" if m.get("gateway_active") else "",
+            m.get("gateway") or "-", m.get("parent") or "-",
+            "-" if m.get("cost") is None else m["cost"], len(st["neighbours"]),
+            "" if m["running"] else " (daemon not running; as of %s)" % m["as_of"]))
     print("%-6s %-8s %-12s %-6s %-10s %-9s %-8s %s" % (
         "meter", "bus", "protocol", "addr", "serial", "status", "clock", "error"))
     for m in st["meters"]:
@@ -303,7 +310,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the concentrator daemon (hourly cycles, upload)",
-                       description="Read every configured meter each period, archive, upload.")
+                       description="Read every configured meter each period, archive, upload; "
+                       "with [mesh], run the mesh node (relay, gateway) and its control socket.")
     p.add_argument("--config", required=True, help="agent TOML file")
     p.add_argument("--cycles", type=int, help="stop after N scheduled cycles (default: forever)")
     p.add_argument("--no-initial", action="store_true", help="do not run a cycle at start")

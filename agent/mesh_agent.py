@@ -98,8 +98,7 @@ class MeshAgent:
         try:
             self.service.start()
         except (DriverError, MeshError) as e:
-            for link in self.links:
-                link.close()
+            self.service.stop()
             raise AgentError("mesh cannot start: %s" % e, **e.fields) from e
         if cfg.transport == "mesh" or self.mcfg.role == "auto":
             self.mesh_transport = MeshTransport(self.service, self.identity, self._priority,

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from agent import AgentError
@@ -132,7 +133,9 @@ class MeshService:
     # -- other threads --------------------------------------------------------
     def call(self, fn: Callable[[Any, int], T], timeout: float = 10.0) -> T:
         """Run ``fn(node, now_ms)`` in the mesh thread and return its result
-        (or raise its exception). From the mesh thread itself it runs inline."""
+        (or raise its exception); ``MeshStopped`` when the loop is not
+        running or does not answer in ``timeout``. From the mesh thread
+        itself it runs inline."""
         if threading.current_thread() is self._thread:
             return fn(self.node, now_ms())
         if not self.running:
@@ -140,7 +143,10 @@ class MeshService:
         fut: Future[Any] = Future()
         self._calls.append((fn, fut))
         self._wake()
-        result: T = fut.result(timeout)
+        try:
+            result: T = fut.result(timeout)
+        except FutureTimeout:
+            raise MeshStopped("mesh loop did not answer in %.1f s" % timeout) from None
         return result
 
     def dispatch(self, action: Any) -> None:

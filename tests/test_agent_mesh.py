@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,6 +256,45 @@ def test_a_full_mesh_queue_says_busy(tmp_path, hes):
         assert e.value.reason == "unreachable" and e.value.mesh_reason == "busy"
     finally:
         net.stop()
+
+
+def test_replies_go_to_learnt_addresses_forged_datagrams_teach_nothing(tmp_path):
+    """DC-G has no static peers: it answers DC-A at the address DC-A's
+    authenticated frames came from; a forged datagram is refused by the mesh
+    and its sender never becomes a neighbour."""
+    net = Net(tmp_path, "")
+    try:
+        g = net.start("DC-G", "gateway", [], url="http://127.0.0.1:1")
+        a = net.start("DC-A", "node", ["DC-G"])
+        assert routed(a, "DC-G")
+        assert a.ping("DC-G", 5)["ok"] and g.ping("DC-A", 5)["ok"]
+        def dropped(st):         # not a frame, or not for us: dropped before any crypto
+            return sum(st["refused"].values()) + st["counters"]["overheard"]
+        before = dropped(g.snapshot())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+            for _ in range(5):
+                forger.sendto(os.urandom(40), ("127.0.0.1", net.ports["DC-G"]))
+            deadline = time.monotonic() + 5
+            while dropped(g.snapshot()) - before < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            st = g.snapshot()
+            assert dropped(st) - before >= 4                     # 10 % loss: most arrive
+            assert st["links"][0]["peers"] == ["127.0.0.1:%d" % net.ports["DC-A"]]
+            assert [n["id"] for n in st["neighbours"]] == ["DC-A"]
+    finally:
+        net.stop()
+
+
+def test_a_taken_port_is_a_clear_start_error(tmp_path):
+    from agent import AgentError
+
+    net = Net(tmp_path, "")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", net.ports["DC-A"]))
+        with pytest.raises(AgentError) as e:
+            net.start("DC-A", "node", [])
+    net.stop()
+    assert "mesh cannot start" in str(e.value) and e.value.reason == "bind"
 
 
 def test_auto_gateway_with_its_uplink_down_goes_through_the_mesh(tmp_path, hes):

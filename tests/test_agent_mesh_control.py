@@ -121,6 +121,8 @@ def test_status_without_the_daemon_shows_its_last_snapshot(tmp_path):
     st = json.loads(wum("status", "--config", str(cfg), "--json").stdout)
     assert st["mesh"]["running"] is False and st["mesh"]["as_of"].endswith("Z")
     assert [n["id"] for n in st["neighbours"]] == ["DC-G"]
+    text = wum("status", "--config", str(cfg)).stdout
+    assert "mesh: node, gateway DC-G via DC-G" in text and "daemon not running" in text
     out = wum("mesh", "neighbours", "--config", str(cfg))
     assert out.returncode == 1 and "no wum daemon answers" in out.stderr
 
