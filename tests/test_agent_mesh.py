@@ -123,10 +123,13 @@ class Net:
             a.close()
 
 
-def routed(agent: MeshAgent, gateway: str, within: float = 15.0) -> bool:
+def routed(agent: MeshAgent, gateway: str, within: float = 15.0, best: bool = True) -> bool:
+    """``agent`` routes to ``gateway`` (as its best gateway, or one of its routes)."""
     end = time.monotonic() + within
     while time.monotonic() < end:
-        if agent.snapshot()["gateway"] == gateway:
+        st = agent.snapshot()
+        if st["gateway"] == gateway or not best and any(
+                r["gateway"] == gateway for r in st["routes"]):
             return True
         time.sleep(0.1)
     return False
@@ -190,7 +193,7 @@ def test_batch_up_two_hops_ack_down_duplicate_and_refusal(chain, hes):
 
 def test_one_slow_origin_does_not_hold_up_another(chain):
     net, proxy = chain
-    proxy.delay["DC-A"] = 4.0
+    proxy.delay["DC-A"] = 6.0
     done: dict[str, float] = {}
 
     def send_a() -> None:
@@ -205,7 +208,7 @@ def test_one_slow_origin_does_not_hold_up_another(chain):
     done["DC-B"] = time.monotonic()
     t.join()
     assert ack.status == "accepted"
-    assert done["DC-B"] - t0 < 3.5 < done["DC-A"] - t0, done
+    assert done["DC-B"] - t0 < 5.0 < done["DC-A"] - t0, done
 
 
 def test_hes_down_batch_stays_in_the_archive_until_the_ack_comes_down(chain, tmp_path):
@@ -272,13 +275,13 @@ def test_replies_go_to_learnt_addresses_forged_datagrams_teach_nothing(tmp_path)
             return sum(st["refused"].values()) + st["counters"]["overheard"]
         before = dropped(g.snapshot())
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
-            for _ in range(5):
+            for _ in range(20):
                 forger.sendto(os.urandom(40), ("127.0.0.1", net.ports["DC-G"]))
             deadline = time.monotonic() + 5
-            while dropped(g.snapshot()) - before < 4 and time.monotonic() < deadline:
+            while dropped(g.snapshot()) - before < 10 and time.monotonic() < deadline:
                 time.sleep(0.05)
             st = g.snapshot()
-            assert dropped(st) - before >= 4                     # 10 % loss: most arrive
+            assert dropped(st) - before >= 10                    # 10 % loss: most arrive
             assert st["links"][0]["peers"] == ["127.0.0.1:%d" % net.ports["DC-A"]]
             assert [n["id"] for n in st["neighbours"]] == ["DC-A"]
     finally:
@@ -307,7 +310,8 @@ def test_auto_gateway_with_its_uplink_down_goes_through_the_mesh(tmp_path, hes):
         net.start("DC-G", "gateway", ["DC-A"], url=hes.url)
         net.start("DC-A", "node", ["DC-G", "DC-H"])
         h = net.start("DC-H", "auto", ["DC-A"], url=dead.url)
-        assert routed(net.agents["DC-A"], "DC-G")
+        assert routed(net.agents["DC-A"], "DC-G", best=False)
+        assert routed(net.agents["DC-A"], "DC-H", best=False)       # two gateways at one hop
         assert h.snapshot()["gateway_active"]
         ack = h.transport.send("DC-H", 1, batch("DC-H", 1), 30)
         assert ack.status == "accepted" and dead.puts["DC-H"] == 1
