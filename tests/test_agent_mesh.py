@@ -85,8 +85,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 def config(tmp: Path, ident: str, role: str, port: int, peers: list[int], url: str = "",
-           links: list[dict] | None = None) -> Config:
-    transport = "mesh" if role == "node" else "http"
+           links: list[dict] | None = None, transport: str = "") -> Config:
+    transport = transport or ("mesh" if role == "node" else "http")
     up = {"transport": transport, "key": KEYS[ident].hex()}
     if url:
         up["url"] = url
@@ -106,9 +106,9 @@ class Net:
         self.archives: list[Archive] = []
 
     def start(self, ident: str, role: str, peers: list[str], url: str = "",
-              control: bool = False, **options: object) -> MeshAgent:
+              control: bool = False, transport: str = "", **options: object) -> MeshAgent:
         cfg = config(self.tmp, ident, role, self.ports[ident], [self.ports[p] for p in peers],
-                     url)
+                     url, transport=transport)
         a = Archive(cfg.archive).open()
         self.archives.append(a)
         ag = MeshAgent(cfg, a, threading.Lock(), node_options={**FAST, **options},
@@ -323,6 +323,39 @@ def test_auto_gateway_with_its_uplink_down_goes_through_the_mesh(tmp_path, hes):
         net.stop()
         dead.shutdown()
         dead.server_close()
+
+
+@pytest.fixture
+def broker():
+    from tests.mqtt_broker import running_broker
+
+    yield from running_broker()
+
+
+def test_gateway_forwards_over_mqtt(tmp_path, broker):
+    """A gateway whose own uplink is MQTT (a real Mosquitto, `hes-lite serve
+    --mqtt`): it publishes on the origin's behalf and the HES's ack, which
+    comes on the origin's ack topic, goes back down."""
+    import subprocess
+
+    h = HesProcess(tmp_path / "hes.db", "DC-A", KEYS["DC-A"].hex(), mqtt=broker.url)
+    subprocess.run([HES, "keys", "add", "DC-G", "--key", KEYS["DC-G"].hex(), "--db", h.db],
+                   check=True, capture_output=True)
+    h.start()
+    net = Net(tmp_path, "")
+    try:
+        g = net.start("DC-G", "gateway", ["DC-A"], url=broker.url, transport="mqtt")
+        a = net.start("DC-A", "node", ["DC-G"])
+        assert routed(a, "DC-G")
+        ack = a.transport.send("DC-A", 3, batch("DC-A", 3), 30)
+        assert ack.status == "accepted"
+        own = g.transport.send("DC-G", 1, batch("DC-G", 1), 30)
+        assert own.status == "accepted"                  # the same broker client for both
+        got, _ = hes_rows(h.export_jsonl())
+        assert ("DC-A-m1", T0 + 3 * 3600) in got and ("DC-G-m1", T0 + 3600) in got
+    finally:
+        net.stop()
+        h.stop()
 
 
 def test_lora_node_and_gateway_on_simulated_sx1262(tmp_path, hes):

@@ -156,6 +156,9 @@ class MeshTransport(Transport):
                     raise TransportError("mesh gave batch %d up (%s)" % (seq, why),
                                          "unreachable", device=device_id, seq=seq, url=self.url,
                                          mesh_reason=why)
+                if not self.service.running:
+                    raise TransportError("mesh stopped", "unreachable", device=device_id,
+                                         seq=seq, url=self.url, mesh_reason="stopped")
                 waited = time.monotonic() - f.started
                 if f.handed is None and not self.service.routed and waited > self.no_route_wait:
                     raise TransportError("no route to a gateway", "unreachable",
