@@ -159,6 +159,7 @@ class Daemon:
                 if wait <= 0:
                     break
                 await asyncio.sleep(min(wait, 0.5))
+                self._check_mesh()
                 if self.uplink is not None and self.clock.now() - last_try >= self.retry_interval:
                     # Between cycles, retry a backlog (the link may be back).
                     last_try = self.clock.now()
@@ -170,6 +171,13 @@ class Daemon:
                 break
             await self.run_cycle()
         log.info("stopped after %d cycles", self.cycles)
+
+    def _check_mesh(self) -> None:
+        """A mesh IO loop that died is a daemon failure (exit 1: systemd restarts
+        it), not a concentrator that silently stops relaying."""
+        failure = self.mesh.service.failure if self.mesh is not None else None
+        if failure is not None:
+            raise AgentError("mesh IO loop failed: %r" % failure)
 
     def _on_signal(self, sig: int) -> None:
         log.warning("signal %d: stopping after the current transaction", sig)

@@ -288,6 +288,44 @@ def test_replies_go_to_learnt_addresses_forged_datagrams_teach_nothing(tmp_path)
         net.stop()
 
 
+def test_a_crashed_io_loop_is_a_daemon_failure_not_silence(tmp_path):
+    """A bug under the loop (here a link that raises on one datagram) stops the
+    mesh loudly: the node's sends say so at once and the daemon exits 1."""
+    from agent import AgentError
+    from agent.daemon import Daemon
+    from drivers.udp_link import UdpLink
+
+    class Buggy(UdpLink):
+        def receive(self, timeout=0.0):
+            r = super().receive(timeout)
+            if r is not None and r.frame == b"boom":
+                raise ValueError("a bug")
+            return r
+
+    port = udp_port()
+    cfg = config(tmp_path, "DC-A", "node", port, [])
+    arc = Archive(cfg.archive).open()
+    a = MeshAgent(cfg, arc, threading.Lock(), control=False,
+                  link_factory=lambda lc: Buggy(lc.table["listen"])).start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"boom", ("127.0.0.1", port))          # Buggy has no loss
+        deadline = time.monotonic() + 5
+        while a.service.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert isinstance(a.service.failure, ValueError) and not a.service.running
+        with pytest.raises(TransportError) as e:
+            a.transport.send("DC-A", 1, batch("DC-A", 1), 5)
+        assert e.value.reason == "unreachable" and e.value.mesh_reason == "stopped"
+        d = Daemon(cfg, SystemClock())
+        d.mesh = a
+        with pytest.raises(AgentError, match="mesh IO loop failed"):
+            d._check_mesh()
+    finally:
+        a.stop()
+        arc.close()
+
+
 def test_a_taken_port_is_a_clear_start_error(tmp_path):
     from agent import AgentError
 
