@@ -211,6 +211,40 @@ def test_one_slow_origin_does_not_hold_up_another(chain):
     assert done["DC-B"] - t0 < 5.0 < done["DC-A"] - t0, done
 
 
+def test_a_late_answer_is_kept_for_the_next_send(chain):
+    net, proxy = chain
+    a = net.agents["DC-A"].transport
+    a.resend_floor = 60.0
+    proxy.delay["DC-A"] = 2.5
+    with pytest.raises(TransportError) as e:
+        a.send("DC-A", 20, batch("DC-A", 20), 1.0)
+    assert e.value.reason == "timeout"
+    time.sleep(3.5)                                   # the answer comes while nobody waits
+    t = time.monotonic()
+    assert a.send("DC-A", 20, batch("DC-A", 20), 10).status == "accepted"
+    assert time.monotonic() - t < 0.5                 # at once, nothing sent again
+    st = a.stats()
+    assert (st["sent"], st["resent"], st["late"]) == (1, 0, 1) and proxy.puts["DC-A"] == 1
+
+
+def test_no_answer_after_resend_after_sends_a_copy_answered_once(chain):
+    net, proxy = chain
+    a = net.agents["DC-A"].transport
+    a.resend_floor = 0.5
+    proxy.delay["DC-A"] = 5.0
+    with pytest.raises(TransportError):
+        a.send("DC-A", 30, batch("DC-A", 30), 1.0)
+    deadline = time.monotonic() + 5
+    while a._flights[30].handed is None and time.monotonic() < deadline:
+        time.sleep(0.05)                              # the first hop holds all of it
+    time.sleep(0.6)
+    assert a.send("DC-A", 30, batch("DC-A", 30), 15).status == "accepted"
+    assert a.stats()["resent"] == 1
+    # the copy reached the gateway while the first was being uploaded: one upload
+    assert net.agents["DC-G"].gateway.stats()["dropped_duplicate"] == 1
+    assert proxy.puts["DC-A"] == 1
+
+
 def test_hes_down_batch_stays_in_the_archive_until_the_ack_comes_down(chain, tmp_path):
     """The store-and-forward rule over the mesh: Uplink.flush keeps the batch
     while the gateway cannot reach the HES, and drops it from the backlog only
@@ -243,6 +277,23 @@ def test_batch_with_events_goes_first(chain, tmp_path):
         a.archive.store_batch(1, b"x", [], [(1, T0, 1)], 0.0)
         a.archive.store_batch(2, b"y", [], [], 0.0)
     assert (a._priority(1), a._priority(2), a._priority(99)) == (0, 1, 1)
+
+
+def test_frame_counter_epoch_persisted_in_the_archive(tmp_path):
+    """Every start of the node takes a new link-layer epoch, kept in the
+    archive before the first frame, so a restart never reuses a nonce."""
+    cfg = config(tmp_path, "DC-A", "node", udp_port(), [])
+    arc = Archive(cfg.archive).open()
+    try:
+        epochs = []
+        for _ in range(3):
+            a = MeshAgent(cfg, arc, threading.Lock(), control=False).start()
+            epochs.append(a.snapshot()["epoch"])
+            a.stop()
+        assert epochs[1] == epochs[0] + 1 and epochs[2] == epochs[0] + 2
+        assert arc.meta("mesh_epoch") == str(epochs[2]).encode()
+    finally:
+        arc.close()
 
 
 def test_a_full_mesh_queue_says_busy(tmp_path, hes):

@@ -43,6 +43,7 @@ from agent.transport import Ack, Transport, TransportError, check_device
 log = logging.getLogger(__name__)
 
 KEEP_ANSWERS = 256
+RESEND_CAP = 3600.0
 
 
 class Flight:
@@ -80,8 +81,10 @@ class MeshTransport(Transport):
         service.add_listener(self._on_action)
 
     def resend_after(self) -> float:
+        """Seconds after the first hop took a batch before a copy is sent:
+        4 x the smoothed round trip from there, within [floor, 1 h]."""
         rtt = 4 * self._srtt if self._srtt is not None else 0.0
-        return max(self.resend_floor, rtt)
+        return min(RESEND_CAP, max(self.resend_floor, rtt))
 
     # -- the mesh thread ---------------------------------------------------------
     def _on_action(self, a: Any) -> None:
@@ -120,7 +123,9 @@ class MeshTransport(Transport):
                 self.counters["stray"] += 1
             else:
                 self._mids.pop(f.mid, None)
-                rtt = time.monotonic() - f.started
+                # from the moment the first hop held all of it: what resend_after waits for
+                # (time spent queued for a route is not the path's round trip)
+                rtt = time.monotonic() - (f.handed if f.handed is not None else f.started)
                 self._srtt = rtt if self._srtt is None else self._srtt + (rtt - self._srtt) / 8
             self._answers[msg.seq] = msg
             self._answers.move_to_end(msg.seq)
