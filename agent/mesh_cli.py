@@ -171,10 +171,14 @@ def cmd_mesh(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("mesh", help="the running daemon's mesh: neighbours, routes, ping, stats",
                        description="Ask the running `wum run` daemon (over its control socket "
-                       "<archive>.sock) what its mesh node knows.")
-    p.add_argument("action", choices=("neighbours", "routes", "ping", "stats"))
+                       "<archive>.sock, owner-only) what its mesh node knows. Exit 1 when no "
+                       "daemon answers or a ping fails.")
+    p.add_argument("action", choices=("neighbours", "routes", "ping", "stats"),
+                   help="neighbours heard (link, quality, last heard); routes to gateways "
+                   "(parent, backup, cost); ping NODE (a round trip through the mesh); stats "
+                   "(everything: counters, refusals, duty cycle, forwarding)")
     p.add_argument("node", nargs="?", help="ping: the concentrator id to ping")
     p.add_argument("--config", required=True, help="agent TOML file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON (shapes in docs/agent.md)")
     p.add_argument("--timeout", type=float, default=10.0, help="ping: seconds to wait")
     p.set_defaults(func=cmd_mesh)
