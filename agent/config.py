@@ -185,6 +185,26 @@ def _bus(t: dict[str, Any], i: int) -> BusConfig:
                      timeout=_get(t, "timeout", where, float, 1.0), meters=meters)
 
 
+def _uplink_key(u: dict[str, Any], base: Path | None) -> str:
+    key_hex: str = _get(u, "key", "uplink", str, "")
+    if "key_file" in u:
+        kf = Path(_get(u, "key_file", "uplink", str))
+        if base and not kf.is_absolute():
+            kf = base / kf
+        try:
+            key_hex = kf.read_text().strip()
+        except OSError as e:
+            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
+    if key_hex:
+        try:
+            if len(bytes.fromhex(key_hex)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
+                              key="uplink.key") from None
+    return key_hex
+
+
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
                         "mesh"}, "config")
@@ -215,22 +235,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     if transport not in ("http", "mqtt", "mesh", "none"):
         raise ConfigError("uplink.transport must be http, mqtt, mesh or none",
                           key="uplink.transport")
-    key_hex = _get(u, "key", "uplink", str, "")
-    if "key_file" in u:
-        kf = Path(_get(u, "key_file", "uplink", str))
-        if base and not kf.is_absolute():
-            kf = base / kf
-        try:
-            key_hex = kf.read_text().strip()
-        except OSError as e:
-            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
-    if key_hex:
-        try:
-            if len(bytes.fromhex(key_hex)) != 32:
-                raise ValueError
-        except ValueError:
-            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
-                              key="uplink.key") from None
+    key_hex = _uplink_key(u, base)
     period = _get(s, "period", "schedule", int, 3600)
     if period < 60:
         raise ConfigError("schedule.period must be at least 60 s", key="schedule.period")
