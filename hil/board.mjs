@@ -71,13 +71,17 @@ function readFd(fd) {
   }
 }
 
+// Write all of buf; if nobody drains the pty for 200 ms the rest is dropped,
+// as a board's console drops output with no host attached.
 function writeFd(fd, buf) {
-  let off = 0;
+  let off = 0, stuck = 0;
   while (off < buf.length) {
     try {
       off += fs.writeSync(fd, buf, off, buf.length - off);
+      stuck = 0;
     } catch (e) {
       if (e.code !== "EAGAIN" && e.code !== "EWOULDBLOCK") throw e;
+      if (++stuck > 200) return;
       sleepMs(1);
     }
   }
