@@ -11,8 +11,9 @@ the pure-Python AES fallback. Figures:
   off (``alloc_kb_gc_off``) on top of what is live before (``baseline_kb``:
   imports, the codec state of 64 meters, the hour's readings). The
   WebAssembly port grows its heap on demand (split heap), so a fixed small
-  heap cannot be used to find the exact mark; ``live_after_kb`` is what
-  stays live after a collection;
+  heap cannot be used to find the exact mark, and its collector frees
+  nothing while a script runs (only between top-level calls: the bench
+  collects between steps); ``live_after_kb`` is what stays live after;
 - ``bundle_kb``: the .mpy bundle; ``aes_ms``: sealing one batch with the
   pure-Python AES; ``encode_ms``.
 
@@ -56,7 +57,9 @@ state = CodecState('board-1')
 state.advance(b1)
 b2 = batch(2, T, data['now'])
 del data, b1
+#--
 gc.collect()
+#--
 before = gc.mem_alloc()
 if MODE == 'off':
     gc.disable()
@@ -68,7 +71,9 @@ t2 = time.ticks_ms()
 after = gc.mem_alloc()
 gc.enable()
 del payload
+#--
 gc.collect()
+#--
 print('@@' + json.dumps({'before': before, 'after': after, 'live_after': gc.mem_alloc(), 'encode_ms': time.ticks_diff(t1, t0),
                          'aes_ms': time.ticks_diff(t2, t1), 'sealed': len(sealed)}))
 """
@@ -87,8 +92,8 @@ const walk = (d, rel) => { for (const e of fs.readdirSync(d, {withFileTypes: tru
 mp.FS.mkdirTree("/b"); walk(bundle, "");
 mp.FS.writeFile("/in.json", fs.readFileSync(input));
 try {
-  mp.runPython("import sys\nsys.path.insert(0, '/b')\nMODE = '" + mode + "'\n" +
-               fs.readFileSync(0, "utf8"));
+  mp.runPython("import sys\nsys.path.insert(0, '/b')\nMODE = '" + mode + "'");
+  for (const part of fs.readFileSync(0, "utf8").split("#--\n")) mp.runPython(part);
 } catch (e) { out.push("@@ERR " + String(e.message || e).split("\n").slice(-2).join(" ")); }
 console.log(out.join("\n"));
 """
