@@ -180,7 +180,7 @@ def build_linux(out: Path, source: Path | None = None) -> dict[str, Any]:
     if not (src / "pyproject.toml").exists():
         raise FirmwareError("no project source at %s (give --source DIR)" % src)
     _fresh(out)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                         "-q", "-w", str(out), str(src)], capture_output=True, text=True)
     if r.returncode != 0:
         raise FirmwareError("building the wheel failed: %s" % r.stderr.strip()[-800:])
