@@ -1,12 +1,13 @@
-"""A gateway concentrator: batches the mesh delivers here are uploaded with
-this concentrator's own uplink (HTTP or MQTT, its configured transport) on
-behalf of their origin — ``PUT /v1/batches/{origin}/{seq}``, the envelope
-authenticates the origin — and the HES's answer goes back down the mesh to
-the origin.
+"""A gateway concentrator: what the mesh delivers here — batches, command
+results, idle polls — goes to the HES with this concentrator's own uplink
+(HTTP or MQTT, its configured transport) on behalf of its origin — ``PUT
+/v1/batches/{origin}/{seq}``, ``PUT /v1/results/…``, ``POST /v1/poll/…``;
+the sealed envelope authenticates the origin — and the HES's answer (with
+the sealed commands it carries) goes back down the mesh to the origin.
 
-Owns the forwarding queue (per origin one upload at a time, several origins
-at once in ``workers`` threads, so one slow batch does not hold up the
-district), the downlink of answers (``reply(origin, bytes)``: opaque to this
+Owns the forwarding queue (per origin one exchange at a time, several
+origins at once in ``workers`` threads, so one slow batch does not hold up
+the district), the downlink of answers (``reply(origin, bytes)``: opaque to this
 module's callers, so what the HES answers for an origin beyond acks —
 commands, issue 11 — takes the same path), and the health of the own uplink
 that the node advertises (``set_uplink(up, quality, load)``; role ``auto``
@@ -25,13 +26,15 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from agent import mesh_wire
 from agent.mesh_io import MeshService, MeshStopped
-from agent.transport import Ack, Transport, TransportError
+from agent.transport import Ack, Polled, ResultAck, Transport, TransportError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_QUEUED = 256          # batches waiting at this gateway, all origins together
 PER_ORIGIN = 8
@@ -57,14 +60,14 @@ class Gateway:
         self._advertised: tuple[bool, int, int] | None = None
         self._adv_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._queues: OrderedDict[str, deque[tuple[int, bytes]]] = OrderedDict()
+        self._queues: OrderedDict[str, deque[tuple[int, int, bytes]]] = OrderedDict()
         self._busy: set[str] = set()
-        self._keys: set[tuple[str, int]] = set()
+        self._keys: set[tuple[str, int, int]] = set()
         self._stop = False
         self._threads: list[threading.Thread] = []
         self._transports: list[Transport] = []
         self.counters = {"received": 0, "forwarded": 0, "accepted": 0, "duplicate": 0,
-                         "rejected": 0, "failed": 0, "dropped_duplicate": 0, "busy": 0,
+                         "results": 0, "polls": 0, "rejected": 0, "failed": 0, "dropped_duplicate": 0, "busy": 0,
                          "replies": 0, "reply_no_route": 0, "unreadable": 0}
         service.add_listener(self._on_action)
 
@@ -100,16 +103,17 @@ class Gateway:
             self.counters["unreadable"] += 1
             log.warning("gateway: unreadable message from %s (%s)", a.origin, e.fields)
             return
-        if msg.kind != mesh_wire.BATCH:
+        if msg.kind not in mesh_wire.UP:
             self.counters["unreadable"] += 1
             return
         self.counters["received"] += 1
-        self.submit(a.origin, msg.seq, msg.body)
+        self.submit(a.origin, msg.kind, msg.seq, msg.body)
 
-    def submit(self, origin: str, seq: int, sealed: bytes) -> None:
-        """Queue one origin's batch for upload (any thread)."""
+    def submit(self, origin: str, kind: int, n: int, sealed: bytes) -> None:
+        """Queue one origin's request (``mesh_wire.BATCH``/``RESULT``/``POLL``
+        with its id) for the HES (any thread)."""
         with self._cond:
-            if (origin, seq) in self._keys:       # a copy of one already here: one answer
+            if (origin, kind, n) in self._keys:   # a copy of one already here: one answer
                 self.counters["dropped_duplicate"] += 1
                 return
             q = self._queues.get(origin)
@@ -118,23 +122,23 @@ class Gateway:
             if not full:
                 if q is None:
                     q = self._queues[origin] = deque()
-                q.append((seq, sealed))
-                self._keys.add((origin, seq))
+                q.append((kind, n, sealed))
+                self._keys.add((origin, kind, n))
                 self._cond.notify()
         if full:
             self.counters["busy"] += 1
-            self.reply(origin, mesh_wire.retry(seq, "gateway_busy"))
+            self.reply(origin, mesh_wire.retry(kind, n, "gateway_busy"))
 
     # -- workers -------------------------------------------------------------------
-    def _next(self) -> tuple[str, int, bytes] | None:
+    def _next(self) -> tuple[str, int, int, bytes] | None:
         with self._cond:
             while not self._stop:
                 for origin, q in self._queues.items():
                     if q and origin not in self._busy:
-                        seq, sealed = q.popleft()
+                        kind, n, sealed = q.popleft()
                         self._busy.add(origin)
                         self._queues.move_to_end(origin)     # round robin over origins
-                        return origin, seq, sealed
+                        return origin, kind, n, sealed
                 self._cond.wait()
             return None
 
@@ -146,35 +150,50 @@ class Gateway:
             job = self._next()
             if job is None:
                 return
-            origin, seq, sealed = job
+            origin, kind, n, sealed = job
             try:
-                answer = self._upload(transport, origin, seq, sealed)
+                answer = self._upload(transport, origin, kind, n, sealed)
             finally:
                 with self._cond:
                     self._busy.discard(origin)
-                    self._keys.discard((origin, seq))
+                    self._keys.discard((origin, kind, n))
                     q = self._queues.get(origin)
                     if q is not None and not q:
                         del self._queues[origin]
                     self._cond.notify_all()
             self.reply(origin, answer)
 
-    def _upload(self, transport: Transport, origin: str, seq: int, sealed: bytes) -> bytes:
+    def _upload(self, transport: Transport, origin: str, kind: int, n: int,
+                sealed: bytes) -> bytes:
+        """One exchange with the HES; the answer for the origin."""
         self.counters["forwarded"] += 1
         try:
-            ack = transport.send(origin, seq, sealed, self.timeout)
+            if kind == mesh_wire.BATCH:
+                ack = transport.send(origin, n, sealed, self.timeout)
+                self.counters[ack.status] += 1
+                answer = mesh_wire.ack(n, ack.status, ack.server_time, ack.need_keyframe,
+                                       ack.commands[:mesh_wire.MAX_COMMANDS])
+            elif kind == mesh_wire.RESULT:
+                rack = transport.send_result(origin, n, sealed, self.timeout)
+                self.counters["results"] += 1
+                answer = mesh_wire.rack(n, rack.status)
+            else:
+                polled = transport.poll(origin, sealed, self.timeout)
+                self.counters["polls"] += 1
+                answer = mesh_wire.polled(n, polled.server_time,
+                                          polled.commands[:mesh_wire.MAX_COMMANDS])
         except TransportError as e:
             if e.reason == "rejected":
                 self.counters["rejected"] += 1
                 self.report(True)
-                return mesh_wire.refused(seq, e.hes_reason or "rejected")
+                return mesh_wire.refused(kind, n, e.hes_reason or "rejected")
             self.counters["failed"] += 1
             self.report(False)
-            log.info("gateway: batch %s/%d not uploaded (%s)", origin, seq, e.reason)
-            return mesh_wire.retry(seq, e.reason)
-        self.counters[ack.status] += 1
+            log.info("gateway: %s %s/%d not delivered (%s)", mesh_wire.NAMES[kind], origin, n,
+                     e.reason)
+            return mesh_wire.retry(kind, n, e.reason)
         self.report(True)
-        return mesh_wire.ack(seq, ack.status, ack.server_time, ack.need_keyframe)
+        return answer
 
     def reply(self, origin: str, data: bytes) -> None:
         """Send ``data`` (an ``agent.mesh_wire`` message) down to ``origin``."""
@@ -232,8 +251,9 @@ class Gateway:
 
 
 class OwnUplink(Transport):
-    """The agent's own batches at a gateway: over ``direct``; at role
-    ``auto`` while the uplink is down, over ``mesh`` (another gateway's)."""
+    """The agent's own envelopes at a gateway (batches, command results,
+    polls): over ``direct``; at role ``auto`` while that uplink is down, over
+    ``mesh`` (another gateway's). Pushed commands come over ``direct``."""
 
     def __init__(self, direct: Transport, gateway: Gateway, mesh: Transport | None = None) -> None:
         self.direct = direct
@@ -241,20 +261,40 @@ class OwnUplink(Transport):
         self.mesh = mesh
         self.url = direct.url
 
-    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
+    def _via(self, what: str, direct: Callable[[], T], mesh: Callable[[Transport], T]) -> T:
         g = self.gateway
         if self.mesh is None or g.up or g.probe_due():
             try:
-                ack = self.direct.send(device_id, seq, payload, timeout)
+                out = direct()
             except TransportError as e:
                 g.report(e.reason == "rejected")
                 if self.mesh is None or e.reason == "rejected":
                     raise
-                log.warning("own uplink down (%s): batch %d goes through the mesh", e.reason, seq)
+                log.warning("own uplink down (%s): %s goes through the mesh", e.reason, what)
             else:
                 g.report(True)
-                return ack
-        return self.mesh.send(device_id, seq, payload, timeout)
+                return out
+        return mesh(self.mesh)
+
+    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
+        return self._via("batch %d" % seq,
+                         lambda: self.direct.send(device_id, seq, payload, timeout),
+                         lambda m: m.send(device_id, seq, payload, timeout))
+
+    def send_result(self, device_id: str, counter: int, payload: bytes,
+                    timeout: float) -> ResultAck:
+        return self._via("result %d" % counter,
+                         lambda: self.direct.send_result(device_id, counter, payload, timeout),
+                         lambda m: m.send_result(device_id, counter, payload, timeout))
+
+    def poll(self, device_id: str, payload: bytes, timeout: float) -> Polled:
+        return self._via("a poll", lambda: self.direct.poll(device_id, payload, timeout),
+                         lambda m: m.poll(device_id, payload, timeout))
+
+    def listen(self, device_id: str, on_command: Callable[[bytes], object]) -> bool:
+        if self.mesh is not None:
+            self.mesh.listen(device_id, on_command)
+        return self.direct.listen(device_id, on_command)
 
     def close(self) -> None:
         self.direct.close()

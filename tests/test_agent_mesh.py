@@ -39,7 +39,7 @@ FAST = {"trickle_imin_ms": 300}        # routes form in well under a second
 
 class Proxy(ThreadingHTTPServer):
     """In front of a real hes-lite: ``down`` answers 503, ``delay[device]``
-    holds that origin's uploads; ``puts`` counts them per device."""
+    holds that origin's requests; ``puts`` counts them per device."""
 
     daemon_threads = True
 
@@ -64,6 +64,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
     def do_PUT(self) -> None:
+        self._forward("PUT")
+
+    def do_POST(self) -> None:
+        self._forward("POST")
+
+    def _forward(self, method: str) -> None:
         s = self.server
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         device = self.path.split("/")[3]
@@ -73,7 +79,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         else:
             time.sleep(s.delay.get(device, 0.0))
             c = http.client.HTTPConnection("127.0.0.1", s.target, timeout=30)
-            c.request("PUT", self.path, body, {"Content-Type": "application/octet-stream"})
+            c.request(method, self.path, body, {"Content-Type": "application/octet-stream"})
             r = c.getresponse()
             status, answer = r.status, r.read()
             c.close()
@@ -175,8 +181,12 @@ def test_batch_up_two_hops_ack_down_duplicate_and_refusal(chain, hes):
     ack = a.transport.send("DC-A", 1, batch("DC-A", 1), 20)
     assert (ack.device, ack.seq, ack.status) == ("DC-A", 1, "accepted")
     assert abs(ack.server_time - time.time()) < 60
-    again = a.transport.send("DC-A", 1, batch("DC-A", 1), 20)      # a retransmission
-    assert again.status == "duplicate"
+    again = a.transport.send("DC-A", 1, batch("DC-A", 1), 20)      # the answer is kept:
+    assert again.status == "accepted" and a.transport.stats()["sent"] == 1   # nothing travels
+    a.stop()                        # an origin that restarted sends the same bytes again
+    a = net.start("DC-A", "node", ["DC-B"])
+    assert routed(a, "DC-G")
+    assert a.transport.send("DC-A", 1, batch("DC-A", 1), 20).status == "duplicate"
     bad = bytearray(batch("DC-A", 2))
     bad[-12] ^= 0x55                                                  # altered on the way
     with pytest.raises(TransportError) as e:
@@ -189,6 +199,27 @@ def test_batch_up_two_hops_ack_down_duplicate_and_refusal(chain, hes):
     # the relay saw frames, never readings: it forwarded, delivered nothing of A's
     b = net.agents["DC-B"].snapshot()
     assert b["counters"]["forwarded"] >= 3 and b["counters"]["delivered"] == 0
+
+
+def test_idle_poll_and_a_command_result_through_the_mesh(chain):
+    """The command exchanges ride the same way: an idle poll (POST
+    /v1/poll/DC-A at the gateway) answered with the pending commands, and a
+    result for a command the HES never sent, refused by the HES by name."""
+    from agent.envelope import KIND_POLL, KIND_RESULT, MemoryBootStore, Sealer
+
+    net, proxy = chain
+    a = net.agents["DC-A"].transport
+    sealer = Sealer("DC-A", KEYS["DC-A"], MemoryBootStore(1000))
+    polled = a.poll("DC-A", sealer.seal(b'{"ts": %d}' % int(time.time()), KIND_POLL), 20)
+    assert polled.device == "DC-A" and polled.commands == ()
+    assert abs(polled.server_time - time.time()) < 60
+    result = sealer.seal(b'{"counter": 77, "id": "x", "state": "executed"}', KIND_RESULT)
+    with pytest.raises(TransportError) as e:
+        a.send_result("DC-A", 77, result, 20)
+    assert e.value.reason == "rejected" and e.value.hes_reason
+    g = net.agents["DC-G"].gateway.stats()
+    assert g["polls"] == 1 and g["rejected"] == 1
+    assert a.stats()["polls"] == 1 and a.stats()["in_flight"] == 0
 
 
 def test_one_slow_origin_does_not_hold_up_another(chain):
@@ -219,7 +250,9 @@ def test_a_late_answer_is_kept_for_the_next_send(chain):
     with pytest.raises(TransportError) as e:
         a.send("DC-A", 20, batch("DC-A", 20), 1.0)
     assert e.value.reason == "timeout"
-    time.sleep(3.5)                                   # the answer comes while nobody waits
+    deadline = time.monotonic() + 15                  # the answer comes while nobody waits
+    while not a.stats()["answers_waiting"] and time.monotonic() < deadline:
+        time.sleep(0.1)
     t = time.monotonic()
     assert a.send("DC-A", 20, batch("DC-A", 20), 10).status == "accepted"
     assert time.monotonic() - t < 0.5                 # at once, nothing sent again
@@ -235,7 +268,7 @@ def test_no_answer_after_resend_after_sends_a_copy_answered_once(chain):
     with pytest.raises(TransportError):
         a.send("DC-A", 30, batch("DC-A", 30), 1.0)
     deadline = time.monotonic() + 5
-    while a._flights[30].handed is None and time.monotonic() < deadline:
+    while a._flights[(1, 30)].handed is None and time.monotonic() < deadline:
         time.sleep(0.05)                              # the first hop holds all of it
     time.sleep(0.6)
     assert a.send("DC-A", 30, batch("DC-A", 30), 15).status == "accepted"

@@ -11,7 +11,8 @@ datagrams each agent receives dropped (the UDP link's ``loss``)::
 2. the middle relay (DC-0003) is killed (SIGKILL) for three simulated hours
    and restarted: the nodes behind it keep their batches and deliver them;
 3. DC-0006 joins, the gateway DC-0005 is killed: traffic moves to DC-0006
-   without anyone telling it to; DC-0005 returns at the end.
+   without anyone telling it to; an operator's disconnect reaches a meter of
+   DC-0001 four hops away and its result comes back; DC-0005 returns.
 
 Then the meters go quiet and the backlogs drain, and every archived reading
 of every concentrator is at the HES exactly once and equal.
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,8 @@ def udp_port() -> int:
 
 
 class Chain:
-    def __init__(self, tmp: Path, hes: HesProcess, district: District, keys: list[str]) -> None:
+    def __init__(self, tmp: Path, hes: HesProcess, district: District, keys: list[str],
+                 verify_key: str) -> None:
         self.tmp = tmp
         self.procs: dict[int, subprocess.Popen[str]] = {}
         self.cfgs: list[Path] = []
@@ -78,6 +81,8 @@ class Chain:
                       '[[mesh.link]]', 'kind = "udp"', 'listen = "127.0.0.1:%d"' % ports[i],
                       'peers = [%s]' % ", ".join('"127.0.0.1:%d"' % ports[j] for j in LINKS[i]),
                       'loss = 0.1', 'seed = %d' % i,
+                      # commands ride on batch acks over the mesh (no idle polls)
+                      '[commands]', 'verify_key = "%s"' % verify_key, 'poll_interval = 0',
                       '[[bus]]', 'name = "bus1"', 'port = "%s"' % district.ports[i].agent_path,
                       'baud = %d' % district.baud, 'timeout = 0.5']
             for b, _, addr, _ in district.meters:
@@ -152,6 +157,21 @@ def wait_for(what, deadline_s: float, every: float = 0.5):
         time.sleep(every)
 
 
+def command(hes: HesProcess, token: str, meter: str, op: str) -> dict:
+    req = urllib.request.Request(
+        hes.url + "/v1/commands", method="POST",
+        data=json.dumps({"meter": meter, "op": op, "args": {}}).encode(),
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+        return json.load(r)
+
+
+def ended(hes: HesProcess, cid: str) -> dict | None:
+    obj = hes.get("/v1/commands/" + cid)
+    return obj if obj["state"] in ("executed", "failed", "expired") else None
+
+
 @pytest.mark.slow
 def test_five_agents_chained_over_lossy_udp(tmp_path):
     keys = [os.urandom(32).hex() for _ in IDS]
@@ -159,9 +179,13 @@ def test_five_agents_chained_over_lossy_udp(tmp_path):
     for ident, key in zip(IDS[1:], keys[1:], strict=True):
         subprocess.run([HES, "keys", "add", ident, "--key", key, "--db", hes.db], check=True,
                        capture_output=True)
+    operator = subprocess.run([HES, "tokens", "add", "ops", "--role", "operator", "--db",
+                               hes.db], check=True, capture_output=True, text=True).stdout.strip()
+    verify_key = subprocess.run([HES, "keys", "command-key", "--db", hes.db], check=True,
+                                capture_output=True, text=True).stdout.strip()
     hes.start()
     district = District([["modbus"] * 2] * len(IDS), t0=T0, speed=SPEED).start()
-    chain = Chain(tmp_path, hes, district, keys)
+    chain = Chain(tmp_path, hes, district, keys, verify_key)
     try:
         for i in range(5):
             chain.start(i)
@@ -191,6 +215,13 @@ def test_five_agents_chained_over_lossy_udp(tmp_path):
         assert forwarded, chain.log(5)
         routes = chain.wum_mesh(0, "routes")                 # what the field engineer sees
         assert routes["gateway"] == IDS[5] and routes["parent"] == IDS[1]
+        # an operator's disconnect for a meter four hops away: down with a batch ack,
+        # executed on the simulated meter, the result up through the mesh
+        model = next(m for b, _, _, m in district.meters if b == 0)
+        cmd = command(hes, operator, model.serial, "disconnect")
+        done = wait_for(lambda: ended(hes, cmd["id"]), 45)
+        assert done and done["state"] == "executed", (done, chain.log(0))
+        assert not model.relay_connected
         chain.start(4)                                  # the first gateway comes back
         # the meters go quiet; everything archived drains
         for bus in district.buses:
