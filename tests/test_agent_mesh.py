@@ -441,6 +441,11 @@ def test_auto_gateway_with_its_uplink_down_goes_through_the_mesh(tmp_path, hes):
         assert not st["gateway_active"] and st["gateway"] == "DC-G"
         assert st["forwarding"]["uplink_up"] is False
         assert net.agents["DC-G"].gateway.stats()["accepted"] == 1
+        from agent.envelope import KIND_POLL, MemoryBootStore, Sealer
+
+        poll = Sealer("DC-H", KEYS["DC-H"], MemoryBootStore(50)).seal(b"{}", KIND_POLL)
+        assert h.transport.poll("DC-H", poll, 20).device == "DC-H"   # idle polls too
+        assert net.agents["DC-G"].gateway.stats()["polls"] == 1
     finally:
         net.stop()
         dead.shutdown()
