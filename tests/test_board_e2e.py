@@ -127,9 +127,11 @@ for name in '${process.argv.slice(2).join(",")}'.split(','):
         print('FAIL', name, repr(e))`);
 console.log(out.join("\\n"));
 """
-    r = subprocess.run(["node", "--input-type=module", "-e", script, str(mpy_package()),
+    # The module comes by environment: micropython.mjs runs as a command line
+    # (reading argv[2] as a script) when argv[1] names it.
+    r = subprocess.run(["node", "--input-type=module", "-e", script,
                         str(bundle), *manifest["modules"]], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env={**os.environ, "WUM_MPY_MJS": str(mpy_package())})
     assert r.returncode == 0, r.stderr
     failed = sorted(line.split()[1] for line in r.stdout.splitlines() if line.startswith("FAIL"))
     ok = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("OK")]
