@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from agent import AgentError
 from agent.rowcodec import RowCodecError, Value, decode_row, encode_row
+from drivers.meter import meter_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,11 +218,13 @@ class Archive:
         return [dict(zip(keys, r, strict=True)) for r in cur]
 
     def serial(self, meter: int) -> str:
+        """The meter's id: the one ``identify()`` gave (serial number, else logical
+        device name), else ``<bus>:<protocol>:<address>`` (``drivers.meter.meter_id``)."""
         r = self.conn.execute("SELECT serial, bus, protocol, address FROM meter WHERE id=?",
                               (meter,)).fetchone()
         if r is None:
             raise ArchiveError("no meter %d" % meter)
-        return str(r[0]) if r[0] else "%s:%s:%s" % (r[1], r[2], r[3])
+        return meter_id(str(r[0] or ""), fallback="%s:%s:%s" % (r[1], r[2], r[3]))
 
     # -- obis ids ----------------------------------------------------------
     def _obis_id(self, db: sqlite3.Connection, code: str) -> int:

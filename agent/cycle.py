@@ -4,6 +4,10 @@ Owns the per-meter procedure (identify once, registers, load profile since
 the last stored row — the backfill after any outage —, events, clock check
 and correction) with a per-meter time budget and bounded retries, and the
 recording of each meter's result (read / partial / failed, with the error).
+A Modbus meter that refuses a register its profile marks optional is still
+"read": the skip is logged and noted in the result's error text on the cycle
+it is found, and the refused OBIS codes are kept in the archive's meta
+(``modbus_refused:<meter>``) so later cycles neither ask nor report again.
 Runs in a worker thread (pyserial is blocking); buses run concurrently.
 
 Must not know transports or how the HES stores things; knows drivers only
@@ -106,6 +110,7 @@ class BusCycle:
         opts: dict[str, Any] = {"timeout": self.bus.timeout, "retries": self.cfg.retries}
         if m.protocol == "modbus":
             opts["profile"] = m.profile or "generic"
+            opts["refused"] = self._refused(mid)
         elif m.protocol == "dlms":
             # drivers.dlms counts attempts, the others retransmissions
             opts.update(client=m.client, logical_device=m.logical_device, auth=m.auth,
@@ -130,6 +135,24 @@ class BusCycle:
             self.archive.set_meta(key, str(start + IC_LEASE).encode())
         return start
 
+    def _refused(self, mid: int) -> list[str]:
+        with self.lock:
+            raw = self.archive.meta("modbus_refused:%d" % mid)
+        return [o for o in raw.decode().split(",") if o] if raw else []
+
+    def _note_skipped(self, m: MeterConfig, mid: int, client: Any) -> str | None:
+        """Registers the meter refused for the first time: remember, log, note."""
+        found = getattr(client, "skipped", None)
+        if m.protocol != "modbus" or not isinstance(found, list) or not found:
+            return None
+        refused = sorted(set(self._refused(mid)) | set(getattr(client, "refused", ())))
+        with self.lock:
+            self.archive.set_meta("modbus_refused:%d" % mid, ",".join(refused).encode())
+        note = "skipped refused optional register(s): %s" % ", ".join(
+            "%s (%s)" % (name, reason) for name, reason in found)
+        log.warning("meter %s/%s: %s", self.bus.name, m.address, note)
+        return note
+
     def _save_counter(self, mid: int, client: Any) -> None:
         ic = getattr(client, "invocation_counter", None)
         if isinstance(ic, int):
@@ -145,6 +168,7 @@ class BusCycle:
             log.error("meter %s/%s skipped: %s", self.bus.name, m.address, e)
             return MeterResult(-1, m.address, "failed", "archive: %s" % e, 0.0, 0, None)
         errors: list[str] = []
+        note: str | None = None
         rows = 0
         offset: float | None = None
         done = 0
@@ -157,7 +181,10 @@ class BusCycle:
             if ":" in known:  # no serial stored yet
                 ident = client.identify()
                 with self.lock:
-                    self.archive.set_identity(mid, ident.id, ident.manufacturer, ident.model)
+                    # No serial (e.g. a refused optional one): keep the fallback
+                    # id, so status and `wum archive --meter` name it as batches do.
+                    self.archive.set_identity(mid, ident.id or known, ident.manufacturer,
+                                              ident.model)
             def attempt(name: str, fn: Callable[[Any, int], T]) -> T | None:
                 nonlocal done
                 if time.monotonic() > budget_end:
@@ -199,13 +226,18 @@ class BusCycle:
         finally:
             if client is not None:
                 try:
+                    note = self._note_skipped(m, mid, client)
+                except ArchiveError as e:
+                    log.error("meter %s/%s: cannot remember refused registers: %s",
+                              self.bus.name, m.address, e)
+                try:
                     client.close()
                     if m.protocol == "dlms" and m.ek:
                         self._save_counter(mid, client)
                 except (DriverError, ArchiveError) as e:
                     log.debug("closing meter %s/%s: %s", self.bus.name, m.address, e)
         status = "read" if not errors else ("partial" if done else "failed")
-        res = MeterResult(mid, m.address, status, "; ".join(errors) or None,
+        res = MeterResult(mid, m.address, status, "; ".join(errors + ([note] if note else [])) or None,
                           time.monotonic() - t0, rows, offset)
         try:
             with self.lock:

@@ -163,18 +163,20 @@ class Daemon:
                  for b in self.cfg.buses]
         per_bus = await asyncio.gather(*(asyncio.to_thread(b.run, cid) for b in buses))
         results = [r for rs in per_bus for r in rs]
+        finished = self.clock.now()     # not under the lock: now() may read the archive
         with self.lock:
-            self.archive.end_cycle(cid, self.clock.now())
+            self.archive.end_cycle(cid, finished)
         self.cycles += 1
         ok = sum(r.status == "read" for r in results)
         log.info("cycle %d: %d/%d meters read, %d rows", cid, ok, len(results),
                  sum(r.rows for r in results))
         if self.uplink is not None and not self.stop.is_set():
             await asyncio.to_thread(self.uplink.flush, self.stop)
-        day = int(self.clock.now()) // 86400
+        now = self.clock.now()
+        day = int(now) // 86400
         if day != self._last_retention_day:
             with self.lock:
-                self.archive.apply_retention(self.clock.now(), self.cfg.retention_days)
+                self.archive.apply_retention(now, self.cfg.retention_days)
             self._last_retention_day = day
         return results
 

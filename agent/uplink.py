@@ -127,8 +127,9 @@ class Uplink:
                 break
             limit //= 2
         sealed = self.seal(payload, KIND_BATCH)
+        now = self.clock.now()          # not under the lock: now() may read the archive
         with self.lock:
-            self.archive.store_batch(seq, sealed, rows, events, self.clock.now())
+            self.archive.store_batch(seq, sealed, rows, events, now)
         self._built = (seq, batch)
         log.info("batch %d sealed: %d rows, %d events, %d bytes", seq, len(rows), len(events),
                  len(sealed))
@@ -215,8 +216,9 @@ class Uplink:
         # Against the uncorrected clock, so the correction does not chase itself.
         raw_clock: SystemClock = getattr(self.clock, "base", self.clock)
         offset = server_time - raw_clock.now()
+        now = self.clock.now()          # not under the lock: now() may read the archive
         with self.lock:
-            self.archive.ack_batch(seq, self.clock.now(), STATE_KEY,
+            self.archive.ack_batch(seq, now, STATE_KEY,
                                    state.to_bytes() if state is not None else b"")
             self.archive.set_meta("hes_clock_offset", ("%.3f" % offset).encode())
         self._state, self._state_loaded = state, True

@@ -23,15 +23,33 @@ def scaled(mantissa, scaler):
     return mantissa / (10 ** (-scaler))
 
 
-class MeterIdentity:
-    __slots__ = ("protocol", "address", "id", "manufacturer", "model")
+def meter_id(serial: str, name: str = "", fallback: str = "") -> str:
+    """The id a meter goes by — the one rule for ``wum read``, ``wum scan`` and
+    the agent (docs/INTERFACES.md, "meter id"): its serial number (DLMS
+    0.0.96.1.0.255, IEC identification, Modbus serial register); else its
+    logical device name (DLMS 0.0.42.0.0.255); else ``fallback`` (the agent's
+    ``<bus>:<protocol>:<address>``; ``""`` where there is none)."""
+    return serial or name or fallback
 
-    def __init__(self, protocol, address, id, manufacturer="", model=""):
+
+class MeterIdentity:
+    """Who a meter says it is. ``serial`` and ``name`` (the DLMS logical device
+    name) are what the meter holds, ``""`` when it has no such object; ``id``
+    is chosen from them by ``meter_id()``."""
+
+    __slots__ = ("protocol", "address", "serial", "manufacturer", "model", "name")
+
+    def __init__(self, protocol, address, serial, manufacturer="", model="", name=""):
         self.protocol = protocol
         self.address = str(address)
-        self.id = id
+        self.serial = serial
         self.manufacturer = manufacturer
         self.model = model
+        self.name = name
+
+    @property
+    def id(self):
+        return meter_id(self.serial, self.name)
 
     def as_dict(self):
         return {"protocol": self.protocol, "address": self.address, "id": self.id,

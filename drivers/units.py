@@ -19,6 +19,7 @@ UNITS = {
 CODES: dict = {}
 for _code, _name in UNITS.items():
     CODES.setdefault(_name, _code)
+CODES[""] = 255     # no unit (count); 253 is reserved and a strict reader refuses it
 
 
 def unit_name(code: int) -> str:

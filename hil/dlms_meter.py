@@ -10,6 +10,8 @@ Generic buffers with selective access by range and by entry, the event log;
 the disconnect control (class 70 state machine), activity calendar (class 20)
 and limiter (class 71) of ``hil.dlms_objects``, and a traffic log of every
 service asked (``traffic``).
+``serial_number=False`` leaves out the serial-number object 0.0.96.1.0.255
+(a meter known only by its logical device name 0.0.42.0.0.255).
 A bus device in the sense of ``hil.bus`` (``address``, ``feed``, ``reset``,
 ``corrupt_address``); ``feed`` never raises on any input.
 """
@@ -72,8 +74,10 @@ class DlmsMeter:
                  system_title: bytes | None = None, max_info: int = 2030, window: int = 7,
                  block_size: int | None = None, logical_device: int = 1, deviation: int = -60,
                  max_pdu: int = 0x0800, compress_profile: bool = True,
-                 dst: bool = False, conformance: int = SERVER_CONFORMANCE) -> None:
+                 dst: bool = False, conformance: int = SERVER_CONFORMANCE,
+                 serial_number: bool = True) -> None:
         self.model, self.address, self.clock = model, str(address), clock
+        self.serial_number = serial_number
         self.physical, self.logical = int(address), logical_device
         self.auth = auth
         self.password = password.encode() if isinstance(password, str) else password
@@ -333,17 +337,15 @@ class DlmsMeter:
             meter_now = int(m.clock(now))
             dev, status = self._local(meter_now)
             return {2: lambda: cosem.date_time_data(meter_now, dev, status),
-                    3: lambda: (LONG, -self.deviation), 4: lambda: (UNSIGNED, status),
+                    3: lambda: (LONG, self.deviation),   # time_zone: same sign as date-time deviation 4: lambda: (UNSIGNED, status),
                     7: lambda: (INTEGER, 60 if self.dst else 0),
                     8: lambda: (BOOLEAN, self.dst)}.get(attr, lambda: NO_SUCH)()
         if class_id == cosem.DATA:
-            table = {cosem.SERIAL_NUMBER: (OCTET_STRING, m.serial.encode()),
-                     cosem.LOGICAL_DEVICE_NAME: (OCTET_STRING, ("WUM" + m.serial).encode()),
+            table = {cosem.LOGICAL_DEVICE_NAME: (OCTET_STRING, self.logical_device_name.encode()),
                      cosem.ERROR_REGISTER: (DOUBLE_LONG_UNSIGNED, m.status_word(now))}
+            if self.serial_number:
+                table[cosem.SERIAL_NUMBER] = (OCTET_STRING, m.serial.encode())
             return table.get(obis, NO_SUCH) if attr == 2 else NO_SUCH
-        if class_id == cosem.DISCONNECT_CONTROL and obis == cosem.DISCONNECTOR:
-            on = m.relay_connected
-            return {2: (BOOLEAN, on), 3: (ENUM, 1 if on else 0), 4: (ENUM, 1)}.get(attr, NO_SUCH)
         if class_id in (cosem.REGISTER, cosem.EXTENDED_REGISTER) and obis in dict(REGISTERS):
             kind, scaler = register_format(obis)
             if attr == 3:
@@ -353,6 +355,11 @@ class DlmsMeter:
                 value = m.registers(now)[obis]
                 return (kind, int(round(value * 10 ** -scaler)))
         return NO_SUCH
+
+    @property
+    def logical_device_name(self) -> str:
+        """0.0.42.0.0.255: three letters of the maker, then the serial number."""
+        return "WUM" + self.model.serial
 
     def _local(self, ts: int) -> tuple[int, int]:
         """(deviation, clock status) at ``ts``: EU summer time adds an hour and sets
@@ -375,6 +382,10 @@ class DlmsMeter:
             return (ARRAY, [c.to_data() for c in self._columns(obis)])
         if attr == 4:
             return (DOUBLE_LONG_UNSIGNED, period)
+        if attr == 5:
+            return (ENUM, 1)               # sort_method fifo (Blue Book 4.3.6)
+        if attr == 6:                      # sort_object: unused when fifo, all zero
+            return cosem.CaptureObject(0, "0.0.0.0.0.0", 0).to_data()
         if attr in (7, 8):
             return (DOUBLE_LONG_UNSIGNED, PROFILE_ENTRIES)
         if attr != 2:

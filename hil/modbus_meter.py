@@ -5,7 +5,9 @@ map (``drivers.modbus.profile``): read holding/input registers (0x03/0x04),
 write single/multiple registers (0x06/0x10: relay, clock, load-profile cursor
 of the generic profile), exception responses (illegal function / data address
 / data value), answering only its own unit address, and ``corrupt_address``
-for the fault injector.
+for the fault injector. ``refuse=["identity" | obis, ...]`` plays a firmware
+without those registers: any read touching them gets exception 02
+(``refusals`` counts those answers).
 
 Built on our sans-IO ``drivers.modbus.rtu`` framer rather than pymodbus's
 server datastore: register values are computed from the model at the instant
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drivers.modbus import rtu
-from drivers.modbus.profile import HOLDING, INPUT, Profile, load
+from drivers.modbus.profile import HOLDING, INPUT, Profile, Register, load
 from hil.model import MeterModel
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,17 @@ class ModbusMeter:
         self.framer = rtu.Framer(rtu.REQUEST)
         self.cursor = 0           # load-profile row selected by the master
         self.requests = 0
+        names = options.get("refuse") or ()
+        self.refused = [self._named(str(n)) for n in names]  # type: ignore[attr-defined]
+        self.refusals = 0         # reads refused because they touch ``refused``
+
+    def _named(self, name: str) -> Register:
+        p = self.profile
+        if name == "identity":
+            if p.identity is None:
+                raise ValueError("profile %s has no identity register" % p.name)
+            return p.identity
+        return p.register(name)
 
     # -- the bus interface ------------------------------------------------------
     def feed(self, data: bytes, now: float) -> list[tuple[bytes, int | None]]:
@@ -149,6 +162,9 @@ class ModbusMeter:
         end = start + count
         if end > 0x10000 or not self.profile.readable(table, start, end):
             return None
+        if any(r.table == table and r.address < end and start < r.end for r in self.refused):
+            self.refusals += 1
+            return None           # this firmware has no such register
         img = self.image(table, self.clock())
         return [img.get(a, 0) for a in range(start, end)]
 

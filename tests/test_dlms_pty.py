@@ -299,7 +299,7 @@ def test_meter_without_multiple_references_is_read_attribute_by_attribute():
     assert c.round_trips > 50
 
 
-def test_remembered_scalers_are_trusted_only_for_the_same_serial():
+def test_remembered_scalers_are_trusted_only_for_the_same_meter_id():
     model, sim = _meter(14, 27)
     memory = {}
     link = Link("", BAUD)
@@ -319,13 +319,13 @@ def test_remembered_scalers_are_trusted_only_for_the_same_serial():
             again, sent2, trips2 = session()
             assert first == again == model.registers(T)
             assert sent2 < sent1 - 200 and trips1 == trips2 == 5
-            # A different meter at the same address: its serial gives it away.
+            # A different meter at the same address: its id (serial) gives it away.
             key = next(iter(memory))
-            memory[key]["serial"] = "99999999"
+            memory[key]["id"] = "99999999"
             memory[key]["scalers"]["1.0.32.7.0.255"] = (0, "kV")
             third, _, trips3 = session()
             assert third == model.registers(T) and trips3 == 6
-            # Same serial, lying memory: the client does trust it (so it is used).
+            # Same id, lying memory: the client does trust it (so it is used).
             memory[key]["scalers"]["1.0.32.7.0.255"] = (0, "kV")
             fourth, _, _ = session()
             assert fourth["1.0.32.7.0.255"] == round(model.registers(T)["1.0.32.7.0.255"] * 10)

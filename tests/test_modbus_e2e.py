@@ -66,7 +66,8 @@ def test_wum_read_returns_the_model(profile):
                 "--profile", profile, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert set(doc) == {"meter", "registers", "profile"}
+    assert set(doc) == {"meter", "registers", "profile", "skipped"}
+    assert doc["skipped"] == []               # this simulator has every register
     assert doc["meter"] == {"protocol": "modbus", "address": "3",
                             "id": MeterModel(3, 1).serial}
     want = expected(3, profile)

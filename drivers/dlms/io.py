@@ -16,7 +16,13 @@ import logging
 import time
 from typing import Any
 
-from drivers import DriverError, LocalProtocolError, MeterRefused, RemoteProtocolError
+from drivers import (
+    DriverError,
+    LocalProtocolError,
+    MeterRefused,
+    RemoteProtocolError,
+    Unsupported,
+)
 from drivers.dlms import acse, cosem, security, xdlms
 from drivers.dlms import client as core
 from drivers.dlms.axdr import INTEGER, OCTET_STRING, VISIBLE_STRING
@@ -26,11 +32,12 @@ from drivers.serialio import Link
 
 log = logging.getLogger(__name__)
 CLIENT_TITLE = b"WUMCONC1"
+OBJECT_UNDEFINED = 4    # data-access-result: the meter has no such object
 MAX_BURST = 8 * 2100    # bytes one answer (a window of 7 full frames) may take on the wire
 # Scalers, units and profile layouts change only with the meter: they are
 # remembered across sessions by (port, address) and trusted again only once
-# the serial number read in the same request matches (a swapped meter is
-# noticed and read afresh). Pass ``metadata={}`` to a client to opt out.
+# the meter id (serial number, else logical device name) read in the same
+# request matches (a swapped meter is noticed and read afresh). Pass ``metadata={}`` to a client to opt out.
 METADATA: dict[tuple[str, str], dict[str, Any]] = {}
 # Our invocation counter per meter: a meter refuses one that does not grow, across
 # sessions too. Kept here for the process; ``invocation_counter`` (read it after
@@ -195,15 +202,17 @@ class DlmsClient(CommandObjects, MeterClient):
         return self.identity
 
     def _identity_from(self, res: list[Any]) -> bool:
-        """Take the identity; True if what we remembered of this meter still holds."""
+        """Take the identity; True if what we remembered of this meter still holds
+        (the same id: the serial number, or the logical device name without one)."""
         serial = _text(res[0]) if not isinstance(res[0], int) else ""
         ldn = _text(res[1]) if not isinstance(res[1], int) else ""
-        self.identity = MeterIdentity("dlms", self.address, serial, ldn[:3], ldn)
+        self.identity = MeterIdentity("dlms", self.address, serial, ldn[:3], ldn, name=ldn)
+        ident = self.identity.id
         known, self._remembered = self._remembered, None
-        if known is None or not serial or known["serial"] != serial:
+        if known is None or not ident or known["id"] != ident:
             if known is not None:
-                log.info("meter %s: serial %s is not the %s we knew; reading its layout again",
-                         self.address, serial, known["serial"])
+                log.info("meter %s: %s is not the %s we knew; reading its layout again",
+                         self.address, ident or "a meter without id", known["id"])
             return False
         for name in ("scalers", "columns", "periods"):
             getattr(self, name).update(known[name])
@@ -212,7 +221,7 @@ class DlmsClient(CommandObjects, MeterClient):
     def _remember(self) -> None:
         if self.identity is not None and self.identity.id:
             self.metadata[(self.link.url, self.address)] = {
-                "serial": self.identity.id, "scalers": dict(self.scalers),
+                "id": self.identity.id, "scalers": dict(self.scalers),
                 "columns": dict(self.columns), "periods": dict(self.periods)}
 
     def read_registers(self, obis: list[str] | None = None) -> list[RegisterValue]:
@@ -266,6 +275,8 @@ class DlmsClient(CommandObjects, MeterClient):
         descs.append(_desc(cosem.PROFILE_GENERIC, obis, cosem.BUFFER, access))
         res = self._get(descs)
         for r in res:
+            if r == OBJECT_UNDEFINED:   # a meter without this profile: not its fault
+                raise Unsupported("meter has no profile %s" % obis, obis=obis, code=r)
             if isinstance(r, int):
                 raise MeterRefused("profile %s refused: %s" % (
                     obis, xdlms.DATA_ACCESS_RESULTS.get(r, r)), obis=obis, code=r)
@@ -291,7 +302,12 @@ class DlmsClient(CommandObjects, MeterClient):
         return [r for r in rows if start <= r.ts <= end]
 
     def read_events(self, start: int, end: int) -> list[MeterEvent]:
-        return self._guard(self._read_events, int(start), int(end))
+        """The event log's entries; [] from a meter without an event log."""
+        try:
+            return self._guard(self._read_events, int(start), int(end))
+        except Unsupported as e:
+            log.debug("meter %s: %s", self.address, e)
+            return []
 
     def _read_events(self, start: int, end: int) -> list[MeterEvent]:
         cols, period, buf = self._buffer(cosem.EVENT_LOG, start, end)

@@ -5,6 +5,24 @@ identity (serial) register, load-profile rows through the generic profile's
 cursor, relay and clock control, ``open_client`` and ``scan``. The wire and
 its retries are ``drivers.modbus.transport``.
 
+Refused optional registers: when a grouped request is refused with exception
+02 or 03 (illegal data address / value, Modbus Application Protocol V1.1b3
+§7) and its block holds registers the profile marks optional, the mandatory
+ones are read on their own (a refusal there raises ``MeterRefused``: the
+meter lacks a register it must have), and the optional ones by halves, until
+each refused one has been asked alone and refused alone; only then is it
+skipped. So a refusal caused by something else (the request's length, a gap
+the profile wrongly declares readable) never costs a register, and no
+request ever spans an optional register outside the set asked (it may be one
+the meter refuses). A register alone in its request (the Eastron identity)
+costs no extra round trip; one among n optional registers of a request costs
+the re-read of the mandatory ones around them (at most n + 1 requests) and
+about two requests per halving (log2 n of them). ``skipped`` lists what this session found refused
+(``(obis, reason)``); ``refused`` (also an ``open_client`` option, which the
+agent fills from its archive) holds the OBIS codes not asked again. A refused
+identity leaves ``identify().id`` "": callers name the meter by their
+fallback id (docs/INTERFACES.md).
+
 Sharing a port: ``open_client(url, ...)`` reuses the ``SerialBus`` already
 open for ``url`` (reference counted; the last ``close()`` closes the port);
 ``hold_port(url)`` keeps it open across a whole cycle; or pass
@@ -18,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from drivers import DriverError, MeterRefused, MeterTimeout, RemoteProtocolError, Unsupported
 from drivers.meter import MeterClient, MeterIdentity, ProfileRow, RegisterValue
@@ -34,6 +52,7 @@ from drivers.modbus.transport import (  # noqa: F401  (re-exported for callers)
 )
 
 log = logging.getLogger(__name__)
+REFUSED_CODES = (2, 3)     # illegal data address / value: "this meter has no such register"
 
 
 class ModbusClient(MeterClient):
@@ -43,7 +62,8 @@ class ModbusClient(MeterClient):
 
     def __init__(self, bus: SerialBus, address: int, profile: Profile,
                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 refused: Iterable[str] = ()) -> None:
         if not 1 <= address <= 247:
             raise ProfileError("Modbus unit address must be 1..247, got %d" % address)
         self.bus = bus
@@ -55,6 +75,8 @@ class ModbusClient(MeterClient):
         self.serial: str | None = None
         self.round_trips = 0
         self.quiet = False        # scans expect silence: log failures at DEBUG
+        self.refused: set[str] = set(refused)           # optional OBIS codes not asked
+        self.skipped: list[tuple[str, str]] = []        # (obis, reason) refused this session
         self._closed = False
 
     # -- requests ---------------------------------------------------------------
@@ -91,21 +113,71 @@ class ModbusClient(MeterClient):
                        (rtu.WRITE_MULTIPLE, 8))
 
     def _read(self, registers: list[Register]) -> dict[str, int | float]:
+        """Values of ``registers`` (optional ones refused before are left out).
+        No request spans an optional register outside the set (it may be one
+        the meter refuses), so a refusal always concerns the set's own words."""
         out: dict[str, int | float] = {}
-        for block in self.profile.plan(registers):
-            words = self.read_block(block)
+        wanted = [r for r in registers if not (r.optional and r.obis in self.refused)]
+        keep = set(wanted)
+        avoid = [r for r in self.profile.optional if r not in keep]
+        for block in self.profile.plan(wanted, avoid):
             try:
-                out.update(block.decode(words))
-            except (ValueError, OverflowError) as e:
-                raise RemoteProtocolError("unit %d: bad value in %r: %s" % (self.unit, block, e),
-                                          meter=str(self.unit), port=self.bus.url) from e
+                words = self.read_block(block)
+            except MeterRefused as e:
+                regs = block.registers
+                if e.fields.get("code") not in REFUSED_CODES or not any(r.optional for r in regs):
+                    obis = [r.obis for r in regs]
+                    e.fields["obis"] = obis
+                    e.obis = obis  # type: ignore[attr-defined]
+                    raise
+                if len(regs) == 1:          # asked alone: the meter has no such register
+                    self._refuse(regs[0], e)
+                else:
+                    out.update(self._read_around(block))
+                continue
+            out.update(self._decode(block, words))
         return out
+
+    def _decode(self, block: Block, words: list[int]) -> dict[str, int | float]:
+        try:
+            return block.decode(words)
+        except (ValueError, OverflowError) as e:
+            raise RemoteProtocolError("unit %d: bad value in %r: %s" % (self.unit, block, e),
+                                      meter=str(self.unit), port=self.bus.url) from e
+
+    def _read_around(self, block: Block) -> dict[str, int | float]:
+        """``block`` (two or more registers, some optional) was refused: read
+        its mandatory registers without the optional ones (a refusal there is
+        the meter's answer and raises), then each half of the optional ones,
+        halving on until every refused register has been refused alone."""
+        mandatory = [r for r in block.registers if not r.optional]
+        optional = [r for r in block.registers if r.optional]
+        out = self._read(mandatory) if mandatory else {}
+        if mandatory or len(optional) == 1:
+            out.update(self._read(optional))
+        else:
+            half = len(optional) // 2
+            out.update(self._read(optional[:half]))
+            out.update(self._read(optional[half:]))
+        return out
+
+    def _refuse(self, reg: Register, err: MeterRefused) -> None:
+        code = int(err.fields.get("code") or 0)  # type: ignore[call-overload]
+        reason = rtu.EXCEPTIONS.get(code, "code %d" % code)
+        self.refused.add(reg.obis)
+        self.skipped.append((reg.obis, reason))
+        log.log(logging.DEBUG if self.quiet else logging.WARNING,
+                "modbus unit %d refused optional %s%s (%s %d): %s; skipped", self.unit,
+                reg.obis, " (identity)" if reg is self.profile.identity else "",
+                reg.table, reg.address, reason)
 
     # -- MeterClient ------------------------------------------------------------
     def identify(self) -> MeterIdentity:
         p = self.profile
         if self.serial is None and p.identity is not None:
-            self._remember_serial(self._read([p.identity])[p.identity.obis])
+            got = self._read([p.identity])
+            if p.identity.obis in got:
+                self._remember_serial(got[p.identity.obis])
         return MeterIdentity("modbus", self.unit, self.serial or "", p.vendor, p.model)
 
     def read_registers(self, obis: list[str] | None = None) -> list[RegisterValue]:
@@ -118,7 +190,8 @@ class ModbusClient(MeterClient):
         ts = int(self.clock())
         if p.identity is not None and p.identity.obis in values:
             self._remember_serial(values.pop(p.identity.obis))
-        return [RegisterValue(r.obis, values[r.obis], r.unit, ts) for r in regs]
+        return [RegisterValue(r.obis, values[r.obis], r.unit, ts) for r in regs
+                if r.obis in values]
 
     def _remember_serial(self, raw: int | float) -> None:
         self.serial = self.profile.serial_format % int(raw)
@@ -192,7 +265,9 @@ def open_client(url: str, address: str | int, baud: int | None = None,
     "generic"), timeout (s per attempt), retries (retransmissions per request:
     a silent meter costs at most timeout × (retries + 1)), link (a connected
     ``drivers.serialio.Link`` to share), clock (callable -> epoch s, for the
-    readings' ts), parity/stopbits, echo (discard the adapter's local echo)."""
+    readings' ts), parity/stopbits, echo (discard the adapter's local echo),
+    refused (OBIS codes of optional registers this meter refused before:
+    not asked again)."""
     prof = options.get("profile") or "generic"
     profile = prof if isinstance(prof, Profile) else load(str(prof))
     try:
@@ -205,7 +280,8 @@ def open_client(url: str, address: str | int, baud: int | None = None,
         return ModbusClient(bus, unit, profile,
                             timeout=float(options.get("timeout") or DEFAULT_TIMEOUT),  # type: ignore[arg-type]
                             retries=int(options.get("retries", DEFAULT_RETRIES)),  # type: ignore[call-overload]
-                            clock=options.get("clock") or time.time)  # type: ignore[arg-type]
+                            clock=options.get("clock") or time.time,  # type: ignore[arg-type]
+                            refused=options.get("refused") or ())  # type: ignore[arg-type]
     except DriverError:
         release_bus(bus)
         raise

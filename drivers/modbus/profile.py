@@ -13,10 +13,25 @@ A profile file (JSON): ``name`` (lower-case vendor-model), ``vendor``,
 ``model``, ``word_order`` (big: high word first), ``max_registers`` per
 request, ``identity`` (the serial-number register), ``serial_format``,
 ``registers`` (each: ``obis``, ``table`` input|holding, ``address``,
-``type``, ``unit``, optional ``decimals``, ``raw_unit``, ``derived``),
+``type``, ``unit``, optional ``decimals``, ``raw_unit``, ``derived``,
+``optional``),
 ``controls`` (holding registers: relay, clock, profile_cursor),
 ``load_profile`` (row layout behind the cursor), ``spaces`` (address ranges
 the device answers, so reads may span unmapped gaps) and ``quirks``.
+
+Optional registers: meters of one model differ by firmware, so a register
+may be marked ``"optional": true``; a meter that refuses it (Modbus exception
+02 illegal data address or 03 illegal data value, Modbus Application Protocol
+V1.1b3 §7, for a request of that register alone) loses that register only,
+and the client reports the skip (``drivers.modbus.client``). ``plan`` never
+lets a request span a register it is told to avoid, so the registers a meter
+refuses can be read around. The identity (serial) register is optional
+unless it says ``"optional": false``: a meter without one is named by its
+callers' fallback id (docs/INTERFACES.md). Other registers are mandatory
+unless marked; a mandatory register refused fails the read. Eastron: where
+the serial number lives differs between firmware and protocol-document
+versions (holding 0xFC00 in the newer ones; public SDM630 input-register
+maps list no serial at all), hence optional in both Eastron profiles.
 
 A register's resolution is ``decimals`` in its own ``raw_unit`` (e.g. kWh with
 2 decimals); the OBIS ``unit`` may be a decimal multiple of it (Wh), so the
@@ -39,6 +54,7 @@ from drivers.meter import scaled
 
 PROFILE_DIR = os.path.join(os.path.dirname(__file__), "profiles")
 INPUT, HOLDING = "input", "holding"
+IDENTITY = "0.0.96.1.0.255"      # the serial number's OBIS code
 TYPES = {  # name: (registers, struct format of the big-endian bytes)
     "u16": (1, ">H"), "s16": (1, ">h"), "u32": (2, ">I"), "s32": (2, ">i"),
     "u64": (4, ">Q"), "s64": (4, ">q"), "float32": (2, ">f"),
@@ -56,11 +72,11 @@ class Register:
     """One map entry: OBIS ``obis`` at ``table``/``address`` of ``type``."""
 
     __slots__ = ("obis", "table", "address", "type", "words", "decimals", "unit",
-                 "raw_unit", "exponent", "word_order", "derived")
+                 "raw_unit", "exponent", "word_order", "derived", "optional")
 
     def __init__(self, obis: str, table: str, address: int, type: str, unit: str,
                  decimals: int = 0, raw_unit: str | None = None, word_order: str = "big",
-                 derived: list[str] | None = None) -> None:
+                 derived: list[str] | None = None, optional: bool = False) -> None:
         if type not in TYPES or table not in (INPUT, HOLDING):
             raise ProfileError("bad register %s: %s/%s" % (obis, table, type), obis=obis)
         self.obis, self.table, self.address, self.type = obis, table, address, type
@@ -74,6 +90,7 @@ class Register:
         self.exponent = ratio - decimals
         self.word_order = word_order
         self.derived = derived or []     # simulator: sum of these OBIS values
+        self.optional = bool(optional)   # a meter may refuse it (see the module docstring)
 
     @property
     def end(self) -> int:
@@ -142,8 +159,8 @@ class Profile:
             order = data.get("word_order", "big")
             self.registers = [Register(word_order=order, **r) for r in data["registers"]]
             ident = data.get("identity")
-            self.identity = Register(word_order=order, obis="0.0.96.1.0.255", unit="",
-                                     **ident) if ident else None
+            self.identity = Register(word_order=order, obis=IDENTITY, unit="",
+                                     **{"optional": True, **ident}) if ident else None
             self.serial_format = data.get("serial_format", "%d")
             self.controls = {k: Register(word_order=order, obis=k, unit="", **v)
                              for k, v in data.get("controls", {}).items()}
@@ -179,18 +196,29 @@ class Profile:
                 covered.update(range(r.address, r.end))
         return all(a in covered for a in range(start, end))
 
-    def plan(self, registers: list[Register]) -> list[Block]:
-        """Group ``registers`` into as few read requests as the map allows."""
+    @property
+    def optional(self) -> list[Register]:
+        """The registers a meter of this model may refuse (identity included)."""
+        regs = self.registers + ([self.identity] if self.identity is not None else [])
+        return [r for r in regs if r.optional]
+
+    def plan(self, registers: list[Register], avoid: list[Register] | None = None) -> list[Block]:
+        """Group ``registers`` into as few read requests as the map allows; no
+        request spans a register of ``avoid`` (one the meter may refuse)."""
         blocks: list[Block] = []
+        holes = [(a.table, a.address, a.end) for a in avoid or ()]
         for r in sorted(set(registers), key=lambda r: (r.table, r.address)):
             last = blocks[-1] if blocks else None
-            if (last is not None and last.table == r.table
-                    and max(last.start + last.count, r.end) - last.start <= self.max_registers
-                    and self.readable(r.table, last.start, max(last.start + last.count, r.end))):
-                last.count = max(last.start + last.count, r.end) - last.start
-                last.registers.append(r)
-            else:
-                blocks.append(Block(r.table, r.address, r.words, [r]))
+            if last is not None and last.table == r.table:
+                end = max(last.start + last.count, r.end)
+                if (end - last.start <= self.max_registers
+                        and self.readable(r.table, last.start, end)
+                        and not any(t == r.table and lo < end and last.start < hi
+                                    for t, lo, hi in holes)):
+                    last.count = end - last.start
+                    last.registers.append(r)
+                    continue
+            blocks.append(Block(r.table, r.address, r.words, [r]))
         return blocks
 
 

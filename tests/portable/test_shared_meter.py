@@ -1,6 +1,6 @@
 """drivers/meter.py and drivers/units.py under CPython and MicroPython."""
 
-from drivers.meter import MeterEvent, MeterIdentity, ProfileRow, RegisterValue, scaled
+from drivers.meter import MeterEvent, MeterIdentity, ProfileRow, RegisterValue, meter_id, scaled
 from drivers.units import unit_code, unit_name
 
 
@@ -42,6 +42,17 @@ def test_identity_as_dict():
     i = MeterIdentity("dlms", 17, "12345678", "ABC", "X1")
     d = i.as_dict()
     assert d["address"] == "17" and d["id"] == "12345678" and d["protocol"] == "dlms"
+
+
+def test_meter_id_order_serial_then_logical_device_name_then_fallback():
+    assert meter_id("12345678", "WUM12345678", "bus1:dlms:17") == "12345678"
+    assert meter_id("", "WUM12345678", "bus1:dlms:17") == "WUM12345678"
+    assert meter_id("", "", "bus1:dlms:17") == "bus1:dlms:17"
+    assert meter_id("", "") == ""
+    named = MeterIdentity("dlms", 17, "", "WUM", "WUM12345678", name="WUM12345678")
+    assert named.id == "WUM12345678" and named.as_dict()["id"] == "WUM12345678"
+    both = MeterIdentity("dlms", 17, "12345678", "WUM", "WUM12345678", name="WUM12345678")
+    assert both.id == "12345678" and both.serial == "12345678"
 
 
 def test_units_round_trip():
