@@ -9,9 +9,9 @@ with-list / data blocks, SET clock, ACTION disconnect control, Profile
 Generic buffers with selective access by range and by entry, the event log;
 the disconnect control (class 70 state machine), activity calendar (class 20)
 and limiter (class 71) of ``hil.dlms_objects``, and a traffic log of every
-service asked (``traffic``).
-``serial_number=False`` leaves out the serial-number object 0.0.96.1.0.255
-(a meter known only by its logical device name 0.0.42.0.0.255).
+service asked (``traffic``). ``serial_number=False`` leaves out the
+serial-number object 0.0.96.1.0.255 (a meter known only by its logical
+device name 0.0.42.0.0.255).
 A bus device in the sense of ``hil.bus`` (``address``, ``feed``, ``reset``,
 ``corrupt_address``); ``feed`` never raises on any input.
 """
