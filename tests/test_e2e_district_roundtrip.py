@@ -53,6 +53,7 @@ def district(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)   # the first one also makes the district (minutes on a busy machine)
 def test_45_days_64_meters_simulate_ingest_export(district, db_url, tmp_path):
     readings, out, spoiled, key = district
     files = sorted(out.iterdir())
