@@ -94,7 +94,10 @@ class PgCluster:
         if self.bindir is None:
             raise PgError("PostgreSQL is not installed (apt-get install postgresql)")
         if not self.dir:
-            self.dir = tempfile.mkdtemp(prefix="wum-pg-")
+            # as root the server runs as nobody, who must reach the directory:
+            # /tmp rather than a $TMPDIR that may sit in root's home
+            where = "/tmp" if self.user and os.path.isdir("/tmp") else None
+            self.dir = tempfile.mkdtemp(prefix="wum-pg-", dir=where)
             os.chmod(self.dir, 0o700)
             if self.user:
                 pw = pwd.getpwnam(self.user)
