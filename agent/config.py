@@ -39,6 +39,8 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     protocol = "modbus"  # overrides the bus default
     profile = "eastron-sdm630"
 
+    [update]             # optional: signed updates (agent.update_config, docs/firmware.md)
+
     [commands]           # signed commands from the HES (docs/command-format.md)
     verify_key = "…64 hex…"   # the HES's Ed25519 public command key (or a list,
                               # or verify_key_file = "/etc/wum/command.pub")
@@ -55,9 +57,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import AgentError
+
+if TYPE_CHECKING:
+    from agent.update_config import UpdateConfig
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
 
@@ -117,6 +122,7 @@ class Config:
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
     log_file: str = ""
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    update: UpdateConfig | None = None      # [update] (agent.update_config); parse fills it
     # What it was parsed from (a remote ``config`` command overlays it).
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     base: str = field(default="", compare=False, repr=False)
@@ -290,7 +296,7 @@ def with_overlay(cfg: Config, overlay: dict[str, Any]) -> Config:
 
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
-                        "commands"}, "config")
+                        "commands", "update"}, "config")
     tm = _get(data, "time", "config", dict, {})
     _check_known(tm, {"source"}, "time")
     time_source = _get(tm, "source", "time", str, "auto")
@@ -342,6 +348,9 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     archive = _get(c, "archive", "concentrator", str)
     if base and not Path(archive).is_absolute():
         archive = str(base / archive)
+    from agent.update_config import parse_update
+    update = parse_update(_get(data, "update", "config", dict, {}), base, archive,
+                          _get(u, "url", "uplink", str, ""))
     return Config(
         concentrator_id=concentrator_id, archive=archive, period=period,
         jitter=_get(s, "jitter", "schedule", float, 0.0),
@@ -353,7 +362,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
         log_file=_get(lg, "file", "log", str, ""), time_source=time_source,
-        commands=_commands(_get(data, "commands", "config", dict, {}), base),
+        commands=_commands(_get(data, "commands", "config", dict, {}), base), update=update,
         raw=data, base=str(base) if base else "")
 
 

@@ -102,6 +102,7 @@ class Daemon:
         self.file_cfg = cfg           # the TOML alone; ``cfg`` has the remote overlay on it
         self.bus_locks: dict[str, threading.Lock] = {}
         self.commands: Any = None     # agent.commands_daemon.Commands when enabled
+        self.exit_code = 0            # agent.update.RESTART after an update switched slots
 
     def open(self) -> Daemon:
         self.archive = open_archive(self.cfg.archive)
@@ -144,6 +145,13 @@ class Daemon:
         log.warning("remote configuration applied: %s", json.dumps(combined, sort_keys=True))
         return combined
 
+    def request_restart(self) -> None:
+        """Stop after the current transaction and exit ``RESTART``: the
+        launcher boots the slot an update just switched to."""
+        from agent.update import RESTART
+        self.exit_code = RESTART
+        self.stop.set()
+
     def _hes_offset(self) -> float | None:
         with self.lock:
             raw = self.archive.meta("hes_clock_offset")
@@ -170,8 +178,11 @@ class Daemon:
         ok = sum(r.status == "read" for r in results)
         log.info("cycle %d: %d/%d meters read, %d rows", cid, ok, len(results),
                  sum(r.rows for r in results))
+        flushed: dict[str, Any] = {}
         if self.uplink is not None and not self.stop.is_set():
-            await asyncio.to_thread(self.uplink.flush, self.stop)
+            flushed = await asyncio.to_thread(self.uplink.flush, self.stop)
+        if self.commands is not None:    # an update on trial: this may prove it healthy
+            self.commands.updater.after_cycle(ok > 0, int(flushed.get("acked", 0)))
         now = self.clock.now()
         day = int(now) // 86400
         if day != self._last_retention_day:
@@ -243,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         d.close()
-    return 0
+    return d.exit_code
 
 
 def status(cfg: Config) -> dict[str, Any]:
