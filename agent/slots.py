@@ -224,7 +224,8 @@ class Slots:
         if st["trial"]:
             raise SlotError("an update is on trial (version %s): commit or roll back first"
                             % st["trial"].get("version"), why="trial")
-        slot = other(st["active"])
+        # the other slot; the named one itself while it holds no version (a first install)
+        slot = other(st["active"]) if self.complete(st["active"]) else st["active"]
         if st["previous"] == slot:
             st["previous"] = None
             self.save(st)
