@@ -350,7 +350,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         archive = str(base / archive)
     from agent.update_config import parse_update
     update = parse_update(_get(data, "update", "config", dict, {}), base, archive,
-                          _get(u, "url", "uplink", str, ""))
+                          _get(u, "url", "uplink", str, ""), period,
+                          _get(s, "jitter", "schedule", float, 0.0))
     return Config(
         concentrator_id=concentrator_id, archive=archive, period=period,
         jitter=_get(s, "jitter", "schedule", float, 0.0),

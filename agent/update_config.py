@@ -5,8 +5,9 @@ slots are, and how long a new version has to prove healthy::
     release_key = "<64 hex>"     # the utility's release public key (or a list,
                                  # or release_key_file = "/etc/wum/release.pub")
     revoked_release_keys = []    # key ids (16 hex) no longer trusted
-    health_deadline = 1800       # s: a new version must read a cycle and have an
+    health_deadline = 7500       # s: a new version must read a cycle and have an
                                  # upload acknowledged within this, or it is rolled back
+                                 # (default: two periods, the jitter and five minutes)
     max_boots = 3                # boots a new version gets to report healthy
     slots = "/opt/wum/slots"     # the A/B slots (default: what the launcher says,
                                  # $WUM_SLOTS; none: updates are refused)
@@ -35,7 +36,7 @@ KEYS = {"release_key", "release_key_file", "revoked_release_keys", "health_deadl
 class UpdateConfig:
     release_keys: tuple[bytes, ...] = ()
     revoked: tuple[str, ...] = ()
-    health_deadline: float = 1800.0
+    health_deadline: float = 7500.0
     max_boots: int = 3
     slots: str = ""
     url: str = ""
@@ -56,8 +57,8 @@ def _key(v: object, where: str) -> bytes:
     return b
 
 
-def parse_update(t: dict[str, Any], base: Path | None, archive: str, uplink_url: str
-                 ) -> UpdateConfig:
+def parse_update(t: dict[str, Any], base: Path | None, archive: str, uplink_url: str,
+                 period: int = 3600, jitter: float = 0.0) -> UpdateConfig:
     _check_known(t, KEYS, "update")
     raw: list[object] = []
     rk = t.get("release_key", [])
@@ -77,7 +78,7 @@ def parse_update(t: dict[str, Any], base: Path | None, archive: str, uplink_url:
         if not isinstance(r, str) or len(r) != 16 or any(c not in "0123456789abcdef" for c in r):
             raise ConfigError("update.revoked_release_keys holds key ids (16 lowercase hex)",
                               key="update.revoked_release_keys")
-    deadline = _get(t, "health_deadline", "update", (int, float), 1800)
+    deadline = _get(t, "health_deadline", "update", (int, float), 2 * period + jitter + 300)
     if not 5 <= deadline <= 7 * 86400:
         raise ConfigError("update.health_deadline must be 5..604800 s",
                           key="update.health_deadline")

@@ -5,8 +5,9 @@ Owns, on each boot of the agent: the boot decision (``agent.slots.Slots.boot``:
 count a trial's boots, roll back past ``max_boots`` or the deadline),
 checking that the slot is whole before running it (``installed.json``
 hashes; a damaged slot is rolled back from), running the slot's agent as a
-child process (``python -m agent.cli …`` with ``PYTHONPATH`` = the slot's
-``lib``, ``WUM_SLOTS``, ``WUM_SLOT``), and while a trial lasts, stopping
+child process (``python -P -m agent.cli …`` with ``PYTHONPATH`` = the slot's
+``lib``, ``WUM_SLOTS``, ``WUM_SLOT``; ``-P`` keeps the working directory off
+the import path), and while a trial lasts, stopping
 the child at the deadline and rolling back if the version has not
 committed. Exit status ``agent.update.RESTART`` from the child means "boot
 again" (an update switched slots). SIGTERM is passed on to the child.
@@ -77,7 +78,10 @@ class Launcher:
         say("booting slot %s (version %s)%s" % (
             slot, self.slots.version(slot),
             " on trial, boot %s of %s" % (trial["boots"], trial["max_boots"]) if trial else ""))
-        self.child = subprocess.Popen([self.python, "-m", "agent.cli", *self.args], env=env)
+        # -P: nothing but the slot (PYTHONPATH) and the system's site-packages on the path,
+        # never the working directory (Python >= 3.11)
+        self.child = subprocess.Popen([self.python, "-P", "-m", "agent.cli", *self.args],
+                                      env=env)
         deadline = float(trial.get("deadline") or 0) if trial else 0.0
         while True:
             wait = 5.0 if not deadline else max(0.1, min(5.0, deadline - time.time()))

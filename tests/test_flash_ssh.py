@@ -62,11 +62,15 @@ def provisioned(hes: rig.Hes, folder: Path, device: str, port: str, root: Path,
     return out
 
 
-def flash(bundle: Path, config: Path, root: Path, *extra: object
+def flash(bundle: Path, config: Path, root: Path, *extra: object, clock: str = ""
           ) -> subprocess.CompletedProcess[str]:
+    """``clock``: a ScaledClock spec the started agent runs on (WUM_CLOCK)."""
+    env = rig.fake_env(root)
+    if clock:
+        env["WUM_CLOCK"] = clock
     return rig.run(rig.BIN / "wum", "flash", "--ssh", "wum@concentrator.test", "--bundle",
                    bundle, "--config", config, "--root", root, "--remote-python",
-                   rig.BIN / "python", *extra, env=rig.fake_env(root))
+                   rig.BIN / "python", *extra, env=env)
 
 
 def stop_service(root: Path) -> None:
