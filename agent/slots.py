@@ -154,6 +154,22 @@ def _sync_dir(path: str) -> None:
         os.sync()
 
 
+class _Hashed:
+    """The chunks of one file, hashed and counted as they are written."""
+
+    def __init__(self, chunks: "Any") -> None:
+        import hashlib
+        self.chunks = chunks
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def __iter__(self) -> "Any":
+        for data in self.chunks:
+            self.sha.update(data)
+            self.size += len(data)
+            yield data
+
+
 def other(slot: str) -> str:
     return "b" if slot == "a" else "a"
 
@@ -256,6 +272,30 @@ class Slots:
     def abandon(self, slot: str) -> None:
         """Remove a half-written ``<slot>.new`` (after a refused payload)."""
         self.disk.remove_tree(self.path(slot + ".new"))
+
+    def install(self, entries: "Any", prepare: "Any" = None) -> str:
+        """Write ``entries`` — (path, size, sha256 hex, chunks) — into the
+        inactive slot, each file's size and SHA-256 checked as it is written;
+        ``prepare(folder)`` may add files; the slot gets its name only when
+        all of it is there. -> the slot (not yet active). A file that does
+        not match raises ``agent.update_package.UpdateRefused(tampered)``."""
+        from agent.update_package import UpdateRefused, check_path
+        slot, tmp = self.begin()
+        try:
+            for rel, size, sha, chunks in entries:
+                check_path(rel)
+                h = _Hashed(chunks)
+                self.write_file(tmp, rel, h)
+                if h.size != size or h.sha.digest().hex() != sha:
+                    raise UpdateRefused("tampered", "%s differs from its listed hash" % rel,
+                                        file=rel)
+            if prepare is not None:
+                prepare(tmp)
+            self.finish(slot)
+        except BaseException:
+            self.abandon(slot)
+            raise
+        return slot
 
     # -- switching -----------------------------------------------------------------
     def switch(self, slot: str, trial: "dict[str, Any] | None" = None) -> None:

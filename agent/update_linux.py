@@ -22,26 +22,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.slots import Slots
-from agent.update_package import CHUNK, Header, UpdateRefused, check_path
+from agent.update_package import Header, UpdateRefused, check_path, payload_entries
 
 INSTALLED = "installed.json"
 Entry = tuple[str, int, str, Iterable[bytes]]
 
 
-def _read(f: IO[bytes], size: int) -> Iterator[bytes]:
-    left = size
-    while left:
-        data = f.read(min(CHUNK * 16, left))
-        if not data:
-            raise UpdateRefused("tampered", "the payload ends early")
-        left -= len(data)
-        yield data
-
-
 def package_entries(f: IO[bytes], header: Header) -> Iterator[Entry]:
     """The payload's files, read in order from ``f`` (at the payload)."""
-    for path, size, sha in header.files:
-        yield path, size, sha, _read(f, size)
+    return payload_entries(f, header)  # type: ignore[no-any-return]
 
 
 def bundle_entries(bundle: Path, manifest: dict[str, Any]) -> Iterator[Entry]:
@@ -51,39 +40,11 @@ def bundle_entries(bundle: Path, manifest: dict[str, Any]) -> Iterator[Entry]:
         yield rel, len(data), hashlib.sha256(data).hexdigest(), [data]
 
 
-class _Hashed:
-    """The chunks of one file, hashed and counted as they are written."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self.chunks = chunks
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for data in self.chunks:
-            self.sha.update(data)
-            self.size += len(data)
-            yield data
-
-
 def install(slots: Slots, entries: Iterable[Entry]) -> str:
     """Write ``entries`` into the inactive slot, checking each file's size and
     SHA-256, unpack its wheel, list every file; the slot gets its name only
     when all of it is there. -> the slot written (not yet active)."""
-    slot, tmp = slots.begin()
-    try:
-        for rel, size, sha, chunks in entries:
-            check_path(rel)
-            hashed = _Hashed(chunks)
-            slots.write_file(tmp, rel, hashed)
-            if hashed.size != size or hashed.sha.hexdigest() != sha:
-                raise UpdateRefused("tampered", "%s differs from its listed hash" % rel, file=rel)
-        unpack_wheel(slots, Path(tmp))
-        slots.finish(slot)
-    except BaseException:
-        slots.abandon(slot)
-        raise
-    return slot
+    return slots.install(entries, lambda tmp: unpack_wheel(slots, Path(tmp)))
 
 
 def unpack_wheel(slots: Slots, folder: Path) -> None:

@@ -294,6 +294,23 @@ def check_payload(f: "Any", header: Header) -> None:
         raise UpdateRefused("tampered", "the payload's SHA-256 differs from the signed header's")
 
 
+def _chunks(f: "Any", size: int) -> "Any":
+    left = size
+    while left:
+        data = f.read(CHUNK if left > CHUNK else left)
+        if not data:
+            raise UpdateRefused("tampered", "the payload ends early")
+        left -= len(data)
+        yield data
+
+
+def payload_entries(f: "Any", header: Header) -> "Any":
+    """The payload's files as (path, size, sha256 hex, chunks), read in order
+    from ``f`` positioned at the payload (``agent.slots.Slots.install``)."""
+    for path, size, sha in header.files:
+        yield path, size, sha, _chunks(f, size)
+
+
 def file_sha256(path: str, limit: "int | None" = None) -> "tuple[str, int]":
     """SHA-256 hex of a file's first ``limit`` bytes (all when None) and its size."""
     h = hashlib.sha256()
