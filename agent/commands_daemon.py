@@ -28,6 +28,7 @@ class Commands:
         d = daemon
         cfg = d.cfg
         self.log = CommandLog(d.archive, d.lock)
+        self.archive, self.lock = d.archive, d.lock
         self.updater = Updater(cfg, d.clock, self.log, d.request_restart, d.stop)
         self.executor = Executor(lambda: d.cfg, d.archive, d.lock, d.clock, self.log,
                                  d.bus_locks, apply_config=d.apply_config, stop=d.stop,
@@ -46,7 +47,9 @@ class Commands:
                         "(unknown_key)")
 
     def start(self) -> Commands:
-        self.updater.start()
+        with self.lock:
+            first = self.archive.next_seq()
+        self.updater.start(first)
         self.executor.start()
         self.inbox.resume(keep=self.updater.holds)
         self.link.start()

@@ -178,11 +178,11 @@ class Daemon:
         ok = sum(r.status == "read" for r in results)
         log.info("cycle %d: %d/%d meters read, %d rows", cid, ok, len(results),
                  sum(r.rows for r in results))
-        flushed: dict[str, Any] = {}
         if self.uplink is not None and not self.stop.is_set():
-            flushed = await asyncio.to_thread(self.uplink.flush, self.stop)
+            await asyncio.to_thread(self.uplink.flush, self.stop)
         if self.commands is not None:    # an update on trial: this may prove it healthy
-            self.commands.updater.after_cycle(ok > 0, int(flushed.get("acked", 0)))
+            self.commands.updater.after_cycle(ok > 0, int(getattr(self.uplink, "last_acked",
+                                                                  -1)))
         now = self.clock.now()
         day = int(now) // 86400
         if day != self._last_retention_day:

@@ -112,9 +112,11 @@ class Updater:
         return None
 
     # -- at start ----------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, next_seq: int = 0) -> None:
         """Report an outcome the slots recorded (a rollback, or a commit whose
-        result was not written), and notice a trial of our own version."""
+        result was not written), and notice a trial of our own version; its
+        first boot notes ``next_seq``, the first batch it seals: only an
+        acknowledgement of that batch or a later one proves it healthy."""
         if self.slots is None:
             return
         st = self.slots.state()
@@ -124,6 +126,9 @@ class Updater:
             self._report(counter, last)
         t = st.get("trial")
         if t and st.get("active") == self.slot:
+            if "first_seq" not in t:
+                t["first_seq"] = next_seq
+                self.slots.save(st)
             self.trial = t
             log.warning("version %s on trial (boot %s of %s, from %s): reports healthy after a "
                         "cycle with a meter read and an upload acknowledged", t.get("version"),
@@ -148,10 +153,12 @@ class Updater:
         self.on_result()
 
     # -- health --------------------------------------------------------------------
-    def after_cycle(self, read_ok: bool, acked: int) -> None:
-        """Called after every cycle; on trial, a meter read and an upload
-        acknowledged commit the new version."""
-        if self.trial is None or self.slots is None or not read_ok or acked <= 0:
+    def after_cycle(self, read_ok: bool, last_acked: int) -> None:
+        """Called after every cycle with the highest batch seq the HES has
+        acknowledged; on trial, a meter read and the acknowledgement of a
+        batch this version sealed commit the new version."""
+        if self.trial is None or self.slots is None or not read_ok or \
+                last_acked < int(self.trial.get("first_seq") or 0):
             return
         with self._lock:
             if self.trial is None:

@@ -65,7 +65,9 @@ def make_uplink(spec):
     if kind == "outbox":
         folder = spec.get("dir", DATA + "/outbox")
         _mkdirs(folder)
-        return OutboxUplink(folder)
+        up = OutboxUplink(folder, spec.get("inbox"))
+        _mkdirs(up.inbox)
+        return up
     if kind == "http":
         return HttpUplink(spec["url"])
     raise ValueError("unknown uplink kind %r" % kind)
@@ -112,7 +114,7 @@ def run(cycles=None, config=None, log=print):
     loop = build(cfg, log)
     upd = updater(cfg, loop, log)
     if upd is not None:
-        upd.boot()
+        upd.boot(loop.next_seq)
     period = int(cfg.get("period", 3600))
     n = 0
     while cycles is None or n < cycles:
@@ -123,7 +125,7 @@ def run(cycles=None, config=None, log=print):
         log("wum: cycle " + json.dumps(summary))
         if upd is not None:
             upd.commands.take()
-            upd.after_cycle(summary["meters"] > 0, loop.acked)
+            upd.after_cycle(summary["meters"] > 0, loop.last_acked)
             upd.step()
         n += 1
         if cycles is not None and n >= cycles:

@@ -225,14 +225,19 @@ class BoardUpdater:
         self.reset()
 
     # -- proving healthy ------------------------------------------------------------
-    def boot(self):
-        """At boot: report a recorded outcome; notice our own trial."""
+    def boot(self, next_seq=0):
+        """At boot: report a recorded outcome; notice our own trial (its
+        first boot notes ``next_seq``: only an acknowledgement of a batch the
+        new version sealed proves it healthy)."""
         st = self.slots.state()
         last = st["last"] or {}
         counter = int(last.get("counter") or 0)
         if counter and not self.commands.known(counter):
             self._report(last)
         if st["trial"]:
+            if "first_seq" not in st["trial"]:
+                st["trial"]["first_seq"] = next_seq
+                self.slots.save(st)
             self.trial = st["trial"]
             self.booted = self.clock()
             self.log("wum: version %s on trial, boot %s of %s" % (
@@ -250,8 +255,9 @@ class BoardUpdater:
                                  % last.get("reason"), {"version": last.get("from"),
                                                         "refused_version": last.get("version")})
 
-    def after_cycle(self, read_ok, acked):
-        if self.trial is None or not read_ok or acked <= 0:
+    def after_cycle(self, read_ok, last_acked):
+        """After a cycle: ``last_acked`` is the highest batch seq acknowledged."""
+        if self.trial is None or not read_ok or last_acked < self.trial.get("first_seq", 0):
             return
         last = self.slots.commit(int(self.clock()))
         self.trial = None

@@ -70,7 +70,7 @@ class AgentLoop:
         self.ids = {}                   # address -> meter id learned by a read
         self.profiles = {}
         self.refused = 0                # batches the full archive could not take
-        self.acked = 0                  # batches acknowledged since this loop started
+        self.last_acked = -1            # the highest seq acknowledged since this loop started
         self.state = None
         raw = files.load("codec.bin")
         if raw:
@@ -139,7 +139,7 @@ class AgentLoop:
             sent += 1
             if acked:
                 self.archive.ack(seq)
-                self.acked += 1
+                self.last_acked = max(self.last_acked, seq)
         self.take_acks()
         return sent
 
@@ -148,7 +148,7 @@ class AgentLoop:
         if acks is not None:
             for seq in acks():
                 self.archive.ack(seq)
-                self.acked += 1
+                self.last_acked = max(self.last_acked, seq)
 
 
 class OutboxUplink:

@@ -1,5 +1,5 @@
-"""Signed updates on a Linux concentrator, end to end (the issue's "must
-show"): a concentrator flashed with ``wum flash --ssh`` into a folder
+"""``wum flash --ssh`` and signed updates on a Linux concentrator, end to
+end (the issue's "must show"): a concentrator flashed with ``wum flash --ssh`` into a folder
 standing in for its root filesystem (ssh and systemctl faked at their
 command lines only: tests/fakebin) runs the agent from an A/B slot under
 the launcher; ``hes-lite serve`` is real, a simulated Modbus meter answers
@@ -7,6 +7,8 @@ on a pty. The utility publishes packages with ``hes-lite firmware
 publish`` and announces them with ``hes-lite command update``; the
 outcome comes back as the command's result.
 
+- the flash: bundle verified, slot a whole, launcher, owner-only config,
+  unit, service active, every file's hash compared, and the agent uploads;
 - a good update (0.1.0 -> 0.2.0) installs in the other slot, boots on
   trial, reads a cycle, has an upload acknowledged: executed, committed;
 - a failing one (0.3.0, whose uplink never uploads) is rolled back by the
@@ -21,6 +23,7 @@ failing one proves the slot's own code runs (the venv's would upload).
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from agent.config import load
 from tests import update_rig as rig
 from tests.test_flash_ssh import flash, provisioned, stop_service
 
@@ -46,8 +50,10 @@ Uplink.flush = _never_uploads
 
 
 class Device:
-    def __init__(self, hes: rig.Hes, bundle: Path, root: Path, key: Path, work: Path) -> None:
+    def __init__(self, hes: rig.Hes, bundle: Path, root: Path, key: Path, work: Path,
+                 cfg: Path, flashed: dict[str, Any]) -> None:
         self.hes, self.bundle, self.root, self.key, self.work = hes, bundle, root, key, work
+        self.cfg, self.flashed = cfg, flashed
 
     def state(self) -> dict[str, Any]:
         return json.loads((self.root / "opt/wum/slots/boot.json").read_text())
@@ -117,7 +123,7 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
         (cfg / "agent.toml").write_text(toml + "\n[schedule]\nperiod = 60\n")
         r = flash(bundle, cfg, root, clock=clock)
         assert r.returncode == 0, r.stderr
-        dev = Device(hes, bundle, root, key, work)
+        dev = Device(hes, bundle, root, key, work, cfg, json.loads(r.stdout))
         deadline = time.monotonic() + 60          # it has uploaded: the HES knows it
         while not any(c["device"] == DEVICE and c["batches"]
                       for c in hes.get("/v1/concentrators", "viewer").json()):
@@ -129,6 +135,32 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
         sim.terminate()
         sim.wait(10)
         hes.stop()
+
+
+def test_flash_installs_enables_verifies_and_the_agent_uploads(device: Device) -> None:
+    out, root, cfg, bundle = device.flashed, device.root, device.cfg, device.bundle
+    assert out["service"] == "active" and out["slot"] == "a" and out["version"] == "0.1.0"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert out["verified"] == len(manifest["files"]) + 1 + len(list(cfg.iterdir()))
+    # the layout: slot a whole, the launcher, owner-only config, the unit
+    slots = root / "opt/wum/slots"
+    assert device.state()["active"] == "a" and (slots / "a/lib/agent/daemon.py").is_file()
+    assert (root / "opt/wum/boot/wum-boot").stat().st_mode & stat.S_IXUSR
+    conf = root / "etc/wum"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in conf.iterdir()} == {
+        p.name: 0o600 for p in cfg.iterdir()}
+    unit = (root / "etc/systemd/system/wum.service").read_text()
+    assert "ExecStart=%s %s/opt/wum/boot/wum-boot --slots %s/opt/wum/slots -- run " \
+           "--config %s/etc/wum/agent.toml" % (rig.BIN / "python", root, root, root) in unit
+    assert load(conf / "agent.toml").concentrator_id == DEVICE
+    calls = (root / "ssh.log").read_text()
+    assert "systemctl enable wum.service" in calls and "systemctl restart" in calls
+    # the service runs the launcher, which runs the agent from slot a: it uploaded (the
+    # fixture waited for it)
+    assert "wum-boot: booting slot a (version 0.1.0)" in device.log()
+    assert rig.run(rig.FAKEBIN / "systemctl", "is-active", "wum.service",
+                   env=rig.fake_env(root)).stdout.strip() == "active"
 
 
 def test_a_good_update_installs_and_reports_healthy(device: Device) -> None:

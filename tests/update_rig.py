@@ -71,6 +71,13 @@ class Hes:
         return httpx.post(self.url + path, headers={"authorization": "Bearer " +
                                                     self.tokens[role]}, timeout=10, **kw)
 
+    def put_raw(self, path: str, body: bytes) -> httpx.Response:
+        """An envelope-authenticated request (no token): what a device sends."""
+        return httpx.put(self.url + path, content=body, timeout=30)
+
+    def post_raw(self, path: str, body: bytes) -> httpx.Response:
+        return httpx.post(self.url + path, content=body, timeout=30)
+
     def store(self):  # noqa: ANN201 - a fresh handle on the same database
         return open_store(self.db)
 

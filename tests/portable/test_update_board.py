@@ -38,7 +38,7 @@ NEW = bundle("1.1.0")
 class Board:
     """One boot of a board: its commands and updater over the scratch folder."""
 
-    def __init__(self, uplink, clock=None, cfg=None):
+    def __init__(self, uplink, clock=None, cfg=None, next_seq=5):
         from update_fakes import ROOT_KEY
 
         from agent.envelope import MemoryBootStore, Sealer
@@ -49,7 +49,7 @@ class Board:
         self.commands = BoardCommands(cfg or config(), sealer, uplink, files, self.clock)
         self.updater = BoardUpdater(cfg or config(), self.commands, uplink, files, "data",
                                     self.clock, self.reset)
-        self.updater.boot()
+        self.updater.boot(next_seq)           # its first batch will be seq ``next_seq``
 
     def reset(self):
         self.resets += 1
@@ -90,10 +90,15 @@ def test_a_good_update_installs_and_reports_healthy():
         assert st["trial"]["version"] == "1.1.0" and st["trial"]["counter"] == 1
         slot = stub.choose()                        # main.py after the reset
         assert slot == st["active"] and whole(slot) == "1.1.0"
-        board = Board(up)
-        board.updater.after_cycle(True, 0)          # read, nothing acknowledged yet
+        board = Board(up, next_seq=5)
+        board.updater.after_cycle(True, -1)         # read, nothing acknowledged yet
+        board.updater.after_cycle(True, 4)          # a batch the old version sealed
         assert slots().state()["trial"] is not None
-        board.updater.after_cycle(True, 1)
+        board = Board(up, next_seq=6)               # a reboot: its first batch is still 5
+        assert slots().state()["trial"]["first_seq"] == 5
+        board.updater.after_cycle(False, 5)         # no meter read in this cycle
+        assert slots().state()["trial"] is not None
+        board.updater.after_cycle(True, 5)
         st = slots().state()
         assert st["trial"] is None and st["last"]["outcome"] == "healthy"
         (doc,) = results(hes, up)
@@ -142,7 +147,7 @@ def test_a_version_that_runs_but_never_proves_healthy_is_rolled_back():
         stub.choose()
         clock = Clock()
         board = Board(up, clock)
-        board.updater.after_cycle(True, 0)          # it reads but nothing is acknowledged
+        board.updater.after_cycle(True, 4)          # it reads, none of its batches acknowledged
         clock.t += 599
         board.updater.watch()
         assert board.resets == 0
