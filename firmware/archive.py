@@ -57,7 +57,7 @@ from firmware import FirmwareError
 try:
     from binascii import crc32 as _crc32
 except ImportError:             # a port built without it: a table-driven CRC-32
-    _crc32 = None
+    _crc32 = None  # type: ignore[assignment]
 
 SECTOR_MAGIC = b"WUMA"
 SECTOR_HEAD = 12

@@ -112,11 +112,12 @@ def _sha(path: Path) -> str:
 
 
 def write_manifest(out: Path, info: dict[str, Any]) -> dict[str, Any]:
-    files = {}
+    files: dict[str, dict[str, Any]] = {}
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json":
             files[p.relative_to(out).as_posix()] = {"sha256": _sha(p), "size": p.stat().st_size}
-    manifest = dict(info, format=1, files=files, total_size=sum(f["size"] for f in files.values()))
+    total = sum(int(f["size"]) for f in files.values())
+    manifest: dict[str, Any] = dict(info, format=1, files=files, total_size=total)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
@@ -179,7 +180,7 @@ def build_linux(out: Path, source: Path | None = None) -> dict[str, Any]:
     if not (src / "pyproject.toml").exists():
         raise FirmwareError("no project source at %s (give --source DIR)" % src)
     _fresh(out)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                         "-q", "-w", str(out), str(src)], capture_output=True, text=True)
     if r.returncode != 0:
         raise FirmwareError("building the wheel failed: %s" % r.stderr.strip()[-800:])

@@ -107,7 +107,7 @@ def test_every_mpy_imports_except_hardware_only(bundle: Path) -> None:
     _need_board()
     manifest = json.loads((bundle / "manifest.json").read_text())
     script = """
-const m = await import(process.argv[1]);
+const m = await import(process.env.WUM_MPY_MJS);
 const fs = await import("node:fs");
 const out = [];
 const mp = await m.loadMicroPython({heapsize: 4 << 20, stdout: (l) => out.push(l),
@@ -116,10 +116,10 @@ const walk = (d, rel) => { for (const e of fs.readdirSync(d, {withFileTypes: tru
   const p = d + "/" + e.name, r = rel + "/" + e.name;
   if (e.isDirectory()) { mp.FS.mkdirTree("/b" + r); walk(p, r); }
   else mp.FS.writeFile("/b" + r, fs.readFileSync(p)); } };
-mp.FS.mkdirTree("/b"); walk(process.argv[2], "");
+mp.FS.mkdirTree("/b"); walk(process.argv[1], "");
 mp.runPython(`import sys
 sys.path.insert(0, '/b')
-for name in '${process.argv.slice(3).join(",")}'.split(','):
+for name in '${process.argv.slice(2).join(",")}'.split(','):
     try:
         __import__(name)
         print('OK', name)
@@ -127,9 +127,11 @@ for name in '${process.argv.slice(3).join(",")}'.split(','):
         print('FAIL', name, repr(e))`);
 console.log(out.join("\\n"));
 """
-    r = subprocess.run(["node", "--input-type=module", "-e", script, str(mpy_package()),
+    # The module comes by environment: micropython.mjs runs as a command line
+    # (reading argv[2] as a script) when argv[1] names it.
+    r = subprocess.run(["node", "--input-type=module", "-e", script,
                         str(bundle), *manifest["modules"]], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env={**os.environ, "WUM_MPY_MJS": str(mpy_package())})
     assert r.returncode == 0, r.stderr
     failed = sorted(line.split()[1] for line in r.stdout.splitlines() if line.startswith("FAIL"))
     ok = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("OK")]
