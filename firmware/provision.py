@@ -145,11 +145,8 @@ def _write(folder: Path, name: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def provision(device: str, hes: str, token: str, out: Path, *, board: str | None = None,
-              meters: Sequence[str] = (), release_keys: Sequence[str] = (),
-              mesh_key_file: Path | None = None, uplink_url: str | None = None,
-              archive: str = "/var/lib/wum/archive.db", port: str = "/dev/ttyUSB0",
-              baud: int = 9600, show_keys: bool = False) -> dict[str, Any]:
+def _check(device: str, out: Path, release_keys: Sequence[str]) -> list[str]:
+    """The arguments checked before anything is asked of the HES -> release keys."""
     if not 1 <= len(device.encode()) <= 64 or not device.isprintable() or any(
             c.isspace() or c == "/" for c in device):
         raise FirmwareError("a device id is 1..64 printable characters without spaces or '/'")
@@ -164,6 +161,15 @@ def provision(device: str, hes: str, token: str, out: Path, *, board: str | None
         except ValueError:
             raise FirmwareError("a release key is 64 hex digits, got %r" % k[:80]) from None
         release.append(k.lower())
+    return release
+
+
+def provision(device: str, hes: str, token: str, out: Path, *, board: str | None = None,
+              meters: Sequence[str] = (), release_keys: Sequence[str] = (),
+              mesh_key_file: Path | None = None, uplink_url: str | None = None,
+              archive: str = "/var/lib/wum/archive.db", port: str = "/dev/ttyUSB0",
+              baud: int = 9600, show_keys: bool = False) -> dict[str, Any]:
+    release = _check(device, out, release_keys)
     bus = load_board(board).get("bus", {}) if board else {}
     entries = [parse_meter(m) for m in meters]
     status, ck = _call(hes, token, "GET", "/v1/command-key")
@@ -176,17 +182,19 @@ def provision(device: str, hes: str, token: str, out: Path, *, board: str | None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700, parents=True)
     try:
-        _write(tmp, DEVICE_KEY, root.hex() + "\n")
-        _write(tmp, AGENT_TOML, agent_toml(device, url, archive, ck["public"], release, port,
-                                           baud, entries, mesh is not None))
-        _write(tmp, DEVICE_JSON, json.dumps({
-            "device_id": device, "root_key": root.hex(), "key_epoch": 0,
-            "verify_keys": [ck["public"]], "release_keys": release,
-            "mesh_key": mesh.hex() if mesh else None, "bus": bus, "meters": entries,
-            "archive": {"kb": 64, "sector": 4096}, "uplink": {"kind": "http", "url": url}},
-            indent=1) + "\n")
+        files = {DEVICE_KEY: root.hex() + "\n",
+                 AGENT_TOML: agent_toml(device, url, archive, ck["public"], release, port, baud,
+                                        entries, mesh is not None),
+                 DEVICE_JSON: json.dumps({
+                     "device_id": device, "root_key": root.hex(), "key_epoch": 0,
+                     "verify_keys": [ck["public"]], "release_keys": release,
+                     "mesh_key": mesh.hex() if mesh else None, "bus": bus, "meters": entries,
+                     "archive": {"kb": 64, "sector": 4096},
+                     "uplink": {"kind": "http", "url": url}}, indent=1) + "\n"}
         if mesh is not None:
-            _write(tmp, MESH_KEY, mesh.hex() + "\n")
+            files[MESH_KEY] = mesh.hex() + "\n"
+        for name, text in files.items():
+            _write(tmp, name, text)
         status, reg = _call(hes, token, "POST", "/v1/devices",
                             {"device": device, "root_key": root.hex()})
         if status != 201 or not isinstance(reg, dict):
@@ -203,8 +211,7 @@ def provision(device: str, hes: str, token: str, out: Path, *, board: str | None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    files = sorted(p.name for p in out.iterdir())
-    summary = dict(ident, out=str(out), files=files,
+    summary = dict(ident, out=str(out), files=sorted(p.name for p in out.iterdir()),
                    mesh_key_file=str(mesh_key_file) if mesh_key_file else None)
     if show_keys:
         summary["root_key"] = root.hex()
