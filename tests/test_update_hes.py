@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from agent import command, envelope
 from agent.transport import TransportError
-from agent.update_fetch import HttpFetcher, download
+from agent.update_fetch import HttpFetcher, RelayFetcher, download, post_fetch
 from agent.update_package import UpdateRefused, file_sha256
 from hes_lite import auth
 from hes_lite.api import create_app
@@ -208,6 +208,42 @@ def test_download_resumes_after_kill_9_and_refuses_what_is_not_announced(
             download(HttpFetcher(hes.url, "DC-STRANGER", KEY, folder + "-boot2"), rec.id,
                      size, digest, str(tmp_path / "dl2"), 65536)
         assert e.value.reason == "rejected"
+    finally:
+        hes.stop()
+
+
+def test_a_node_without_uplink_fetches_through_a_relay_that_holds_no_key(
+        world: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """The mesh's part reduced to what it is: opaque bytes up to a gateway,
+    the gateway's own HTTP call, opaque bytes down. The relay below is given
+    the HES's URL and nothing else; a dropped reply is retried; a relay that
+    alters the bytes is caught by the digest."""
+    hes = rig.Hes(tmp_path)
+    try:
+        s = hes.store()
+        s.add_key(DEVICE, 0, KEY, 0.0)
+        rec, _ = publish(s, world["signed"].read_bytes(), "test")
+        s.close()
+        seen: list[tuple[str, int]] = []
+
+        def gateway(package_id: str, sealed: bytes, length: int) -> bytes:
+            seen.append((package_id, len(sealed)))
+            if len(seen) == 2:
+                raise TransportError("reply lost on the way down", "unreachable")
+            return post_fetch(hes.url, package_id, sealed, length)
+
+        node = RelayFetcher(DEVICE, KEY, str(tmp_path / "fetch_boot"), gateway)
+        path = download(node, rec.id, rec.size, rec.sha256, str(tmp_path / "dl"), 8192)
+        assert file_sha256(path) == (rec.sha256, rec.size)
+        assert len(seen) == -(-rec.size // 8192) + 1 and all(p == rec.id for p, _ in seen)
+
+        def tampering(package_id: str, sealed: bytes, length: int) -> bytes:
+            data = bytearray(post_fetch(hes.url, package_id, sealed, length))
+            data[0] ^= 1
+            return bytes(data)
+        with pytest.raises(UpdateRefused, match="corrupt_download"):
+            download(RelayFetcher(DEVICE, KEY, str(tmp_path / "fetch_boot"), tampering),
+                     rec.id, rec.size, rec.sha256, str(tmp_path / "dl2"), 65536)
     finally:
         hes.stop()
 
