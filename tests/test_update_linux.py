@@ -37,7 +37,7 @@ from tests import update_rig as rig
 from tests.test_flash_ssh import flash, provisioned, stop_service
 
 DEVICE = "DC-UPD-1"
-DEADLINE = 10           # s (wall clock) for a new version to prove healthy
+DEADLINE = 8            # s (wall clock) for a new version to prove healthy
 SPEED = 30.0            # simulated seconds per wall second
 FAILING_UPLINK = '''
 
