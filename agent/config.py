@@ -22,7 +22,7 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     source = "auto"      # auto: the system clock when NTP-synchronised, else the HES's
 
     [uplink]
-    transport = "http"   # or "mqtt"
+    transport = "http"   # or "mqtt", or "mesh" (a node without its own uplink)
     url = "http://hes.example:8080"
     key = "…64 hex…"     # the device root key (or key_file = "/etc/wum/key")
     max_bytes_per_cycle = 200000
@@ -38,6 +38,8 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     address = "17"
     protocol = "modbus"  # overrides the bus default
     profile = "eastron-sdm630"
+
+    [mesh]               # optional: agent.mesh_config (role, network key, links)
 
     [update]             # optional: signed updates (agent.update_config, docs/firmware.md)
 
@@ -62,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 from agent import AgentError
 
 if TYPE_CHECKING:
+    from agent.mesh_config import MeshConfig
     from agent.update_config import UpdateConfig
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
@@ -121,6 +124,7 @@ class Config:
     time_source: str = "auto"
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
     log_file: str = ""
+    mesh: MeshConfig | None = None
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     update: UpdateConfig | None = None      # [update] (agent.update_config); parse fills it
     # What it was parsed from (a remote ``config`` command overlays it).
@@ -205,6 +209,26 @@ def _bus(t: dict[str, Any], i: int) -> BusConfig:
                      port=_get(t, "port", where, str), baud=_get(t, "baud", where, int, 9600),
                      protocol=proto, discover=discover,
                      timeout=_get(t, "timeout", where, float, 1.0), meters=meters)
+
+
+def _uplink_key(u: dict[str, Any], base: Path | None) -> str:
+    key_hex: str = _get(u, "key", "uplink", str, "")
+    if "key_file" in u:
+        kf = Path(_get(u, "key_file", "uplink", str))
+        if base and not kf.is_absolute():
+            kf = base / kf
+        try:
+            key_hex = kf.read_text().strip()
+        except OSError as e:
+            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
+    if key_hex:
+        try:
+            if len(bytes.fromhex(key_hex)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
+                              key="uplink.key") from None
+    return key_hex
 
 
 def _hex_key(v: object, where: str, sizes: tuple[int, ...]) -> bytes:
@@ -296,7 +320,7 @@ def with_overlay(cfg: Config, overlay: dict[str, Any]) -> Config:
 
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
-                        "commands", "update"}, "config")
+                        "mesh", "commands", "update"}, "config")
     tm = _get(data, "time", "config", dict, {})
     _check_known(tm, {"source"}, "time")
     time_source = _get(tm, "source", "time", str, "auto")
@@ -321,24 +345,10 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         raise ConfigError("retention.days must be between 30 and 45, got %d" % days,
                           key="retention.days")
     transport = _get(u, "transport", "uplink", str, "http")
-    if transport not in ("http", "mqtt", "none"):
-        raise ConfigError("uplink.transport must be http, mqtt or none", key="uplink.transport")
-    key_hex = _get(u, "key", "uplink", str, "")
-    if "key_file" in u:
-        kf = Path(_get(u, "key_file", "uplink", str))
-        if base and not kf.is_absolute():
-            kf = base / kf
-        try:
-            key_hex = kf.read_text().strip()
-        except OSError as e:
-            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
-    if key_hex:
-        try:
-            if len(bytes.fromhex(key_hex)) != 32:
-                raise ValueError
-        except ValueError:
-            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
-                              key="uplink.key") from None
+    if transport not in ("http", "mqtt", "mesh", "none"):
+        raise ConfigError("uplink.transport must be http, mqtt, mesh or none",
+                          key="uplink.transport")
+    key_hex = _uplink_key(u, base)
     period = _get(s, "period", "schedule", int, 3600)
     if period < 60:
         raise ConfigError("schedule.period must be at least 60 s", key="schedule.period")
@@ -348,6 +358,13 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     archive = _get(c, "archive", "concentrator", str)
     if base and not Path(archive).is_absolute():
         archive = str(base / archive)
+    mesh = None
+    from agent.mesh_config import check_uplink, parse_mesh
+
+    if "mesh" in data:
+        mesh = parse_mesh(data, base, concentrator_id)
+    url = _get(u, "url", "uplink", str, "")
+    check_uplink(transport, url, key_hex, mesh)
     from agent.update_config import parse_update
     update = parse_update(_get(data, "update", "config", dict, {}), base, archive,
                           _get(u, "url", "uplink", str, ""), period,
@@ -359,7 +376,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         retries=_get(s, "retries", "schedule", int, 2),
         initial_backfill=_get(s, "initial_backfill", "schedule", int, 86400),
         clock_threshold=_get(s, "clock_threshold", "schedule", float, 10.0),
-        retention_days=days, transport=transport, url=_get(u, "url", "uplink", str, ""),
+        retention_days=days, transport=transport, url=url, mesh=mesh,
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
         log_file=_get(lg, "file", "log", str, ""), time_source=time_source,

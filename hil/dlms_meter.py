@@ -346,9 +346,6 @@ class DlmsMeter:
             if self.serial_number:
                 table[cosem.SERIAL_NUMBER] = (OCTET_STRING, m.serial.encode())
             return table.get(obis, NO_SUCH) if attr == 2 else NO_SUCH
-        if class_id == cosem.DISCONNECT_CONTROL and obis == cosem.DISCONNECTOR:
-            on = m.relay_connected
-            return {2: (BOOLEAN, on), 3: (ENUM, 1 if on else 0), 4: (ENUM, 1)}.get(attr, NO_SUCH)
         if class_id in (cosem.REGISTER, cosem.EXTENDED_REGISTER) and obis in dict(REGISTERS):
             kind, scaler = register_format(obis)
             if attr == 3:
