@@ -29,7 +29,8 @@ class Commands:
         cfg = d.cfg
         self.log = CommandLog(d.archive, d.lock)
         self.archive, self.lock = d.archive, d.lock
-        self.updater = Updater(cfg, d.clock, self.log, d.request_restart, d.stop)
+        self.updater = Updater(cfg, d.clock, self.log, d.request_restart, d.stop,
+                               transport=d.uplink.transport)
         self.executor = Executor(lambda: d.cfg, d.archive, d.lock, d.clock, self.log,
                                  d.bus_locks, apply_config=d.apply_config, stop=d.stop,
                                  update=self.updater.run)

@@ -42,7 +42,7 @@ from agent.commands import EXECUTED, FAILED, RUNNING, CommandLog
 from agent.config import Config
 from agent.slots import SlotError, Slots
 from agent.transport import TransportError
-from agent.update_fetch import HttpFetcher, download
+from agent.update_fetch import HttpFetcher, RelayFetcher, download
 from agent.update_linux import install, package_entries
 from agent.update_package import PackageError, UpdateRefused, newer, read_head, verify_file
 
@@ -64,6 +64,23 @@ class Deferred(Exception):
     """The command's outcome is reported later (the new version on trial)."""
 
 
+def fetcher_for(cfg: Config, transport: Any = None) -> Any:
+    """How this concentrator fetches packages: from ``[update] url`` (by
+    default the HTTP uplink's) itself, else through its uplink transport —
+    a mesh node's goes up to a gateway (``agent.update_fetch.RelayFetcher``)."""
+    s = cfg.update
+    assert s is not None
+    os.makedirs(s.download_dir, exist_ok=True)
+    boot = os.path.join(s.download_dir, "fetch_boot")
+    root = bytes.fromhex(cfg.key_hex)
+    if s.url:
+        return HttpFetcher(s.url, cfg.concentrator_id, root, boot)
+    if transport is None:
+        raise UpdateFailed("unsupported: nowhere to fetch packages from ([update] url)")
+    return RelayFetcher(cfg.concentrator_id, root, boot,
+                        lambda pid, sealed, n: transport.fetch(pid, sealed, n, 120.0))
+
+
 def running_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -78,7 +95,7 @@ class Updater:
 
     def __init__(self, cfg: Config, clock: SystemClock, log_: CommandLog,
                  restart: Callable[[], None], stop: threading.Event | None = None,
-                 fetcher: Any = None) -> None:
+                 fetcher: Any = None, transport: Any = None) -> None:
         self.cfg = cfg
         self.settings = cfg.update
         self.clock = clock
@@ -91,6 +108,7 @@ class Updater:
         self.slot = os.environ.get("WUM_SLOT", "")
         self.trial: dict[str, Any] | None = None
         self._fetcher = fetcher
+        self.transport = transport      # the uplink's: fetches through it without [update] url
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -225,14 +243,8 @@ class Updater:
     def _download(self, args: dict[str, Any]) -> str:
         s = self.settings
         assert s is not None
-        fetcher = self._fetcher
         os.makedirs(s.download_dir, exist_ok=True)
-        if fetcher is None:
-            if not s.url:
-                raise UpdateFailed("unsupported: no HTTP URL to fetch packages from ([update] "
-                                   "url)")
-            fetcher = HttpFetcher(s.url, self.cfg.concentrator_id, bytes.fromhex(self.cfg.key_hex),
-                                  os.path.join(s.download_dir, "fetch_boot"))
+        fetcher = self._fetcher or fetcher_for(self.cfg, self.transport)
         try:
             return download(fetcher, str(args["package"]), int(args["size"]),
                             str(args["sha256"]), s.download_dir, s.chunk, self.stop)
