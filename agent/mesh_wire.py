@@ -13,14 +13,14 @@ Every message starts with a kind byte; integers are big-endian::
       0x01 BATCH    | seq (4)     | sealed batch (envelope kind 1)
       0x06 RESULT   | counter (4) | sealed command result (kind 3)
       0x07 POLL     | poll id (4) | sealed idle poll (kind 4); the id is the origin's
-      0x0A FETCH    | fetch id (4) | package id (8) | sealed fetch request (kind 5):
+      0x0C FETCH    | fetch id (4) | package id (8) | sealed fetch request (kind 5):
                       a range of an update package (docs/firmware.md)
     down (gateway -> origin)
       0x02 ACK      | seq (4) | status (1) | flags (1) | server time, ms (6) [| commands]
                       status 0 accepted, 1 duplicate; flags bit 0 need_keyframe
       0x08 RACK     | counter (4) | status (1)          the HES stored that result
       0x09 POLLED   | poll id (4) | server time, ms (6) [| commands]
-      0x0B CHUNK    | fetch id (4) | the package's bytes (1..)
+      0x0D CHUNK    | fetch id (4) | the package's bytes (1..)
       0x03 REFUSED  | request kind (1) | id (4) | reason (UTF-8, 1..64)
                       the HES refused that request's bytes
       0x04 RETRY    | request kind (1) | id (4) | reason (UTF-8, 1..64)
@@ -47,8 +47,8 @@ RESULT = 0x06
 POLL = 0x07
 RACK = 0x08
 POLLED = 0x09
-FETCH = 0x0A
-CHUNK = 0x0B
+FETCH = 0x0C
+CHUNK = 0x0D
 UP = (BATCH, RESULT, POLL, FETCH)
 KINDS = (BATCH, ACK, REFUSED, RETRY, REPLY, RESULT, POLL, RACK, POLLED, FETCH, CHUNK)
 NAMES = {BATCH: "batch", ACK: "ack", REFUSED: "refused", RETRY: "retry", REPLY: "reply",
