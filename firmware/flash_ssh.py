@@ -78,7 +78,8 @@ def _sha(p: Path) -> str:
 
 def flash_ssh(target: str, bundle: Path, config: Path, root: str = "/", python: str = "python3",
               service: str = "wum", ssh: Sequence[str] = ("ssh",),
-              log: Callable[[str], None] = print, active_wait: float = 15.0) -> dict[str, Any]:
+              log: Callable[[str], None] = print, active_wait: float = 15.0,
+              user: str | None = None) -> dict[str, Any]:
     manifest = verify_bundle(bundle, target="linux")
     if not (config / "agent.toml").is_file():
         raise FirmwareError("%s has no agent.toml (a provisioned config folder: wum provision)"
@@ -89,11 +90,14 @@ def flash_ssh(target: str, bundle: Path, config: Path, root: str = "/", python: 
     r = remote.run('set -e; umask 077; d=$(mktemp -d /tmp/wum-flash.XXXXXX); '
                    'trap \'rm -rf "$d"\' EXIT; tar -x -C "$d"; '
                    'PYTHONPATH="$d/bundle/"%s %s -m firmware.remote_install --staging "$d" '
-                   '--root %s --python %s --service %s' % (
-                       q(wheel), q(python), q(root), q(python), q(service)),
+                   '--root %s --python %s --service %s%s' % (
+                       q(wheel), q(python), q(root), q(python), q(service),
+                       " --user " + q(user) if user else ""),
                    stdin=_tar(bundle, manifest, config), check=False)
     done = _json_line(r, "the installer on %s" % target)
     log("installed %s into slot %s on %s" % (done.get("version"), done.get("slot"), target))
+    if done.get("warning"):
+        log("warning: " + str(done["warning"]))
     unit = service + ".service"
     if root not in ("", "/"):
         remote.run("systemctl link %s" % q(str(done["unit"])))
@@ -124,5 +128,5 @@ def flash_ssh(target: str, bundle: Path, config: Path, root: str = "/", python: 
     log("%s active on %s; %d bundle and %d config files verified by SHA-256" % (
         unit, target, len(manifest["files"]) + 1, len(seen["config"])))
     return {"target": target, "slot": done["slot"], "version": done.get("version"),
-            "unit": done["unit"], "service": state, "verified": len(manifest["files"]) + 1 +
-            len(seen["config"])}
+            "unit": done["unit"], "service": state, "owner": done.get("owner"),
+            "verified": len(manifest["files"]) + 1 + len(seen["config"])}

@@ -109,11 +109,14 @@ def install_config(lay: Layout, src: Path) -> list[str]:
     return names
 
 
-def render_unit(template: str, lay: Layout, python: str) -> str:
-    """The bundle's unit with the launcher as ExecStart and this layout's paths."""
+def render_unit(template: str, lay: Layout, python: str, user: str | None = None) -> str:
+    """The bundle's unit with the launcher as ExecStart, this layout's paths
+    and (given) the service's user."""
     out = []
     for line in template.splitlines():
-        if line.startswith("ExecStart="):
+        if line.startswith("User=") and user:
+            line = "User=" + user
+        elif line.startswith("ExecStart="):
             line = ("ExecStart=%s %s/wum-boot --slots %s -- run --config %s/agent.toml "
                     "--log-json" % (python, lay.boot, lay.slots, lay.config))
         elif line.startswith("ReadWritePaths="):
@@ -122,7 +125,36 @@ def render_unit(template: str, lay: Layout, python: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_install(staging: Path, root: str, python: str, service: str) -> dict[str, object]:
+def unit_user(unit: str) -> str | None:
+    for line in unit.splitlines():
+        if line.startswith("User="):
+            return line[5:].strip() or None
+    return None
+
+
+def give_to(user: str | None, paths: list[Path]) -> tuple[str | None, str | None]:
+    """The service's user gets what it reads and writes (its config, the
+    slots an update rewrites, its data): -> (owner, warning)."""
+    if user is None:
+        return None, None
+    try:
+        import pwd
+        pw = pwd.getpwnam(user)
+    except (ImportError, KeyError):
+        return None, ("user %s does not exist here: create it (useradd --system %s) or flash "
+                      "with --user; the files stay root's and the service cannot start" %
+                      (user, user))
+    if os.geteuid() != 0:
+        return None, "not root: the files stay %s's" % os.getuid()
+    for top in paths:
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                os.chown(name, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+    return user, None
+
+
+def run_install(staging: Path, root: str, python: str, service: str,
+                user: str | None = None) -> dict[str, object]:
     lay = Layout(root)
     bundle = staging / "bundle"
     manifest = verify_bundle(bundle, target="linux")
@@ -139,10 +171,11 @@ def run_install(staging: Path, root: str, python: str, service: str) -> dict[str
     lay.data.mkdir(parents=True, exist_ok=True, mode=0o700)
     lay.units.mkdir(parents=True, exist_ok=True)
     unit = lay.units / (service + ".service")
-    _atomic(unit, render_unit((bundle / str(manifest["unit"])).read_text(), lay, python)
-            .encode(), 0o644)
+    text = render_unit((bundle / str(manifest["unit"])).read_text(), lay, python, user)
+    _atomic(unit, text.encode(), 0o644)
+    owner, warning = give_to(unit_user(text), [lay.config, lay.slots, lay.data])
     return {"slot": slot, "version": manifest.get("version"), "root": str(lay.root),
-            "unit": str(unit), "config": names}
+            "unit": str(unit), "config": names, "owner": owner, "warning": warning}
 
 
 def run_verify(root: str) -> dict[str, object]:
@@ -170,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="/")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--service", default="wum")
+    p.add_argument("--user", default=None, help="the service's user (default: the unit's)")
     p.add_argument("--verify", action="store_true")
     a = p.parse_args(argv)
     try:
         out = run_verify(a.root) if a.verify else run_install(a.staging, a.root, a.python,
-                                                              a.service)
+                                                              a.service, a.user)
     except (FirmwareError, AgentError, OSError) as e:
         print(json.dumps({"error": str(e)}))
         return 1

@@ -87,6 +87,9 @@ def add_ssh_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--remote-python", default="python3", metavar="PY",
                    help="--ssh: the concentrator's Python 3 (default python3)")
     f.add_argument("--service", default="wum", help="--ssh: the systemd unit's name")
+    f.add_argument("--user", default=None, metavar="NAME",
+                   help="--ssh: the user the service runs as (default: the unit's, wum); it "
+                        "gets the config, the slots and the data folder")
     f.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
                    help="--ssh: an option for ssh (repeat), e.g. -oBatchMode=yes")
 
@@ -96,7 +99,7 @@ def cmd_flash_ssh(args: argparse.Namespace) -> int:
     try:
         out = flash_ssh(args.ssh, args.bundle, args.config, args.root, args.remote_python,
                         args.service, ["ssh", *args.ssh_option],
-                        log=lambda s: print(s, file=sys.stderr))
+                        log=lambda s: print(s, file=sys.stderr), user=args.user)
     except FirmwareError as e:
         print("wum flash: refused: %s" % e, file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ failing one proves the slot's own code runs (the venv's would upload).
 from __future__ import annotations
 
 import json
+import pwd
 import stat
 import subprocess
 import time
@@ -121,7 +122,7 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
         toml = toml.replace("[commands]\n", "[commands]\npoll_interval = 1\n").replace(
             "[update]\n", "[update]\nhealth_deadline = %d\n" % DEADLINE)
         (cfg / "agent.toml").write_text(toml + "\n[schedule]\nperiod = 60\n")
-        r = flash(bundle, cfg, root, clock=clock)
+        r = flash(bundle, cfg, root, "--user", "nobody", clock=clock)
         assert r.returncode == 0, r.stderr
         dev = Device(hes, bundle, root, key, work, cfg, json.loads(r.stdout))
         deadline = time.monotonic() + 60          # it has uploaded: the HES knows it
@@ -153,6 +154,11 @@ def test_flash_installs_enables_verifies_and_the_agent_uploads(device: Device) -
     unit = (root / "etc/systemd/system/wum.service").read_text()
     assert "ExecStart=%s %s/opt/wum/boot/wum-boot --slots %s/opt/wum/slots -- run " \
            "--config %s/etc/wum/agent.toml" % (rig.BIN / "python", root, root, root) in unit
+    # the service's user owns what it reads and writes (the fake systemctl runs it as root)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert "\nUser=nobody\n" in unit and out["owner"] == "nobody"
+    assert {p.stat().st_uid for p in [conf, slots, slots / "a", root / "var/lib/wum",
+                                      *conf.iterdir()]} == {nobody}
     assert load(conf / "agent.toml").concentrator_id == DEVICE
     calls = (root / "ssh.log").read_text()
     assert "systemctl enable wum.service" in calls and "systemctl restart" in calls
