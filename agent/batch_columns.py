@@ -202,12 +202,10 @@ def _rel_pred(kind: str, pr: "Any", a: "int | None") -> "int | None":
 
 
 def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
-                  rel: "tuple[Any, ...] | None" = None) -> "tuple[list[Any], list[Any]]":
+                  rel: "tuple[Any, ...] | None" = None) -> None:
     """Write one register's cells. ``cells``: per meter, its list of values
     (None = null) in row order; ``entries``: per meter its state entry (or
-    None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
-    Returns (per meter the list of previous values (None if none) of its
-    cells, per meter its state entry after them)."""
+    None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None."""
     flat = [v for vs in cells for v in vs]
     nulls = [v is None for v in flat]
     present = [v for v in flat if v is not None]
@@ -224,7 +222,7 @@ def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
     if t == T_RAW:
         for v in present:
             _write_raw(w, v)
-        return _walk(cells, entries)
+        return
     if present:
         modes = _modes(cells, entries, t, k, rel)
         best, cost = 0, -1
@@ -236,7 +234,6 @@ def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
         w.bits(best, 2)
         write_column(w, modes[best][0])
         write_column(w, modes[best][1])
-    return _walk(cells, entries)
 
 
 def _walk(cells: "list[Any]", entries: "list[Any]") -> "tuple[list[Any], list[Any]]":

@@ -63,7 +63,7 @@ def relation(o: str, used: "set[str]") -> "tuple[Any, ...] | None":
 def order(table: "list[str]", used: "set[str]") -> "list[tuple[Any, ...]]":
     """Columns to code, sources before the registers they predict: a list of
     (obis, relation or None) in (depth, table position) order."""
-    rels = dict((o, relation(o, used)) for o in table if o in used)
+    rels = {o: relation(o, used) for o in table if o in used}
     depth: "dict[str, int]" = {}
 
     def level(o: str, seen: int) -> int:
@@ -94,7 +94,8 @@ def _ratio(v: "Any") -> "tuple[int, int] | None":
 
 def predictor(rel: "tuple[Any, ...]", rows: "list[Any]") -> "tuple[Any, ...]":
     """(kind, preds(t, k)) for ``agent.batch_columns``: ``rows`` is, per meter,
-    per cell of the target column, a dict {source: (value, previous value)}."""
+    per cell of the target column, per source of ``rel`` (in order) its
+    (value, previous value) or None."""
     kind, name, srcs = rel
 
     def preds(t: int, k: int) -> "list[Any]":
@@ -118,8 +119,7 @@ def _tariff(got: "list[Any]", t: int, k: int) -> "Any":
     return step if step is not None else (ABS, total)
 
 
-def _one(name: str, srcs: "list[Any]", cell: "dict[Any, Any]", t: int, k: int) -> "Any":
-    got: "list[Any]" = [cell.get(s) for s in srcs]
+def _one(name: str, srcs: "list[Any]", got: "list[Any]", t: int, k: int) -> "Any":
     if any(x is None or x[0] is None for x in got):
         return None
     if name == "tariff":

@@ -70,8 +70,8 @@ def _group(items: "list[Any]", meters: "list[Any]") -> "dict[Any, Any]":
     return out
 
 
-def write_body(w: BitWriter, batch: "object", st: "object") -> "dict[Any, Any]":
-    """Write the body; returns the state's cell entries after it (``_columns``)."""
+def write_body(w: BitWriter, batch: "object", st: "object") -> None:
+    """Write the body."""
     readings, events, statuses = batch.canonical()  # type: ignore[attr-defined]
     # 1. meters: the state's table (presence), then new ones, sorted.
     present = set(batch.meters())  # type: ignore[attr-defined]
@@ -103,13 +103,11 @@ def write_body(w: BitWriter, batch: "object", st: "object") -> "dict[Any, Any]":
         w.bits(1 if one else 0, 1)
         if not one:
             write_column(w, counts)
-    after: "dict[Any, Any]" = {}
     if rows:
         _write_rows(w, rows, table, st, batch.created)  # type: ignore[attr-defined]
-        after = _write_columns(w, meters, by_meter, table, st)
+        _write_columns(w, meters, by_meter, table, st)
     _write_events(w, events, meters, batch.created)  # type: ignore[attr-defined]
     _write_statuses(w, statuses, meters, st)
-    return after
 
 
 def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object",
@@ -139,23 +137,25 @@ def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object
 
 
 def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object",
-             code: "object") -> "dict[Any, Any]":
+             code: "object") -> "tuple[Any, Any] | None":
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
-    ``code(o, rows, entries, rel, keep) -> (values, prevs, finals)`` codes one
-    column (``prevs`` needed only when ``keep``: the column is a relation's
-    source). Returns the state's entries after the batch, {(meter, obis): entry}
-    for every cell that moved (what ``CodecState.advance`` would compute)."""
+    ``code(o, rows, entries, rel)`` codes one column and returns the column's
+    entries after it, per meter (or None: not kept). Returns (meters, [(obis,
+    entries after)]) when kept: what ``CodecState.advance`` would compute.
+
+    A relation's sources are read from the rows themselves (their columns are
+    coded first: the decoder has filled them in by then) and their previous
+    values from earlier rows or the state, so nothing but the current column
+    is held while coding (a board's working set)."""
     per_meter = [by_meter.get(m, []) for m in meters]
     used = set(o for rs in per_meter for r in rs for o in r[2])
-    cells_of = st.cells  # type: ignore[attr-defined]
-    seen: "dict[Any, Any]" = {}     # obis -> {(meter index, row index): (value, previous value)}
-    after: "dict[Any, Any]" = {}
     cols = order(table, used)
-    sources = set(s for _, rel in cols if rel is not None for s in rel[2])
     single = all(len(rs) == 1 for rs in per_meter)  # the hourly batch: one row per meter
     one: "list[int]" = [0]
     none: "list[Any]" = []                           # (shared, never mutated)
+    done: "set[str]" = set()                         # columns coded so far
+    after: "list[Any]" = []
     for o, rel in cols:
         if single:
             where = [one if o in rs[0][2] else none for rs in per_meter]
@@ -163,38 +163,55 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
             where = [[ri for ri, row in enumerate(rs) if o in row[2]] for rs in per_meter]
         pred = None
         if rel is not None:
-            srcs = rel[2]
-            ctx = [[{s: seen[s].get((mi, ri)) for s in srcs} for ri in ris]
-                   for mi, ris in enumerate(where)]
-            pred = predictor(rel, ctx)
+            pred = predictor(rel, _context(rel[2], meters, per_meter, where, st, done))
         if single:
             rows = [rs if ris else none for rs, ris in zip(per_meter, where)]
         else:
             rows = [[rs[ri] for ri in ris] for rs, ris in zip(per_meter, where)]
-        entries = [cells_of.get((m, o)) for m in meters]
-        keep = o in sources
-        values, prevs, finals = code(o, rows, entries, pred, keep)  # type: ignore[operator]
-        if keep:
-            mine = {}
-            for mi, ris in enumerate(where):
-                for ri, v, p in zip(ris, values[mi], prevs[mi]):
-                    mine[(mi, ri)] = (v, p)
-            seen[o] = mine
-        for m, e in zip(meters, finals):
-            if e is not None:
-                after[(m, o)] = e
-    return after
+        finals = code(o, rows, st.entries(o, meters), pred)  # type: ignore[operator,attr-defined]
+        if finals is not None:
+            after.append((o, finals))
+        done.add(o)
+    return (meters, after) if after else None
+
+
+def _context(srcs: "list[str]", meters: "list[Any]", per_meter: "list[Any]",
+             where: "list[Any]", st: "object", done: "set[str]") -> "list[Any]":
+    """Per meter, per cell of the target column, per source: (value, previous
+    value) or None (no value, or a source not coded yet)."""
+    ctx = []
+    for mi, ris in enumerate(where):
+        rs = per_meter[mi]
+        cells = []
+        for ri in ris:
+            row = rs[ri][2]
+            cell: "list[Any]" = []
+            for s in srcs:
+                v = row.get(s) if s in done else None
+                cell.append(None if v is None else (v, _before(rs, ri, s, meters[mi], st)))
+            cells.append(cell)
+        ctx.append(cells)
+    return ctx
+
+
+def _before(rs: "list[Any]", ri: int, s: str, meter: str, st: "object") -> "Any":
+    """The last value of ``s`` before row ``ri`` of a meter: an earlier row's,
+    else the state's (None if none)."""
+    while ri:
+        ri -= 1
+        v = rs[ri][2].get(s)
+        if v is not None:
+            return v
+    return st.value(meter, s)  # type: ignore[attr-defined]
 
 
 def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]",
-                   table: "list[Any]",
-                   st: "object") -> "dict[Any, Any]":
+                   table: "list[Any]", st: "object") -> None:
     # 6. one column per register used in this batch.
     def code(o: str, rows: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None", keep: bool) -> "tuple[Any, ...]":
-        cells = [[row[2][o] for row in rs] for rs in rows]
-        return (cells,) + encode_column(w, cells, entries, pred)
-    return _columns(meters, by_meter, table, st, code)
+             pred: "tuple[Any, ...] | None") -> None:
+        encode_column(w, [[row[2][o] for row in rs] for rs in rows], entries, pred)
+    _columns(meters, by_meter, table, st, code)
 
 
 def _write_events(w: BitWriter, events: "list[Any]", meters: "list[Any]", created: int) -> None:
@@ -227,8 +244,9 @@ def _write_statuses(w: BitWriter, statuses: "list[Any]", meters: "list[Any]", st
     write_column(w, [0 if e[2] is None else si[e[2]] + 1 for e in entries])
 
 
-def read_body(r: BitReader, batch: "object", st: "object") -> "dict[Any, Any]":
-    """Fill ``batch`` from the body; returns the state's cell entries after it."""
+def read_body(r: BitReader, batch: "object", st: "object") -> "tuple[Any, Any] | None":
+    """Fill ``batch`` from the body; returns the state's entries after it
+    (``_columns``)."""
     old = st.meters  # type: ignore[attr-defined]
     if old and not r.bit():
         keep = [r.bit() for _ in old]
@@ -248,7 +266,7 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "dict[Any, Any]":
     if any(c < 0 for c in counts) or sum(counts) > MAX_ROWS:
         raise BatchError("bad_value", "row counts")
     rows: "list[Any]" = []
-    after: "dict[Any, Any]" = {}
+    after = None
     if sum(counts):
         rows = _read_rows(r, meters, counts, table, st, batch.created)  # type: ignore[attr-defined]
         after = _read_columns(r, meters, rows, table, st)
@@ -288,14 +306,14 @@ def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "l
 
 
 def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]",
-                  st: "object") -> "dict[Any, Any]":
+                  st: "object") -> "tuple[Any, Any] | None":
     def code(o: str, rs: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None", keep: bool) -> "tuple[Any, ...]":
-        out = decode_column(r, [len(x) for x in rs], entries, pred, keep)
-        for rows_m, vs in zip(rs, out[0]):
+             pred: "tuple[Any, ...] | None") -> "list[Any]":
+        cells, _, finals = decode_column(r, [len(x) for x in rs], entries, pred, False)
+        for rows_m, vs in zip(rs, cells):
             for row, v in zip(rows_m, vs):
                 row[2][o] = v
-        return out
+        return finals
     return _columns(meters, _group(rows, meters), table, st, code)
 
 
