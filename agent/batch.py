@@ -44,6 +44,7 @@ __all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", 
 
 FORMAT = 1
 DAY = 86400
+_NUMBER = (int, float)   # built once: MicroPython builds a literal tuple at every use
 
 
 # One str object per register code across rows, meters and batches (a board
@@ -88,9 +89,16 @@ class Batch:
 
     def canonical(self) -> "tuple[list[Any], list[Any], list[Any]]":
         """Rows by (meter, ts), events by (meter, ts, code), statuses by meter
-        (stable): the order ``decode_batch`` returns."""
-        return (sorted(self.readings, key=lambda r: (r[0], r[1])), sorted(self.events),
-                sorted(self.statuses, key=lambda s: s[0]))
+        (stable): the order ``decode_batch`` returns. Sorted on (key, position)
+        tuples: stable on MicroPython too (its sort is not), and without a key
+        function (MicroPython calls it at every comparison: garbage)."""
+        rows, sts = self.readings, self.statuses
+        order = [(r[0], r[1], i) for i, r in enumerate(rows)]
+        order.sort()
+        readings = [rows[i] for _, _, i in order]
+        by = [(x[0], i) for i, x in enumerate(sts)]
+        by.sort()
+        return readings, sorted(self.events), [sts[i] for _, i in by]
 
     def meters(self) -> "list[str]":
         s = set(r[0] for r in self.readings)
@@ -398,7 +406,7 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
         _put_text(w, batch.device)
     for _, _, vals in batch.readings:
         for v in vals.values():
-            if v is not None and not isinstance(v, (int, float)):
+            if v is not None and not isinstance(v, _NUMBER):
                 raise BatchError("bad_value", "values must be int, float or None, not %s"
                                  % type(v).__name__)
     write_body(w, batch, st)

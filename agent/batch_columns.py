@@ -15,6 +15,7 @@ consecutive values as an integer mantissa ``dm`` at decimal exponent ``dk``
 # ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
 
 import struct
+import sys
 
 from agent.batch_bits import (
     BatchError,
@@ -43,6 +44,10 @@ def _negzero(v: float) -> bool:
 
 
 _memo: "dict[float, int]" = {}
+# The memo serves the HES, which decodes thousands of batches whose floats
+# repeat; a board codes one batch an hour and has no heap for it (up to
+# 8192 floats: ~200 KB on MicroPython).
+MEMO_MAX = 0 if sys.implementation.name == "micropython" else 8192
 
 
 def exponent(v: "int | float") -> int:
@@ -50,11 +55,13 @@ def exponent(v: "int | float") -> int:
     -1 when no k <= 15 works (nan, inf, -0.0, 0.1 + 0.2, huge floats)."""
     if isinstance(v, int):
         return 0
+    if not MEMO_MAX:
+        return _exponent(v)
     e = _memo.get(v)
     if e is not None and not (v == 0 and _negzero(v)):
         return e
     e = _exponent(v)
-    if len(_memo) > 8192:
+    if len(_memo) > MEMO_MAX:
         _memo.clear()
     if v == v and not (v == 0):
         _memo[v] = e

@@ -92,14 +92,15 @@ def _ratio(v: "Any") -> "tuple[int, int] | None":
     return round(v * POW10[e]), e
 
 
-def predictor(rel: "tuple[Any, ...]", rows: "list[Any]") -> "tuple[Any, ...]":
-    """(kind, preds(t, k)) for ``agent.batch_columns``: ``rows`` is, per meter,
-    per cell of the target column, per source of ``rel`` (in order) its
-    (value, previous value) or None."""
+def predictor(rel: "tuple[Any, ...]", cells: "Any", n: int) -> "tuple[Any, ...]":
+    """(kind, preds(t, k)) for ``agent.batch_columns``, for ``n`` meters:
+    ``cells(i)`` gives, per cell of meter i in the target column, per source
+    of ``rel`` (in order) its (value, previous value) or None — asked for
+    one meter at a time, so no context of the whole column is held."""
     kind, name, srcs = rel
 
     def preds(t: int, k: int) -> "list[Any]":
-        return [[_one(name, srcs, cell, t, k) for cell in cells] for cells in rows]
+        return [[_one(name, srcs, got, t, k) for got in cells(i)] for i in range(n)]
     return (kind, preds)
 
 

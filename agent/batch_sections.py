@@ -112,13 +112,16 @@ def write_body(w: BitWriter, batch: "object", st: "object") -> None:
 
 def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object",
                 created: int) -> None:
-    # 4. row shapes: the set of OBIS codes of each row.
-    prev = dict(st.schema)  # type: ignore[attr-defined]
+    # 4. row shapes: the set of OBIS codes of each row. (A meter's rows are
+    # adjacent: the row before is the meter's own or none.)
+    held = st.schema  # type: ignore[attr-defined]
     same = []
+    pm, ps = None, None
     for m, _, vals in rows:
-        s = tuple(sorted(vals))
-        same.append(prev.get(m) == s)
-        prev[m] = s
+        old = ps if m == pm else held.get(m)
+        eq = _same_shape(old, vals)
+        same.append(eq)
+        pm, ps = m, (old if eq else tuple(sorted(vals)))
     w.bits(1 if all(same) else 0, 1)
     if not all(same):
         for (_, _, vals), sm in zip(rows, same):
@@ -126,14 +129,28 @@ def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object
             if not sm:
                 _bitmap(w, [o in vals for o in table])
     # 5. timestamps against the hourly grid.
-    last = dict(st.last_ts)  # type: ignore[attr-defined]
+    held = st.last_ts  # type: ignore[attr-defined]
     grid = created - created % HOUR
     res = []
+    pm, pt = None, None
     for m, ts, _ in rows:
-        t0 = last.get(m)
+        t0 = pt if m == pm else held.get(m)
         res.append(ts - (grid if t0 is None else t0 + HOUR))
-        last[m] = ts
+        pm, pt = m, ts
     write_column(w, res)
+
+
+def _same_shape(old: "tuple[str, ...] | None", vals: "dict[str, Any]") -> bool:
+    """``old == tuple(sorted(vals))``, without building it (a board codes 64
+    rows an hour)."""
+    if old is None or len(old) != len(vals):
+        return False
+    p = None
+    for o in old:
+        if o not in vals or (p is not None and not p < o):
+            return False
+        p = o
+    return True
 
 
 def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object",
@@ -163,7 +180,8 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
             where = [[ri for ri, row in enumerate(rs) if o in row[2]] for rs in per_meter]
         pred = None
         if rel is not None:
-            pred = predictor(rel, _context(rel[2], meters, per_meter, where, st, done))
+            pred = predictor(rel, _context(rel[2], meters, per_meter, where, st, done),
+                             len(meters))
         if single:
             rows = [rs if ris else none for rs, ris in zip(per_meter, where)]
         else:
@@ -176,22 +194,23 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
 
 
 def _context(srcs: "list[str]", meters: "list[Any]", per_meter: "list[Any]",
-             where: "list[Any]", st: "object", done: "set[str]") -> "list[Any]":
-    """Per meter, per cell of the target column, per source: (value, previous
-    value) or None (no value, or a source not coded yet)."""
-    ctx = []
-    for mi, ris in enumerate(where):
+             where: "list[Any]", st: "object", done: "set[str]") -> "Any":
+    """``cells(i)``: per cell of meter i in the target column, per source:
+    (value, previous value) or None (no value, or a source not coded yet)."""
+    ready = [s in done for s in srcs]
+
+    def cells(mi: int) -> "list[Any]":
         rs = per_meter[mi]
-        cells = []
-        for ri in ris:
+        out = []
+        for ri in where[mi]:
             row = rs[ri][2]
-            cell: "list[Any]" = []
-            for s in srcs:
-                v = row.get(s) if s in done else None
-                cell.append(None if v is None else (v, _before(rs, ri, s, meters[mi], st)))
-            cells.append(cell)
-        ctx.append(cells)
-    return ctx
+            got: "list[Any]" = []
+            for s, ok in zip(srcs, ready):
+                v = row.get(s) if ok else None
+                got.append(None if v is None else (v, _before(rs, ri, s, meters[mi], st)))
+            out.append(got)
+        return out
+    return cells
 
 
 def _before(rs: "list[Any]", ri: int, s: str, meter: str, st: "object") -> "Any":

@@ -155,13 +155,17 @@ function record(label) {
   const top = stack.slice(-4);
   if (last !== null && g >= last.g) {
     const ub = last.live + (g - last.g) * BLOCK;
-    if (ub > phase.ub) { phase.ub = ub; phase.ubAt = top; }
+    if (ub > phase.ub) {
+      phase.ub = ub; phase.ubAt = top; phase.ubFrom = last.top; phase.ubGap = (g - last.g) * BLOCK;
+    }
   }
   if (live > phase.lb) { phase.lb = live; phase.lbAt = top; }
+  const at = stack.length ? stack[stack.length - 1] : 0;
+  if (!(live <= phase.byFn[at])) phase.byFn[at] = live;
   phase.n += 1;
   if (phase.g0 < 0) phase.g0 = g;
   phase.allocated = (g - phase.g0) * BLOCK;
-  last = { g, live };
+  last = { g, live, top };
   void label;
 }
 
@@ -173,7 +177,7 @@ mp.registerJsModule("_heap", {
     phase !== null && (phase.calls += 1);
   },
   begin: (name) => {
-    phase = { name, lb: 0, ub: 0, lbAt: [], ubAt: [], n: 0, calls: 0, g0: -1, allocated: 0 };
+    phase = { name, lb: 0, ub: 0, lbAt: [], ubAt: [], n: 0, calls: 0, g0: -1, allocated: 0, byFn: {} };
     last = null;
     record("begin");
   },

@@ -117,6 +117,8 @@ def figures(plain: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
         "peak_live_kb": _kb(cyc["lb"] - mem["probes"] + held),
         "cycle_kb": _kb(cyc["ub"] - mem["probes"]),
         "peak_where": _where(cyc["ubAt"], names),
+        "peak_gap": {"from": _where(cyc.get("ubFrom", []), names),
+                     "allocated_kb": _kb(cyc.get("ubGap", 0))},
         "peak_with_code_kb": _kb(cyc["ub"] - probes - mem["interp"]),
         "baseline_kb": {"code": _kb(mem["code"] - mem["interp"]),
                         "state": _kb(mem["state"] - mem["code"]),
@@ -133,11 +135,26 @@ def figures(plain: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def profile(seen: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per phase, per function: the largest live heap measured while it was
+    the innermost wrapped call, in KB over what was live before the phase."""
+    names, base = seen.get("names", []), seen["mem"]["probes"]
+    out = {}
+    for p in seen["heap"]["phases"]:
+        rows = sorted(((live, int(i)) for i, live in p["byFn"].items()), reverse=True)[:15]
+        out[p["name"]] = {(names[i - 1] if 0 < i <= len(names) else "-"): _kb(live - base)
+                          for live, i in rows}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--meters", type=int, default=64)
     ap.add_argument("--slack", type=int, default=2048,
                     help="bytes allocated between two heap measurements (default 2048)")
+    ap.add_argument("--profile", action="store_true",
+                    help="add the largest live heap seen in each function (KB over the "
+                         "baseline, innermost wrapped function at the measurement)")
     args = ap.parse_args()
     models = [MeterModel(i, 1) for i in range(1, args.meters + 1)]
     prev = [[m.serial, m.registers(T - 3600)] for m in models]
@@ -165,6 +182,8 @@ def main() -> int:
         "targets": {"peak_heap_kb": 64, "bundle_kb": 200},
         "slack_bytes": args.slack,
         "interpreter": "MicroPython 1.27 WebAssembly (Node.js), pure-Python AES"})
+    if args.profile:
+        result["profile"] = profile(seen)
     print(json.dumps(result))
     return 0 if result["same_bytes_as_cpython"] else 1
 
