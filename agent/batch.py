@@ -47,10 +47,18 @@ DAY = 86400
 _NUMBER = (int, float)   # built once: MicroPython builds a literal tuple at every use
 
 
-# One str object per register code across rows, meters and batches (a board
-# builds its rows from driver tables, but a code parsed per reading would
-# otherwise cost 32 bytes per value on MicroPython). Bounded: cleared when full.
+# One str object per register code, meter id and status across rows and
+# batches (a code parsed per reading would otherwise cost 32 bytes per value
+# on MicroPython, a meter id read every hour 32 bytes per meter). Bounded:
+# cleared when full.
 _KEYS: "dict[str, str]" = {}
+
+
+def _name(s: object) -> str:
+    t = str(s)
+    if len(_KEYS) > 4096:
+        _KEYS.clear()
+    return _KEYS.setdefault(t, t)
 
 
 def _values(vals: "dict[str, Any]") -> "dict[str, Any]":
@@ -76,11 +84,11 @@ class Batch:
         self.device = device
         self.seq = int(seq)
         self.created = int(created)
-        self.readings = [(str(m), int(ts), _values(vals))
+        self.readings = [(_name(m), int(ts), _values(vals))
                          for m, ts, vals in readings]  # type: ignore[attr-defined]
-        self.events = [(str(m), int(ts), int(c))
+        self.events = [(_name(m), int(ts), int(c))
                        for m, ts, c in events]  # type: ignore[attr-defined]
-        self.statuses = [(str(m), str(s), None if e is None else str(e))
+        self.statuses = [(_name(m), _name(s), None if e is None else str(e))
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None
         # (base state or None for a keyframe, its token, {(meter, obis): entry

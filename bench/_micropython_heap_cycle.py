@@ -158,12 +158,14 @@ del payload
 if PROBE:
     _heap.begin("advance+save")
 state.advance(b2)
-saved = state.to_bytes()
+with open("/codec.bin", "wb") as f:     # as firmware.loop.Files.save does
+    state.write(f.write)
 if PROBE:
     _heap.end()
+del f
 del b2
 gc.collect()
 # --
 M["next"] = gc.mem_alloc()
 print("@@" + json.dumps({"mem": M, "encode_ms": T_ENC, "seal_ms": T_SEAL, "sealed": len(sealed),
-                         "sealed_hex": sealed.hex(), "state_bytes": len(saved)}))
+                         "sealed_hex": sealed.hex(), "state_bytes": len(open("/codec.bin", "rb").read())}))
