@@ -245,13 +245,21 @@ def _write_events(w: BitWriter, events: "list[Any]", meters: "list[Any]", create
 
 def _write_statuses(w: BitWriter, statuses: "list[Any]", meters: "list[Any]", st: "object") -> None:
     # 8. cycle results: one bit when every meter repeats its acknowledged one.
-    by = _group(statuses, meters)
+    # (Their meters are among ``meters`` and sorted: one each when the counts
+    # match and no two neighbours share a meter.)
     held = st.status  # type: ignore[attr-defined]
-    fast = bool(meters) and all(
-        len(by.get(m, [])) == 1 and held.get(m) == by[m][0][1:] for m in meters)
+    fast = bool(meters) and len(statuses) == len(meters)
+    pm = None
+    for m, s, e in statuses if fast else ():
+        h = held.get(m)
+        if m == pm or h is None or h[0] != s or h[1] != e:
+            fast = False
+            break
+        pm = m
     w.bits(1 if fast else 0, 1)
     if fast:
         return
+    by = _group(statuses, meters)
     strings = sorted(set([s[1] for s in statuses] + [s[2] for s in statuses if s[2] is not None]))
     w.count(len(strings))
     for s in strings:
