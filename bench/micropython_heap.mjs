@@ -163,7 +163,7 @@ function record(label) {
   const at = stack.length ? stack[stack.length - 1] : 0;
   if (!(live <= phase.byFn[at])) phase.byFn[at] = live;
   phase.n += 1;
-  if (phase.g0 < 0) phase.g0 = g;
+  if (phase.g0 < 0) { phase.g0 = g; phase.live0 = live; }
   phase.allocated = (g - phase.g0) * BLOCK;
   last = { g, live, top };
   void label;

@@ -107,29 +107,32 @@ def figures(plain: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
     mem = seen["mem"]
     names = seen.get("names", [])
     phases = {p["name"]: p for p in seen["heap"]["phases"]}
-    cyc, upd = phases["encode+seal"], phases["advance+save"]
-    probes = mem["probes"] - mem["sealer"]          # the wrappers, live during the cycle
-    held = mem["sealer"] - mem["code"]             # state + readings + sealer
+    cyc, upd, cal = phases["encode+seal"], phases["advance+save"], phases["calibration"]
+    held = mem["sealer"] - mem["code"]              # state + readings + sealer
     return {
-        "peak_heap_kb": _kb(cyc["ub"] - mem["probes"] + held),
+        "peak_heap_kb": _kb(cyc["ub"] - cyc["live0"] + held),
         "peak_is": "upper bound of live heap during encode + seal: codec state, readings, "
                    "sealer and the cycle's working set (modules and probes not counted)",
-        "peak_live_kb": _kb(cyc["lb"] - mem["probes"] + held),
-        "cycle_kb": _kb(cyc["ub"] - mem["probes"]),
+        "peak_live_kb": _kb(cyc["lb"] - cyc["live0"] + held),
+        "cycle_kb": _kb(cyc["ub"] - cyc["live0"]),
+        "cycle_live_kb": _kb(cyc["lb"] - cyc["live0"]),
         "peak_where": _where(cyc["ubAt"], names),
         "peak_gap": {"from": _where(cyc.get("ubFrom", []), names),
                      "allocated_kb": _kb(cyc.get("ubGap", 0))},
-        "peak_with_code_kb": _kb(cyc["ub"] - probes - mem["interp"]),
+        "peak_with_code_kb": _kb(cyc["ub"] - cyc["live0"] + held + mem["code"] - mem["interp"]),
         "baseline_kb": {"code": _kb(mem["code"] - mem["interp"]),
                         "state": _kb(mem["state"] - mem["code"]),
                         "readings": _kb(mem["readings"] - mem["state"]),
                         "sealer": _kb(mem["sealer"] - mem["readings"])},
         "live_after_kb": _kb(mem["after"] - mem["probes"] + held),
-        "advance_save_peak_kb": _kb(upd["ub"] - mem["probes"] + held),
+        "advance_save_peak_kb": _kb(upd["ub"] - upd["live0"] + mem["after"] - mem["probes"] + held),
         "advance_save_where": _where(upd["ubAt"], names),
         "measurements": cyc["n"], "probe_calls": cyc["calls"],
         "allocated_kb": _kb(cyc["allocated"]),
         "probe_check_bytes": phases["probe-check"]["allocated"],
+        "calibration": {"held_kb": 16.0, "dropped_kb": 64.0,
+                        "seen_live_kb": _kb(cal["lb"] - cal["live0"]),
+                        "seen_allocated_kb": _kb(cal["allocated"])},
         "sealed_bytes": plain["sealed"], "state_bytes": plain["state_bytes"],
         "encode_ms": plain["encode_ms"], "aes_ms": plain["seal_ms"],
     }
@@ -138,11 +141,11 @@ def figures(plain: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
 def profile(seen: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per phase, per function: the largest live heap measured while it was
     the innermost wrapped call, in KB over what was live before the phase."""
-    names, base = seen.get("names", []), seen["mem"]["probes"]
+    names = seen.get("names", [])
     out = {}
     for p in seen["heap"]["phases"]:
         rows = sorted(((live, int(i)) for i, live in p["byFn"].items()), reverse=True)[:15]
-        out[p["name"]] = {(names[i - 1] if 0 < i <= len(names) else "-"): _kb(live - base)
+        out[p["name"]] = {(names[i - 1] if 0 < i <= len(names) else "-"): _kb(live - p["live0"])
                           for live, i in rows}
     return out
 
