@@ -172,6 +172,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iec_like(data: bytes) -> bool:
+    """IEC 62056-21 start characters with the shape of a message behind them
+    (a Modbus frame for unit 1, 2 or 6 starts with the same byte)."""
+    first = data[:1]
+    if first == b"/" or data.endswith(b"\r\n"):
+        return True
+    if first == b"\x06":
+        return len(data) == 1 or data[1:2].isdigit()
+    if first == b"\x01":
+        return data[1:2] in (b"P", b"W", b"R", b"B", b"E")
+    return first == b"\x02" and data[-2:-1] in (b"\x03", b"\x04")
+
+
 def guess_layer(data: bytes) -> str:
     """Which dissector fits: HDLC flag, a good Modbus CRC, IEC start characters,
     an xDLMS APDU tag; else Modbus RTU (whose dissector explains garbage)."""
@@ -180,9 +193,47 @@ def guess_layer(data: bytes) -> str:
     rtu = importlib.import_module("drivers.modbus.rtu")   # dynamic: drivers stay untyped
     if len(data) >= 4 and rtu.crc16(data[:-2]) == int.from_bytes(data[-2:], "little"):
         return "modbus-rtu"
-    if data[:1] in (b"/", b"\x06", b"\x01", b"\x02") or data.endswith(b"\r\n"):
+    if _iec_like(data):
         return "iec62056-21"
     return "apdu" if data[:1] in (b"\x60", b"\x61", b"\xc0", b"\xc4", b"\xdb") else "modbus-rtu"
+
+
+EXIT_CHECK_FAILED = 3
+DISSECT_EPILOG = """\
+Every check a layer carries (HDLC HCS/FCS and length, the GCM tag of an
+APDU decrypted with --ek/--ak, IEC 62056-21 BCC, Modbus CRC) is shown as
+"checks": [{"name", "ok", "expected", "found"}] in that layer; a frame that
+fails one is still decoded. "summary" counts the checks and lists the failed
+ones with where they are.
+
+exit status:
+  0  decoded, every check passed (or there was none)
+  3  decoded, but at least one check failed
+  2  usage error (not hex, unknown option)
+"""
+
+
+def check_summary(doc: Any) -> dict[str, Any]:
+    """{"checks": n, "failed": m, "failures": [{"where", "name", "expected",
+    "found", "ok"}]} over every "checks" list in a dissector's document."""
+    failures: list[dict[str, Any]] = []
+    count = 0
+
+    def walk(node: Any, where: str) -> None:
+        nonlocal count
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "checks" and isinstance(value, list):
+                    count += len(value)
+                    failures.extend(dict(c, where=where) for c in value if not c.get("ok"))
+                else:
+                    walk(value, "%s.%s" % (where, key) if where else key)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, "%s[%d]" % (where, i))
+
+    walk(doc, "")
+    return {"checks": count, "failed": len(failures), "failures": failures}
 
 
 def cmd_dissect(args: argparse.Namespace) -> int:
@@ -196,13 +247,22 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     for name in ("ek", "ak", "system_title"):
         value = getattr(args, name, None)
         if value:
-            keys[name] = bytes.fromhex(value)
+            try:
+                keys[name] = bytes.fromhex(value)
+            except ValueError:
+                raise FieldError("--%s must be hex" % name.replace("_", "-")) from None
     doc = drv.dissect(data, **keys)
+    summary = doc["summary"] = check_summary(doc)
     if args.json:
         print(json.dumps(doc, default=str))
     else:
         print(json.dumps(doc, indent=2, default=str))
-    return 0
+        print("checks: %d passed, %d failed" % (summary["checks"] - summary["failed"],
+                                                summary["failed"]))
+        for f in summary["failures"]:
+            print("FAILED %s at %s: expected %s, found %s" % (f["name"], f["where"],
+                                                              f["expected"], f["found"]))
+    return EXIT_CHECK_FAILED if summary["failed"] else 0
 
 
 def _guarded(fn: Any) -> Any:
@@ -252,11 +312,16 @@ def register(subparsers: Any) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_guarded(cmd_read))
 
-    d = subparsers.add_parser("dissect", help="decode captured bytes layer by layer")
+    d = subparsers.add_parser("dissect", help="decode captured bytes layer by layer",
+                              description="Decode captured bytes layer by layer and check "
+                              "every checksum they carry.", epilog=DISSECT_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--protocol", default="auto", choices=["auto"] + list(DISSECTORS))
-    d.add_argument("--ek", default=None)
-    d.add_argument("--ak", default=None)
-    d.add_argument("--system-title", dest="system_title", default=None)
+    d.add_argument("--ek", default=None, help="DLMS global encryption key, hex")
+    d.add_argument("--ak", default=None, help="DLMS authentication key, hex")
+    d.add_argument("--system-title", dest="system_title", default=None,
+                   help="DLMS sender system title, hex (default: the AP titles of the "
+                   "capture's AARQ/AARE)")
     d.add_argument("--json", action="store_true")
     d.add_argument("hex", nargs="+", help="bytes in hex (spaces and colons allowed)")
     d.set_defaults(func=_guarded(cmd_dissect))

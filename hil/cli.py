@@ -24,7 +24,7 @@ from agent.clock import SystemClock
 from hil import HilError
 from hil.bus import Bus, FaultSpec
 from hil.model import MeterModel
-from hil.ports import open_port
+from hil.ports import PtyPort, open_port
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
 SIMULATORS = {  # protocol: (module, class)
@@ -57,7 +57,8 @@ def make_clock(spec: str | None = None, speed: float | None = None) -> SystemClo
 
 def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
                  profile: str = "generic", first: int = 1,
-                 dlms: dict[str, Any] | None = None) -> list[Any]:
+                 dlms: dict[str, Any] | None = None,
+                 iec: dict[str, Any] | None = None) -> list[Any]:
     """``count`` meters with addresses first..first+count-1; ``mix`` cycles the
     protocols (address 1 DLMS, 2 IEC, 3 Modbus, ...)."""
     meters = []
@@ -72,6 +73,8 @@ def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
         opts: dict[str, Any] = {"profile": profile} if proto == "modbus" else {}
         if proto == "dlms" and dlms:
             opts.update(dlms)
+        if proto == "iec62056-21" and iec:
+            opts.update(iec)
         meters.append(cls(model, str(i), clock.now, **opts))
     return meters
 
@@ -94,8 +97,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         dlms["password"] = args.password
     if args.ek:
         dlms["ek"], dlms["ak"] = bytes.fromhex(args.ek), bytes.fromhex(args.ak or args.ek)
-    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile, dlms=dlms)
     port = open_port(args.port, args.baud, link=args.link)
+    # IEC 62056-21 7E1 on a real port (which the bus runs 8N1): parity in bit 7.
+    iec = {"wire_parity": not isinstance(port, PtyPort)}
+    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile, dlms=dlms,
+                          iec=iec)
     bus = Bus(port, meters, baud=args.baud, latency=args.latency_ms / 1000.0,
               faults=FaultSpec.parse(args.faults, args.seed))
     stop = threading.Event()

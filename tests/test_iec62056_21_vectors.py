@@ -91,7 +91,9 @@ def test_dissect_describes_a_capture() -> None:
     raw += bytes.fromhex(BAD[0][1]["hex"]) + b"\x00\x00"
     out = dissect(raw)
     json.dumps(out)
-    assert [m["hex"] for m in out["messages"]] == [v["hex"] for _, v in VECTORS]
+    *good, flagged = out["messages"]        # the bad-BCC block is decoded too, and flagged
+    assert [m["hex"] for m in good] == [v["hex"] for _, v in VECTORS]
+    assert flagged["hex"] == BAD[0][1]["hex"] and not flagged["checks"][0]["ok"]
     assert len(out["errors"]) == 1 and out["skipped_bytes"] == 2
     ids = [m for m in out["messages"] if m["type"] == "Identification"]
     assert ids[0]["model"] == "EK280" and ids[0]["enhanced"] == ["2"]

@@ -53,6 +53,6 @@ def scan(url, baud=None, addresses=None, timeout=1.5, link=None):
 def dissect(data, **keys):
     """Layered decode of captured bytes for ``wum dissect``: every message found,
     its fields, data sets with OBIS codes, and what could not be framed."""
-    from drivers.iec62056_21.dissect import dissect as _dissect
+    from drivers.iec62056_21.dissector import dissect as _dissect
 
     return _dissect(data, **keys)

@@ -39,7 +39,7 @@ def scan(url: str, baud: "int | None" = None, addresses: object = None, timeout:
 
 def dissect(data: bytes, **keys: object) -> "dict[str, object]":
     """Layered decode of Modbus RTU bytes for ``wum dissect``."""
-    from drivers.modbus.dissect import dissect as _dissect
+    from drivers.modbus.dissector import dissect as _dissect
 
     return _dissect(data, **keys)
 
