@@ -102,10 +102,16 @@ def _absorb(eb: "object", x: "bytearray", parts: "tuple[Any, ...]") -> None:
             x[n] ^= b
             n += 1
             if n == 16:
-                x[:] = eb(x)  # type: ignore[operator]
+                _put(x, eb(x))  # type: ignore[operator]
                 n = 0
     if n:
-        x[:] = eb(x)  # type: ignore[operator]
+        _put(x, eb(x))  # type: ignore[operator]
+
+
+def _put(x: "bytearray", s: bytes, at: int = 0) -> None:
+    # x[at:at + len(s)] = s, without slice assignment (not in every MicroPython build)
+    for j in range(len(s)):
+        x[at + j] = s[j]
 
 
 def _ccm_mac(enc: "object", nonce: bytes, aad: bytes, msg: "Any", tag_len: int) -> bytearray:
@@ -132,10 +138,10 @@ def _ccm_ctr(enc: "object", nonce: bytes, buf: bytearray, start: int, end: int,
     eb = enc.encrypt_block  # type: ignore[attr-defined]
     a = bytearray(16)
     a[0] = L - 1
-    a[1:1 + len(nonce)] = nonce
+    _put(a, nonce, 1)
     i = first
     while start < end:
-        a[16 - L:] = i.to_bytes(L, "big")
+        _put(a, i.to_bytes(L, "big"), 16 - L)
         s = eb(a)
         for j in range(min(16, end - start)):
             buf[start + j] ^= s[j]
@@ -153,10 +159,9 @@ def ccm_seal(key: bytes, nonce: bytes, aad: bytes, msg: bytes, tag_len: int = 8,
     enc = block_cipher(key, backend)
     t = _ccm_mac(enc, nonce, aad, msg, tag_len)
     h, n = len(head), len(msg)
-    out = bytearray(h + n + tag_len)
-    out[:h] = head
-    out[h:h + n] = msg
-    out[h + n:] = t
+    out = bytearray(head)
+    out.extend(msg)
+    out.extend(t)
     _ccm_ctr(enc, nonce, out, h, h + n, 1)
     _ccm_ctr(enc, nonce, out, h + n, h + n + tag_len, 0)
     return bytes(out)
