@@ -297,8 +297,10 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "tuple[Any, Any] |
     if sum(counts):
         rows = _read_rows(r, meters, counts, table, st, batch.created)  # type: ignore[attr-defined]
         after = _read_columns(r, meters, rows, table, st)
-    batch.readings = [(m, ts, vals) for m, ts, vals in rows]  # type: ignore[attr-defined]
-    batch.readings.sort(key=lambda x: (x[0], x[1]))  # type: ignore[attr-defined]
+    # sorted on (key, position): stable on MicroPython too (its sort is not)
+    order = [(x[0], x[1], i) for i, x in enumerate(rows)]
+    order.sort()
+    batch.readings = [rows[i] for _, _, i in order]  # type: ignore[attr-defined]
     batch.events = _read_events(r, meters, batch.created)  # type: ignore[attr-defined]
     batch.statuses = _read_statuses(r, meters, st)  # type: ignore[attr-defined]
     return after
@@ -378,5 +380,7 @@ def _read_statuses(r: BitReader, meters: "list[Any]", st: "object") -> "list[Any
     if any(s < 0 or s >= len(strings) for s in si) or any(e < 0 or e > len(strings) for e in ei):
         raise BatchError("bad_value", "status string index")
     out = [(m, strings[s], None if e == 0 else strings[e - 1]) for m, s, e in zip(owners, si, ei)]
-    out.sort(key=lambda x: x[0])
+    order = [(x[0], i) for i, x in enumerate(out)]
+    order.sort()                    # stable on MicroPython too, as above
+    out = [out[i] for _, i in order]
     return out
