@@ -4,8 +4,9 @@ Builds the `sim` board bundle with mpy-cross (its size is one figure), then
 runs one hourly cycle in the WebAssembly MicroPython 1.27 under Node, from
 the bundle's .mpy files: 64 meters x 27 registers (hil.model), the hour's
 batch encoded as a delta against the codec state after the previous hour,
-then sealed with the pure-Python AES fallback (no ``cryptolib`` in this
-port). Twice: once plain (times, bytes), once observed (heap).
+sealed with the pure-Python AES fallback (no ``cryptolib`` in this port),
+then the state advanced and written to a file as firmware/loop.py does.
+Twice: once plain (times, bytes), once observed (heap).
 
 How the peak is measured (the port cannot do it by itself: it grows its heap
 on demand and its collector runs only between top-level calls, because it
@@ -13,30 +14,33 @@ cannot scan the C stack, so ``gc.collect()`` inside a script frees nothing):
 
 - the bench wraps every function and method of the codec, envelope and
   crypto modules in a probe (bench-only: the product is not touched, the
-  wrappers allocate nothing per call); bench/micropython_heap.mjs answers a
-  probe, once at least ``--slack`` bytes were allocated since the last
-  measurement, by copying the whole wasm memory, running a real collection
-  (it makes the call return to the top level), reading ``gc.mem_alloc()``
-  and putting the memory back byte for byte: the live bytes at that point,
-  without the program ever seeing a collection;
-- ``peak_live`` is the largest of those (a lower bound of the peak);
-  ``peak_bound`` adds to each measured live figure every block allocated
-  until the next measurement (the port's gross allocation counter, which
-  frees never decrease): an upper bound. The true high-water mark of live
-  heap lies between; the figures quote the upper bound;
+  wrappers allocate nothing per call: ``probe_check_bytes``);
+  bench/micropython_heap.mjs answers a probe, once at least ``--slack``
+  bytes were allocated since the last measurement, by copying the whole wasm
+  memory, running a real collection (it makes the call return to the top
+  level), reading ``gc.mem_alloc()`` and putting the memory back byte for
+  byte: the live bytes at that point, without the program ever seeing a
+  collection;
+- ``peak_live_kb`` comes from the largest of those (a lower bound of the
+  peak); ``peak_heap_kb`` adds to each measured live figure every block
+  allocated until the next measurement (the port's gross allocation counter,
+  which frees never decrease): an upper bound, the figure quoted. The true
+  high-water mark of live heap lies between;
+- ``calibration``: 16 KB held across a probe must be seen live, 64 KB
+  dropped before it must not (but counted as allocated);
 - what is live before the cycle is measured at the top level between steps:
-  the interpreter, the modules (``code_kb``: on a board they would be frozen
-  into flash, not heap), the codec state of the 64 meters, the hour's
-  readings (``Batch``), the sealer.
+  the modules (``code``: on a board they can be frozen into flash instead
+  of loaded into the heap), the codec state of the meters, the hour's
+  readings (the ``Batch``), the sealer.
 
-``peak_heap_kb`` = peak_bound minus the code and the probes (state + readings
-+ sealer + what encode and seal add: the heap a board needs for the cycle
-with its modules frozen); ``cycle_kb`` = what encode + seal add on top of
-what was live before. Objects referenced only from C locals at a probe (a
-few argument words) are missed by peak_live but not by peak_bound.
+``peak_heap_kb`` = state + readings + sealer + ``cycle_kb`` (what encode
+and seal add, over the live heap when the cycle starts); modules and the
+probes are not counted (``peak_with_code_kb`` adds the modules).
+``same_bytes_as_cpython``: the sealed batch is the one CPython seals.
 
-Targets (issue 12): peak heap <= 64 KB, bundle <= 200 KB.
-Run: .venv/bin/python bench/micropython_heap.py [--meters 64] [--slack 2048]
+Targets (issue 12): peak heap <= 64 KB, bundle <= 200 KB (docs/firmware.md
+says what the floor is).
+Run: .venv/bin/python bench/micropython_heap.py [--meters 64] [--slack 2048] [--profile]
 """
 
 from __future__ import annotations
