@@ -21,8 +21,6 @@ import machine
 
 from agent.envelope import FileBootStore, Sealer
 from firmware.archive import Archive, FileFlash
-from firmware.board_commands import BoardCommands
-from firmware.board_update import BoardUpdater
 from firmware.loop import AgentLoop, Files, HttpUplink, OutboxUplink
 from firmware.rs485 import Rs485
 
@@ -103,6 +101,9 @@ def updater(cfg, loop, log=print):
     can carry commands; else None."""
     if not cfg.get("verify_keys") or not hasattr(loop.uplink, "commands"):
         return None
+    # imported only here: a board without commands never loads them (build.CORE ships them)
+    from firmware.board_commands import BoardCommands
+    from firmware.board_update import BoardUpdater
     cmds = BoardCommands(cfg, loop.sealer, loop.uplink, loop.files, utc_now, log)
     return BoardUpdater(cfg, cmds, loop.uplink, loop.files, DATA, utc_now, machine.reset,
                         log=log)
