@@ -4,7 +4,8 @@ one database.
 Owns the connections, transactions and the write path's SQL (keys, raw
 batches, replay windows, rejects); the decoded-batch merge is in
 ``postgres_apply``, the reads in ``postgres_queries``, tokens and audit in
-``postgres_auth``, the command queue in ``postgres_commands``, the DDL in
+``postgres_auth``, the command queue in ``postgres_commands``, update
+packages in ``postgres_firmware``, the DDL and partitions in
 ``postgres_schema``. psycopg 3 (LGPL-3.0, used by import only).
 
 Durability: a transaction that an acknowledgement promises (raw batches,
@@ -46,6 +47,7 @@ from hes_lite.store.postgres_apply import PostgresApply
 from hes_lite.store.postgres_auth import PostgresAuth
 from hes_lite.store.postgres_commands import PostgresCommands
 from hes_lite.store.postgres_copy import STAGING_DDL
+from hes_lite.store.postgres_firmware import PostgresFirmware
 from hes_lite.store.postgres_queries import PostgresQueries
 
 try:
@@ -60,7 +62,7 @@ RETRIES = 8
 
 
 class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresCommands,
-                    schema.PostgresPartitions, Store):
+                    PostgresFirmware, schema.PostgresPartitions, Store):
     def __init__(self, url: str, durable: bool = True) -> None:
         if psycopg is None:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install "

@@ -170,6 +170,22 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX commands_open ON commands (state, device, counter) "
         "WHERE state IN ('queued', 'delivered')",
     ],
+    # 2 -> 3: signed update packages (the SQLite store's 8), as published: the
+    # header's facts for listing and announcing, the whole file for ranges.
+    [
+        """CREATE TABLE firmware (
+            id text PRIMARY KEY,
+            sha256 text NOT NULL UNIQUE,
+            size bigint NOT NULL,
+            target text NOT NULL,
+            board text NOT NULL,
+            version text NOT NULL,
+            key_id text NOT NULL,
+            created double precision NOT NULL,
+            actor text NOT NULL,
+            data bytea NOT NULL)""",
+        "ALTER TABLE firmware ALTER COLUMN data SET STORAGE EXTERNAL",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
