@@ -2,9 +2,17 @@
 
 Owns the SQLite (WAL) file: meters, load-profile rows and register snapshots
 (compact rows, ``agent.rowcodec``), meter events, cycle results, batches and
-their acknowledgements, and small persistent values (boot epoch, codec
-state). Versioned with ``PRAGMA user_version``: one migration per step, each in
-one transaction; old schemas are kept as test fixtures.
+their acknowledgements, and small persistent values (codec state, …).
+Versioned with ``PRAGMA user_version``: one migration per step
+(``agent.archive_schema``), each in one transaction.
+
+A reading row is stored as up to two parts of one key: its energy and
+status registers under its kind, its instantaneous values under
+``kind | INSTANT`` (``agent.priority`` classes them), so the uplink can send
+every hour's energy before any hour's instantaneous values; ``rows()`` joins
+them again. The counters that must never go back (boot and mesh epochs, the
+last batch seq) are also kept in ``<archive>.epochs`` (``agent.epochs``),
+written before use, so a quarantined archive cannot make them repeat.
 
 Rules it enforces: a reading is identified by (meter, kind, slot) and stored
 once (INSERT OR IGNORE); nothing is deleted before the HES acknowledged it and
@@ -22,6 +30,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from agent import AgentError
+from agent.archive_schema import MIGRATIONS
+from agent.epochs import NAMES as EPOCHS
+from agent.epochs import SUFFIX as EPOCHS_SUFFIX
+from agent.epochs import EpochFile
+from agent.priority import split
 from agent.rowcodec import RowCodecError, Value, decode_row, encode_row
 from drivers.meter import meter_id
 
@@ -30,61 +43,23 @@ T = TypeVar("T")
 
 PROFILE = 0   # a load-profile row: slot = ts (an interval boundary)
 SNAPSHOT = 1  # a register snapshot: slot = ts // period (one per meter per cycle)
+INSTANT = 2   # bit: the instantaneous part of a row (kind | INSTANT, same slot and ts)
+__all__ = ["MIGRATIONS", "PROFILE", "SNAPSHOT", "INSTANT", "Archive", "ArchiveError", "Row"]
 
 
 class ArchiveError(AgentError):
     """The archive cannot be opened, is corrupt, or the disk is full."""
 
 
-MIGRATIONS: list[str] = [
-    # 0 -> 1
-    """
-    CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
-    CREATE TABLE meter(
-        id INTEGER PRIMARY KEY, bus TEXT NOT NULL, protocol TEXT NOT NULL,
-        address TEXT NOT NULL, serial TEXT, manufacturer TEXT, model TEXT,
-        UNIQUE(bus, protocol, address));
-    CREATE TABLE obis(id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, unit TEXT);
-    CREATE TABLE reading(
-        meter INTEGER NOT NULL, kind INTEGER NOT NULL, slot INTEGER NOT NULL,
-        ts INTEGER NOT NULL, payload BLOB NOT NULL, batch INTEGER,
-        PRIMARY KEY(meter, kind, slot)) WITHOUT ROWID;
-    CREATE INDEX reading_unbatched ON reading(batch, ts);
-    CREATE TABLE event(
-        meter INTEGER NOT NULL, ts INTEGER NOT NULL, code INTEGER NOT NULL,
-        batch INTEGER, PRIMARY KEY(meter, ts, code)) WITHOUT ROWID;
-    CREATE TABLE cycle(
-        id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL,
-        ok INTEGER DEFAULT 0, partial INTEGER DEFAULT 0, failed INTEGER DEFAULT 0);
-    CREATE TABLE cycle_result(
-        cycle INTEGER NOT NULL, meter INTEGER NOT NULL, status TEXT NOT NULL,
-        error TEXT, duration REAL, clock_offset REAL, rows INTEGER,
-        PRIMARY KEY(cycle, meter)) WITHOUT ROWID;
-    CREATE TABLE batch(
-        seq INTEGER PRIMARY KEY, created REAL NOT NULL, payload BLOB NOT NULL,
-        rows INTEGER NOT NULL, events INTEGER NOT NULL, acked REAL);
-    """,
-    # 1 -> 2: signed commands (agent/commands.py owns these tables)
-    """
-    CREATE TABLE command(
-        counter INTEGER PRIMARY KEY, id TEXT NOT NULL, op TEXT NOT NULL, meter TEXT NOT NULL,
-        digest BLOB NOT NULL, body BLOB NOT NULL, received REAL NOT NULL, state TEXT NOT NULL,
-        reason TEXT, result TEXT, throttled INTEGER NOT NULL DEFAULT 0, started REAL,
-        finished REAL, acked REAL);
-    CREATE INDEX command_unacked ON command(acked, state);
-    CREATE TABLE command_refusal(
-        id INTEGER PRIMARY KEY, ts REAL NOT NULL, reason TEXT NOT NULL, detail TEXT);
-    CREATE TABLE command_stat(key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-    """,
-]
-
-
 @dataclass(frozen=True)
 class Row:
+    """A reading row (``rows()``: whole) or one part of it (``unbatched()``:
+    kind may carry INSTANT, and ``slot`` is its key)."""
     meter: int
     kind: int
     ts: int
     values: dict[str, Value]
+    slot: int | None = None
 
 
 class Archive:
@@ -93,6 +68,7 @@ class Archive:
         self.db: sqlite3.Connection | None = None
         self._obis: dict[str, int] = {}
         self._obis_code: dict[int, str] = {}
+        self.epochs = EpochFile(path + EPOCHS_SUFFIX)
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> Archive:
@@ -183,16 +159,42 @@ class Archive:
         self._write(lambda db: db.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
 
+    # -- counters that never go back (agent.epochs) ---------------------------
+    def high_water(self, name: str) -> int:
+        """The larger of the archive's and the epoch file's value of ``name``
+        (``boot_epoch``, ``mesh_epoch``, ``last_seq``); 0 when neither has one."""
+        return max(self._meta_int(name), self.epochs.load().get(name, 0))
+
+    def raise_high_water(self, name: str, value: int) -> None:
+        """Make ``name`` at least ``value``: the epoch file first (durable, with
+        every counter at its high-water mark), then the archive."""
+        self._save_epochs({name: value})
+        self.set_meta(name, str(max(value, self._meta_int(name))).encode())
+
     def next_boot_epoch(self) -> int:
         """Increment and persist the boot epoch (the envelope's counter prefix)."""
-        def step(db: sqlite3.Connection) -> int:
-            r = db.execute("SELECT value FROM meta WHERE key='boot_epoch'").fetchone()
-            n = int(bytes(r[0]).decode()) + 1 if r else 1
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('boot_epoch', ?)",
-                       (str(n).encode(),))
-            return n
-        n: int = self._write(step)
+        n = self.high_water("boot_epoch") + 1
+        self.raise_high_water("boot_epoch", n)
         return n
+
+    def _meta_int(self, name: str) -> int:
+        raw = self.meta(name)
+        try:
+            return int(raw.decode()) if raw else 0
+        except ValueError:
+            raise ArchiveError("meta %s is not a number" % name, path=self.path,
+                               reason="corrupt") from None
+
+    def _save_epochs(self, values: dict[str, int]) -> None:
+        have = self.epochs.load()
+        out = {k: max(have.get(k, 0), self._meta_int(k), values.get(k, 0)) for k in EPOCHS}
+        out["last_seq"] = max(out["last_seq"], self._max_seq())
+        if out != have:
+            self.epochs.save(out)
+
+    def _max_seq(self) -> int:
+        r = self.conn.execute("SELECT MAX(seq) FROM batch").fetchone()
+        return int(r[0]) if r[0] is not None else 0
 
     # -- meters --------------------------------------------------------------
     def meter_id(self, bus: str, protocol: str, address: str) -> int:
@@ -240,19 +242,27 @@ class Archive:
     def store_meter_read(self, meter: int, period: int, snapshot: tuple[int, dict[str, Value]] | None,
                          profile: Iterable[tuple[int, dict[str, Value]]],
                          events: Iterable[tuple[int, int]]) -> int:
-        """Store one meter's cycle in one transaction; returns new rows stored."""
+        """Store one meter's cycle in one transaction; returns new rows stored.
+        A row whose key (meter, kind, slot) is stored already is left as it is."""
         def tx(db: sqlite3.Connection) -> int:
             n = 0
             rows = []
             if snapshot is not None:
                 ts, vals = snapshot
-                rows.append((meter, SNAPSHOT, ts // period, ts, self._payload(db, vals)))
-            for ts, vals in profile:
-                rows.append((meter, PROFILE, ts, ts, self._payload(db, vals)))
-            for r in rows:
-                cur = db.execute("INSERT OR IGNORE INTO reading(meter, kind, slot, ts, payload) "
-                                 "VALUES (?, ?, ?, ?, ?)", r)
-                n += cur.rowcount
+                rows.append((SNAPSHOT, ts // period, ts, vals))
+            rows.extend((PROFILE, ts, ts, vals) for ts, vals in profile)
+            for kind, slot, ts, vals in rows:
+                if db.execute("SELECT 1 FROM reading WHERE meter=? AND kind IN (?, ?) AND slot=?",
+                              (meter, kind, kind | INSTANT, slot)).fetchone():
+                    continue
+                energy, instant = split(vals)
+                parts = [(kind, energy)] if energy or not instant else []
+                if instant:
+                    parts.append((kind | INSTANT, instant))
+                db.executemany("INSERT INTO reading(meter, kind, slot, ts, payload) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               [(meter, k, slot, ts, self._payload(db, part)) for k, part in parts])
+                n += 1
             for ts, code in events:
                 cur = db.execute("INSERT OR IGNORE INTO event(meter, ts, code) VALUES (?, ?, ?)",
                                  (meter, ts, code))
@@ -272,8 +282,8 @@ class Archive:
         return {self._obis_code[oid]: v for oid, v in items}
 
     def last_profile_ts(self, meter: int) -> int | None:
-        r = self.conn.execute("SELECT MAX(slot) FROM reading WHERE meter=? AND kind=0",
-                              (meter,)).fetchone()
+        r = self.conn.execute("SELECT MAX(slot) FROM reading WHERE meter=? AND kind IN (?, ?)",
+                              (meter, PROFILE, PROFILE | INSTANT)).fetchone()
         return None if r[0] is None else int(r[0])
 
     def last_event_ts(self, meter: int) -> int | None:
@@ -282,15 +292,27 @@ class Archive:
 
     def rows(self, meter: int | None = None, start: int | None = None, end: int | None = None,
              kind: int | None = None) -> Iterator[Row]:
+        """Whole rows (a row's energy and instantaneous parts joined), by meter
+        and ts; ``kind`` is PROFILE or SNAPSHOT."""
         q = "SELECT meter, kind, ts, payload FROM reading WHERE 1=1"
         args: list[object] = []
-        for cond, val in (("meter=?", meter), ("ts>=?", start), ("ts<=?", end), ("kind=?", kind)):
+        for cond, val in (("meter=?", meter), ("ts>=?", start), ("ts<=?", end),
+                          ("kind & 1=?", kind)):
             if val is not None:
                 q += " AND " + cond
                 args.append(val)
-        q += " ORDER BY meter, ts, kind"
+        q += " ORDER BY meter, ts, kind & 1, kind"
+        row: Row | None = None
         for m, k, ts, payload in self.conn.execute(q, args):
-            yield Row(m, k, ts, self._values(bytes(payload)))
+            vals = self._values(bytes(payload))
+            if row is not None and (row.meter, row.ts, row.kind) == (m, ts, k & 1):
+                row.values.update(vals)
+                continue
+            if row is not None:
+                yield row
+            row = Row(m, k & 1, ts, vals)
+        if row is not None:
+            yield row
 
     def events(self, meter: int | None = None) -> list[tuple[int, int, int]]:
         q = "SELECT meter, ts, code FROM event"
@@ -340,38 +362,64 @@ class Archive:
         return None if r is None else (int(r[0]), bytes(r[1]))
 
     def next_seq(self) -> int:
-        r = self.conn.execute("SELECT MAX(seq) FROM batch").fetchone()
-        stored = int(r[0]) if r[0] is not None else 0
-        m = self.meta("last_seq")
-        return max(stored, int(m.decode()) if m else 0) + 1
+        """One above every seq this concentrator used (epoch file included: a
+        recreated archive does not reuse a seq the HES holds)."""
+        return max(self._max_seq(), self.high_water("last_seq")) + 1
 
-    def unbatched(self, limit_rows: int) -> tuple[list[Row], list[tuple[int, int, int]]]:
-        """Rows and events not yet in a batch: all events first (they jump the
-        queue), then the oldest rows."""
+    def unbatched(self, limit: int) -> tuple[list[Row], list[tuple[int, int, int]]]:
+        """The first ``limit`` items not yet in a batch, in the order a
+        constrained uplink sends them: events, then the energy parts of rows,
+        then their instantaneous parts, each oldest first (ts, meter, kind).
+        Returns (row parts in that order, events)."""
         db = self.conn
         events = [(int(m), int(t), int(c)) for m, t, c in db.execute(
-            "SELECT meter, ts, code FROM event WHERE batch IS NULL ORDER BY ts LIMIT ?",
-            (limit_rows * 4,))]
-        rows = [Row(m, k, ts, self._values(bytes(p))) for m, k, ts, p in db.execute(
-            "SELECT meter, kind, ts, payload FROM reading WHERE batch IS NULL "
-            "ORDER BY ts, meter, kind LIMIT ?", (limit_rows,))]
+            "SELECT meter, ts, code FROM event WHERE batch IS NULL ORDER BY ts, meter, code "
+            "LIMIT ?", (limit,))]
+        rows: list[Row] = []
+        for tier in ("kind < %d" % INSTANT, "kind >= %d" % INSTANT):
+            left = limit - len(events) - len(rows)
+            if left <= 0:
+                break
+            rows.extend(Row(m, k, ts, self._values(bytes(p)), slot) for m, k, slot, ts, p in
+                        db.execute("SELECT meter, kind, slot, ts, payload FROM reading "
+                                   "WHERE batch IS NULL AND " + tier +
+                                   " ORDER BY ts, meter, kind LIMIT ?", (left,)))
         return rows, events
 
     def store_batch(self, seq: int, payload: bytes, rows: list[Row],
-                    events: list[tuple[int, int, int]], created: float) -> None:
-        """Store a sealed batch and mark its rows as carried, atomically."""
+                    events: list[tuple[int, int, int]], created: float,
+                    priority: int | None = None) -> None:
+        """Store a sealed batch and mark its row parts and events as carried,
+        atomically; ``seq`` is in the epoch file before (agent.epochs)."""
+        self._save_epochs({"last_seq": seq})
+
         def tx(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO batch(seq, created, payload, rows, events) VALUES (?,?,?,?,?)",
-                       (seq, created, payload, len(rows), len(events)))
-            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=0 AND slot=?",
-                           [(seq, r.meter, r.ts) for r in rows if r.kind == PROFILE])
-            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=1 AND ts=?",
-                           [(seq, r.meter, r.ts) for r in rows if r.kind == SNAPSHOT])
+            db.execute("INSERT INTO batch(seq, created, payload, rows, events, priority) "
+                       "VALUES (?,?,?,?,?,?)",
+                       (seq, created, payload, len(rows), len(events), priority))
+            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=? AND slot=?",
+                           [(seq, r.meter, r.kind, r.ts if r.slot is None else r.slot)
+                            for r in rows if r.slot is not None or not r.kind & SNAPSHOT])
+            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=? AND ts=?",
+                           [(seq, r.meter, r.kind, r.ts) for r in rows
+                            if r.slot is None and r.kind & SNAPSHOT])
             db.executemany("UPDATE event SET batch=? WHERE meter=? AND ts=? AND code=?",
                            [(seq, m, t, c) for m, t, c in events])
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)",
                        (str(seq).encode(),))
         self._write(tx)
+
+    def batch_priority(self, seq: int) -> int:
+        """The mesh priority of batch ``seq``'s content (agent.priority): 0
+        events, 1 energy registers, 2 instantaneous values only; a batch stored
+        before priorities were kept: 0 with events, else 1."""
+        r = self.conn.execute("SELECT priority, events FROM batch WHERE seq=?",
+                              (seq,)).fetchone()
+        if r is None:
+            return 1
+        if r[0] is not None:
+            return int(r[0])
+        return 0 if r[1] else 1
 
     def ack_batch(self, seq: int, when: float, state_key: str = "", state: bytes = b"") -> None:
         """Mark ``seq`` acknowledged, and persist the codec state in the same transaction."""
@@ -433,7 +481,9 @@ class Archive:
 
     def stats(self) -> dict[str, object]:
         db = self.conn
-        r = db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM reading").fetchone()
+        r = db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM reading r WHERE kind < ? OR NOT "
+                       "EXISTS (SELECT 1 FROM reading t WHERE t.meter = r.meter AND "
+                       "t.kind = r.kind - ? AND t.slot = r.slot)", (INSTANT, INSTANT)).fetchone()
         size = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
                    if os.path.exists(p))
         return {"path": self.path, "bytes": size, "rows": r[0], "oldest": r[1], "newest": r[2],
