@@ -14,8 +14,8 @@ them again. The counters that must never go back (boot and mesh epochs, the
 last batch seq) are also kept in ``<archive>.epochs`` (``agent.epochs``),
 written before use, so a quarantined archive cannot make them repeat.
 
-Rules it enforces: a reading is identified by (meter, kind, slot) and stored
-once (INSERT OR IGNORE); nothing is deleted before the HES acknowledged it and
+Rules it enforces: a reading row is identified by (meter, kind, slot) and
+stored once (a key stored already is left as it is); nothing is deleted before the HES acknowledged it and
 it aged out of the retention window; unacknowledged rows past the window are
 kept and counted as ``overdue``. Must not know protocols or transports.
 """
@@ -26,12 +26,17 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
-from agent import AgentError
-from agent.archive_schema import MIGRATIONS
-from agent.epochs import NAMES as EPOCHS
+from agent.archive_batches import BatchQueue
+from agent.archive_schema import (
+    INSTANT,
+    MIGRATIONS,
+    PROFILE,
+    SNAPSHOT,
+    ArchiveError,
+    Row,
+)
 from agent.epochs import SUFFIX as EPOCHS_SUFFIX
 from agent.epochs import EpochFile
 from agent.priority import split
@@ -40,29 +45,10 @@ from drivers.meter import meter_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-PROFILE = 0   # a load-profile row: slot = ts (an interval boundary)
-SNAPSHOT = 1  # a register snapshot: slot = ts // period (one per meter per cycle)
-INSTANT = 2   # bit: the instantaneous part of a row (kind | INSTANT, same slot and ts)
 __all__ = ["MIGRATIONS", "PROFILE", "SNAPSHOT", "INSTANT", "Archive", "ArchiveError", "Row"]
 
 
-class ArchiveError(AgentError):
-    """The archive cannot be opened, is corrupt, or the disk is full."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """A reading row (``rows()``: whole) or one part of it (``unbatched()``:
-    kind may carry INSTANT, and ``slot`` is its key)."""
-    meter: int
-    kind: int
-    ts: int
-    values: dict[str, Value]
-    slot: int | None = None
-
-
-class Archive:
+class Archive(BatchQueue):
     def __init__(self, path: str) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
@@ -158,43 +144,6 @@ class Archive:
     def set_meta(self, key: str, value: bytes) -> None:
         self._write(lambda db: db.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
-
-    # -- counters that never go back (agent.epochs) ---------------------------
-    def high_water(self, name: str) -> int:
-        """The larger of the archive's and the epoch file's value of ``name``
-        (``boot_epoch``, ``mesh_epoch``, ``last_seq``); 0 when neither has one."""
-        return max(self._meta_int(name), self.epochs.load().get(name, 0))
-
-    def raise_high_water(self, name: str, value: int) -> None:
-        """Make ``name`` at least ``value``: the epoch file first (durable, with
-        every counter at its high-water mark), then the archive."""
-        self._save_epochs({name: value})
-        self.set_meta(name, str(max(value, self._meta_int(name))).encode())
-
-    def next_boot_epoch(self) -> int:
-        """Increment and persist the boot epoch (the envelope's counter prefix)."""
-        n = self.high_water("boot_epoch") + 1
-        self.raise_high_water("boot_epoch", n)
-        return n
-
-    def _meta_int(self, name: str) -> int:
-        raw = self.meta(name)
-        try:
-            return int(raw.decode()) if raw else 0
-        except ValueError:
-            raise ArchiveError("meta %s is not a number" % name, path=self.path,
-                               reason="corrupt") from None
-
-    def _save_epochs(self, values: dict[str, int]) -> None:
-        have = self.epochs.load()
-        out = {k: max(have.get(k, 0), self._meta_int(k), values.get(k, 0)) for k in EPOCHS}
-        out["last_seq"] = max(out["last_seq"], self._max_seq())
-        if out != have:
-            self.epochs.save(out)
-
-    def _max_seq(self) -> int:
-        r = self.conn.execute("SELECT MAX(seq) FROM batch").fetchone()
-        return int(r[0]) if r[0] is not None else 0
 
     # -- meters --------------------------------------------------------------
     def meter_id(self, bus: str, protocol: str, address: str) -> int:
@@ -354,103 +303,6 @@ class Archive:
         keys = ("meter", "bus", "protocol", "address", "serial", "cycle", "started", "status",
                 "error", "duration", "clock_offset", "rows")
         return [dict(zip(keys, r, strict=True)) for r in self.conn.execute(q)]
-
-    # -- batches -------------------------------------------------------------
-    def pending_batch(self) -> tuple[int, bytes] | None:
-        r = self.conn.execute(
-            "SELECT seq, payload FROM batch WHERE acked IS NULL ORDER BY seq LIMIT 1").fetchone()
-        return None if r is None else (int(r[0]), bytes(r[1]))
-
-    def next_seq(self) -> int:
-        """One above every seq this concentrator used (epoch file included: a
-        recreated archive does not reuse a seq the HES holds)."""
-        return max(self._max_seq(), self.high_water("last_seq")) + 1
-
-    def unbatched(self, limit: int) -> tuple[list[Row], list[tuple[int, int, int]]]:
-        """The first ``limit`` items not yet in a batch, in the order a
-        constrained uplink sends them: events, then the energy parts of rows,
-        then their instantaneous parts, each oldest first (ts, meter, kind).
-        Returns (row parts in that order, events)."""
-        db = self.conn
-        events = [(int(m), int(t), int(c)) for m, t, c in db.execute(
-            "SELECT meter, ts, code FROM event WHERE batch IS NULL ORDER BY ts, meter, code "
-            "LIMIT ?", (limit,))]
-        rows: list[Row] = []
-        for tier in ("kind < %d" % INSTANT, "kind >= %d" % INSTANT):
-            left = limit - len(events) - len(rows)
-            if left <= 0:
-                break
-            rows.extend(Row(m, k, ts, self._values(bytes(p)), slot) for m, k, slot, ts, p in
-                        db.execute("SELECT meter, kind, slot, ts, payload FROM reading "
-                                   "WHERE batch IS NULL AND " + tier +
-                                   " ORDER BY ts, meter, kind LIMIT ?", (left,)))
-        return rows, events
-
-    def store_batch(self, seq: int, payload: bytes, rows: list[Row],
-                    events: list[tuple[int, int, int]], created: float,
-                    priority: int | None = None) -> None:
-        """Store a sealed batch and mark its row parts and events as carried,
-        atomically; ``seq`` is in the epoch file before (agent.epochs)."""
-        self._save_epochs({"last_seq": seq})
-
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO batch(seq, created, payload, rows, events, priority) "
-                       "VALUES (?,?,?,?,?,?)",
-                       (seq, created, payload, len(rows), len(events), priority))
-            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=? AND slot=?",
-                           [(seq, r.meter, r.kind, r.ts if r.slot is None else r.slot)
-                            for r in rows if r.slot is not None or not r.kind & SNAPSHOT])
-            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=? AND ts=?",
-                           [(seq, r.meter, r.kind, r.ts) for r in rows
-                            if r.slot is None and r.kind & SNAPSHOT])
-            db.executemany("UPDATE event SET batch=? WHERE meter=? AND ts=? AND code=?",
-                           [(seq, m, t, c) for m, t, c in events])
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)",
-                       (str(seq).encode(),))
-        self._write(tx)
-
-    def batch_priority(self, seq: int) -> int:
-        """The mesh priority of batch ``seq``'s content (agent.priority): 0
-        events, 1 energy registers, 2 instantaneous values only; a batch stored
-        before priorities were kept: 0 with events, else 1."""
-        r = self.conn.execute("SELECT priority, events FROM batch WHERE seq=?",
-                              (seq,)).fetchone()
-        if r is None:
-            return 1
-        if r[0] is not None:
-            return int(r[0])
-        return 0 if r[1] else 1
-
-    def ack_batch(self, seq: int, when: float, state_key: str = "", state: bytes = b"") -> None:
-        """Mark ``seq`` acknowledged, and persist the codec state in the same transaction."""
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE batch SET acked=? WHERE seq=?", (when, seq))
-            if state_key:
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                           (state_key, state))
-        self._write(tx)
-
-    def backlog(self) -> dict[str, int]:
-        db = self.conn
-        return {
-            "batches_pending": db.execute(
-                "SELECT COUNT(*) FROM batch WHERE acked IS NULL").fetchone()[0],
-            "rows_unbatched": db.execute(
-                "SELECT COUNT(*) FROM reading WHERE batch IS NULL").fetchone()[0],
-            "events_unbatched": db.execute(
-                "SELECT COUNT(*) FROM event WHERE batch IS NULL").fetchone()[0],
-            "bytes_pending": db.execute(
-                "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM batch WHERE acked IS NULL"
-            ).fetchone()[0],
-        }
-
-    def unbatch(self, seq: int) -> None:
-        """Forget an unacknowledged batch: its rows become unbatched again."""
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE reading SET batch=NULL WHERE batch=?", (seq,))
-            db.execute("UPDATE event SET batch=NULL WHERE batch=?", (seq,))
-            db.execute("DELETE FROM batch WHERE seq=? AND acked IS NULL", (seq,))
-        self._write(tx)
 
     # -- retention -----------------------------------------------------------
     def apply_retention(self, now: float, days: int) -> dict[str, int]:

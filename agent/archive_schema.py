@@ -1,11 +1,37 @@
 """The archive's schema: one SQL script per migration step (``PRAGMA
 user_version`` n -> n + 1), run by ``agent.archive.Archive`` in one
-transaction each. Old steps never change; a new step is appended.
+transaction each (old steps never change; a new step is appended), the kinds
+of reading rows, the ``Row`` value and the archive's error.
 
-Must not know anything but SQL.
+Must not know anything but the archive's tables.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent import AgentError
+from agent.rowcodec import Value
+
+PROFILE = 0   # a load-profile row: slot = ts (an interval boundary)
+SNAPSHOT = 1  # a register snapshot: slot = ts // period (one per meter per cycle)
+INSTANT = 2   # bit: the instantaneous part of a row (kind | INSTANT, same slot and ts)
+
+
+class ArchiveError(AgentError):
+    """The archive cannot be opened, is corrupt, or the disk is full."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """A reading row (``rows()``: whole) or one part of it (``unbatched()``:
+    kind may carry INSTANT, and ``slot`` is its key)."""
+    meter: int
+    kind: int
+    ts: int
+    values: dict[str, Value]
+    slot: int | None = None
+
 
 MIGRATIONS: list[str] = [
     # 0 -> 1
