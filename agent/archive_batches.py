@@ -153,8 +153,9 @@ class BatchQueue:
         return {
             "batches_pending": db.execute(
                 "SELECT COUNT(*) FROM batch WHERE acked IS NULL").fetchone()[0],
-            "rows_unbatched": db.execute(
-                "SELECT COUNT(*) FROM reading WHERE batch IS NULL").fetchone()[0],
+            "rows_unbatched": db.execute(    # rows with a part not yet in a batch
+                "SELECT COUNT(*) FROM (SELECT DISTINCT meter, kind & 1, slot FROM reading "
+                "WHERE batch IS NULL)").fetchone()[0],
             "events_unbatched": db.execute(
                 "SELECT COUNT(*) FROM event WHERE batch IS NULL").fetchone()[0],
             "bytes_pending": db.execute(
