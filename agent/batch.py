@@ -44,14 +44,34 @@ __all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", 
 
 FORMAT = 1
 DAY = 86400
+_NUMBER = (int, float)   # built once: MicroPython builds a literal tuple at every use
+
+
+# One str object per register code, meter id and status across rows and
+# batches (a code parsed per reading would otherwise cost 32 bytes per value
+# on MicroPython, a meter id read every hour 32 bytes per meter). Bounded:
+# cleared when full.
+_KEYS: "dict[str, str]" = {}
+
+
+def _name(s: object) -> str:
+    t = str(s)
+    if len(_KEYS) > 4096:
+        _KEYS.clear()
+    return _KEYS.setdefault(t, t)
 
 
 def _values(vals: "dict[str, Any]") -> "dict[str, Any]":
-    """A row's values, bools as ints (MicroPython's bool is no int subclass)."""
-    out = dict(vals)
-    for k, v in out.items():
+    """A row's values (a copy), bools as ints (MicroPython's bool is no int
+    subclass), register codes shared through ``_KEYS``."""
+    if len(_KEYS) > 4096:
+        _KEYS.clear()
+    keys = _KEYS
+    out = {}
+    for k, v in vals.items():
         if v is True or v is False:
-            out[k] = int(v)
+            v = int(v)
+        out[keys.setdefault(k, k)] = v
     return out
 
 
@@ -64,11 +84,11 @@ class Batch:
         self.device = device
         self.seq = int(seq)
         self.created = int(created)
-        self.readings = [(str(m), int(ts), _values(vals))
+        self.readings = [(_name(m), int(ts), _values(vals))
                          for m, ts, vals in readings]  # type: ignore[attr-defined]
-        self.events = [(str(m), int(ts), int(c))
+        self.events = [(_name(m), int(ts), int(c))
                        for m, ts, c in events]  # type: ignore[attr-defined]
-        self.statuses = [(str(m), str(s), None if e is None else str(e))
+        self.statuses = [(_name(m), _name(s), None if e is None else str(e))
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None
         # (base state or None for a keyframe, its token, {(meter, obis): entry
@@ -77,9 +97,16 @@ class Batch:
 
     def canonical(self) -> "tuple[list[Any], list[Any], list[Any]]":
         """Rows by (meter, ts), events by (meter, ts, code), statuses by meter
-        (stable): the order ``decode_batch`` returns."""
-        return (sorted(self.readings, key=lambda r: (r[0], r[1])), sorted(self.events),
-                sorted(self.statuses, key=lambda s: s[0]))
+        (stable): the order ``decode_batch`` returns. Sorted on (key, position)
+        tuples: stable on MicroPython too (its sort is not), and without a key
+        function (MicroPython calls it at every comparison: garbage)."""
+        rows, sts = self.readings, self.statuses
+        order = [(r[0], r[1], i) for i, r in enumerate(rows)]
+        order.sort()
+        readings = [rows[i] for _, _, i in order]
+        by = [(x[0], i) for i, x in enumerate(sts)]
+        by.sort()
+        return readings, sorted(self.events), [sts[i] for _, i in by]
 
     def meters(self) -> "list[str]":
         s = set(r[0] for r in self.readings)
@@ -179,7 +206,12 @@ class CodecState:
     """What the HES acknowledged, identical at both ends: the meter and OBIS
     tables, per meter the last row's ts and OBIS set and the last cycle result,
     per (meter, OBIS) the last value and step. Both ends call ``advance`` with
-    each acknowledged batch, in order."""
+    each acknowledged batch, in order.
+
+    The entries (value, dm, dk) are held as three columns per register, one
+    slot per meter (value None: no entry), not as a dict of tuples: a board
+    holds this state all the time (64 meters x 27 registers: ~25 KB instead of
+    ~180 KB on MicroPython). ``entry(meter, obis)`` reads one."""
 
     def __init__(self, device: str = "") -> None:
         self.device = device
@@ -187,10 +219,14 @@ class CodecState:
         self.keyframe_ts = -1
         self.meters: "list[str]" = []
         self.obis: "list[str]" = []
-        self.cells: "dict[tuple[str, str], tuple[Any, ...]]" = {}
         self.last_ts: "dict[str, int]" = {}
         self.schema: "dict[str, tuple[Any, ...]]" = {}
         self.status: "dict[str, tuple[Any, ...]]" = {}
+        self._mi: "dict[str, int]" = {}          # meter -> its slot in every column
+        self._oi: "dict[str, int]" = {}          # OBIS -> its column
+        self._vals: "list[list[Any]]" = []       # per column: last value per meter
+        self._dms: "list[list[Any]]" = []        # per column: last step mantissa
+        self._dks: "list[bytearray]" = []        # per column: its decimal exponent
         self._digest: "bytes | None" = None
         # The bytes this state was loaded from while it has not moved since:
         # to_bytes() returns them and digest() hashes them, without
@@ -199,8 +235,8 @@ class CodecState:
         # encoder would name: a delta against it is refused (base_mismatch),
         # never decoded against the wrong base.
         self._source: "bytes | None" = None
-        # Changes on every advance(); a Batch decoded or encoded against this
-        # state carries the state's entries after it, valid while this holds.
+        # Changes on every advance(); a Batch decoded against this state
+        # carries the state's entries after it, valid while this holds.
         self._token: "object" = object()
 
     def __repr__(self) -> str:
@@ -210,51 +246,145 @@ class CodecState:
     def copy(self) -> "CodecState":
         return CodecState.from_bytes(self.to_bytes())
 
+    def add_tables(self, meters: "list[str]", obis: "list[str]") -> None:
+        """Append meters and registers (new ones: a name already held is a
+        ``BatchError``), with empty entries."""
+        for m in meters:
+            if m in self._mi:
+                raise BatchError("bad_value", "meter %s twice in the codec state" % m)
+            self._mi[m] = len(self.meters)
+            self.meters.append(m)
+        if meters:
+            k = len(meters)
+            for j in range(len(self._vals)):
+                self._vals[j].extend([None] * k)
+                self._dms[j].extend([None] * k)
+                self._dks[j].extend(bytes(k))
+        n = len(self.meters)
+        for o in obis:
+            if o in self._oi:
+                raise BatchError("bad_value", "register %s twice in the codec state" % o)
+            self._oi[o] = len(self.obis)
+            self.obis.append(o)
+            self._vals.append([None] * n)
+            self._dms.append([None] * n)
+            self._dks.append(bytearray(n))
+
+    def entry(self, meter: str, obis: str) -> "tuple[Any, ...] | None":
+        """The entry (value, dm, dk) of one cell, or None."""
+        i, j = self._mi.get(meter), self._oi.get(obis)
+        if i is None or j is None or self._vals[j][i] is None:
+            return None
+        return (self._vals[j][i], self._dms[j][i], self._dks[j][i])
+
+    def value(self, meter: str, obis: str) -> "Any":
+        """The last value of one cell, or None."""
+        i, j = self._mi.get(meter), self._oi.get(obis)
+        return None if i is None or j is None else self._vals[j][i]
+
+    def entries(self, obis: str, meters: "list[str]") -> "list[Any]":
+        """Per meter of ``meters``, its entry for register ``obis`` or None
+        (made for one column at a time: the codec's working set)."""
+        j = self._oi.get(obis)
+        if j is None:
+            return [None] * len(meters)
+        vals, dms, dks = self._vals[j], self._dms[j], self._dks[j]
+        mi = self._mi
+        out: "list[Any]" = []
+        for m in meters:
+            i = mi.get(m)
+            if i is None or vals[i] is None:
+                out.append(None)
+            else:
+                out.append((vals[i], dms[i], dks[i]))
+        return out
+
     def advance(self, batch: Batch) -> None:
         """Apply an acknowledged batch (``batch.keyframe`` set by the codec)."""
         if batch.keyframe is None:
             raise BatchError("bad_value", "advance() needs a batch that was encoded or decoded")
         after = batch._after
-        fast = after is not None and (
+        fast = after is not None and after[2] is not None and (
             after[0] is None if batch.keyframe else after[0] is self and after[1] is self._token)
         if batch.keyframe:
             self.__init__(batch.device)  # type: ignore[misc]
             self.keyframe_ts = batch.created
         readings, _, statuses = batch.canonical()
-        known = set(self.meters)
-        self.meters.extend(m for m in batch.meters() if m not in known)
-        ko = set(self.obis)
-        self.obis.extend(sorted(set(o for r in readings for o in r[2] if o not in ko)))
+        known = self._mi
+        ko = self._oi
+        self.add_tables([m for m in batch.meters() if m not in known],
+                        sorted(set(o for r in readings for o in r[2] if o not in ko)))
         if fast:
-            # the entries the codec computed cell by cell while coding the batch
-            self.cells.update(after[2])  # type: ignore[index]
+            # the entries the decoder computed cell by cell
+            self._apply(after[2])  # type: ignore[index]
+        shapes: "dict[Any, Any]" = {}
         for m, ts, vals in readings:
             if not fast:
-                for o in sorted(vals):
-                    v = vals[o]
-                    if v is not None:
-                        self.cells[(m, o)] = step(self.cells.get((m, o)), v)
+                self._step_row(known[m], vals)
             self.last_ts[m] = ts
-            self.schema[m] = tuple(sorted(vals))
+            shape = tuple(sorted(vals))
+            self.schema[m] = shapes.setdefault(shape, shape)   # one tuple per shape
         for m, s, e in statuses:
-            self.status[m] = (s, e)
+            self.status[m] = shapes.setdefault((s, e), (s, e))
         self.seq = batch.seq
         self._digest = None
         self._source = None
         self._token = object()
 
+    def _apply(self, after: "tuple[Any, ...]") -> None:
+        meters, cols = after
+        slots = [self._mi[m] for m in meters]
+        for o, finals in cols:
+            j = self._oi[o]
+            vals, dms, dks = self._vals[j], self._dms[j], self._dks[j]
+            for i, e in zip(slots, finals):  # noqa: B905
+                if e is not None:
+                    vals[i], dms[i], dks[i] = e
+
+    def _step_row(self, i: int, vals: "dict[str, Any]") -> None:
+        """Every non-null value of a row steps its entry (as ``step``)."""
+        oi = self._oi
+        for o, v in vals.items():
+            if v is None:
+                continue
+            j = oi[o]
+            col = self._vals[j]
+            prev = col[i]
+            if type(prev) is int and type(v) is int:     # step(), inline
+                col[i], self._dms[j][i], self._dks[j][i] = v, v - prev, 0
+            else:
+                col[i], self._dms[j][i], self._dks[j][i] = step(
+                    None if prev is None else (prev, self._dms[j][i], self._dks[j][i]), v)
+
     def digest(self) -> bytes:
-        """4 bytes naming this exact state (SHA-256 of ``to_bytes``)."""
+        """4 bytes naming this exact state (SHA-256 of ``to_bytes``), hashed
+        as it is serialized, piece by piece (a board never holds it whole)."""
         if self._digest is None:
-            self._digest = bytes(hashlib.sha256(self.to_bytes()).digest()[:4])
+            if self._source is not None:
+                h = hashlib.sha256(self._source)
+            else:
+                from agent.batch_state import write_state
+                h = hashlib.sha256()
+                write_state(self, h.update)
+            self._digest = bytes(h.digest()[:4])
         return self._digest
 
     def to_bytes(self) -> bytes:
         """Canonical serialization (docs/batch-format.md §5); the HES persists it."""
         if self._source is not None:
             return self._source
-        from agent.batch_state import state_to_bytes
-        return state_to_bytes(self)
+        parts: "list[bytes]" = []
+        self.write(parts.append)
+        return b"".join(parts)
+
+    def write(self, sink: "Any") -> None:
+        """Feed ``to_bytes()`` to ``sink(chunk)`` in pieces of a few KB (a board
+        writes its state file this way, without holding it whole)."""
+        if self._source is not None:
+            sink(self._source)
+            return
+        from agent.batch_state import write_state
+        write_state(self, sink)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CodecState":
@@ -284,12 +414,14 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
         _put_text(w, batch.device)
     for _, _, vals in batch.readings:
         for v in vals.values():
-            if v is not None and not isinstance(v, (int, float)):
+            if v is not None and not isinstance(v, _NUMBER):
                 raise BatchError("bad_value", "values must be int, float or None, not %s"
                                  % type(v).__name__)
-    after = write_body(w, batch, st)
+    write_body(w, batch, st)
     batch.keyframe = kf
-    batch._after = (None, None, after) if kf else (st, st._token, after)
+    # no entries kept for advance(): it steps the values itself (a board
+    # advances right after sealing and has no room for a second state)
+    batch._after = None
     return head + w.getvalue()
 
 

@@ -15,6 +15,7 @@ consecutive values as an integer mantissa ``dm`` at decimal exponent ``dk``
 # ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
 
 import struct
+import sys
 
 from agent.batch_bits import (
     BatchError,
@@ -43,6 +44,10 @@ def _negzero(v: float) -> bool:
 
 
 _memo: "dict[float, int]" = {}
+# The memo serves the HES, which decodes thousands of batches whose floats
+# repeat; a board codes one batch an hour and has no heap for it (up to
+# 8192 floats: ~200 KB on MicroPython).
+MEMO_MAX = 0 if sys.implementation.name == "micropython" else 8192
 
 
 def exponent(v: "int | float") -> int:
@@ -50,11 +55,13 @@ def exponent(v: "int | float") -> int:
     -1 when no k <= 15 works (nan, inf, -0.0, 0.1 + 0.2, huge floats)."""
     if isinstance(v, int):
         return 0
+    if not MEMO_MAX:
+        return _exponent(v)
     e = _memo.get(v)
     if e is not None and not (v == 0 and _negzero(v)):
         return e
     e = _exponent(v)
-    if len(_memo) > 8192:
+    if len(_memo) > MEMO_MAX:
         _memo.clear()
     if v == v and not (v == 0):
         _memo[v] = e
@@ -202,12 +209,10 @@ def _rel_pred(kind: str, pr: "Any", a: "int | None") -> "int | None":
 
 
 def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
-                  rel: "tuple[Any, ...] | None" = None) -> "tuple[list[Any], list[Any]]":
+                  rel: "tuple[Any, ...] | None" = None) -> None:
     """Write one register's cells. ``cells``: per meter, its list of values
     (None = null) in row order; ``entries``: per meter its state entry (or
-    None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
-    Returns (per meter the list of previous values (None if none) of its
-    cells, per meter its state entry after them)."""
+    None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None."""
     flat = [v for vs in cells for v in vs]
     nulls = [v is None for v in flat]
     present = [v for v in flat if v is not None]
@@ -224,7 +229,7 @@ def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
     if t == T_RAW:
         for v in present:
             _write_raw(w, v)
-        return _walk(cells, entries)
+        return
     if present:
         modes = _modes(cells, entries, t, k, rel)
         best, cost = 0, -1
@@ -236,7 +241,6 @@ def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
         w.bits(best, 2)
         write_column(w, modes[best][0])
         write_column(w, modes[best][1])
-    return _walk(cells, entries)
 
 
 def _walk(cells: "list[Any]", entries: "list[Any]") -> "tuple[list[Any], list[Any]]":

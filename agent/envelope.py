@@ -219,7 +219,9 @@ class Sealer:
         h = Header(self.device, self.boot, self.counter, len(payload), kind, self.key_epoch)
         self.counter += 1
         aad = h.to_bytes()
-        return aad + ccm_seal(self._key, h.nonce(), aad, bytes(payload), TAG_LEN)
+        # the header, the ciphertext and the tag in one buffer (no copies of
+        # the payload on a board)
+        return ccm_seal(self._key, h.nonce(), aad, payload, TAG_LEN, "", aad)   # head=aad
 
 
 class Keyring:

@@ -41,10 +41,15 @@ class Files:
             return None
 
     def save(self, name, data):
+        """``data``: bytes, or a callable given ``write`` that writes them
+        piece by piece (a codec state is never held whole on a board)."""
         import os
         path = self.root + "/" + name
         with open(path + ".tmp", "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f.write)
+            else:
+                f.write(data)
         os.rename(path + ".tmp", path)
 
 
@@ -97,8 +102,11 @@ class AgentLoop:
         readings, statuses = self.read_all(ts)
         seq = self.next_seq
         batch = Batch(self.device, seq, ts, readings, (), statuses)
+        n_read, n_failed = len(readings), len(statuses) - len(readings)
+        del readings, statuses          # the batch holds its own copy: one set of rows in RAM
         payload = encode_batch(batch, self.state)
         sealed = self.sealer.seal(payload)
+        del payload
         stored = True
         try:
             self.archive.append(seq, ts, sealed)
@@ -111,10 +119,10 @@ class AgentLoop:
             nxt = self.state if self.state is not None else CodecState(self.device)
             nxt.advance(batch)
             self.state = nxt
-            self.files.save("codec.bin", nxt.to_bytes())
+            self.files.save("codec.bin", nxt.write)
         sent = self.flush()
-        return {"seq": seq, "ts": ts, "meters": len(readings), "failed": len(statuses) -
-                len(readings), "bytes": len(sealed), "keyframe": bool(batch.keyframe),
+        return {"seq": seq, "ts": ts, "meters": n_read, "failed": n_failed,
+                "bytes": len(sealed), "keyframe": bool(batch.keyframe),
                 "stored": stored, "sent": sent, "unacked": len(self.archive.unacked())}
 
     def flush(self):
