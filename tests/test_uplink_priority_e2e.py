@@ -68,7 +68,7 @@ def test_outage_backlog_energy_of_every_hour_first(tmp_path):
         assert len(energy) >= 2 and len(instant) >= 2
         assert max(energy) <= min(instant), [(s, sorted(_tiers(d))) for s, _, d in later]
         energy_hours = {ts // 3600 for s, _, d in later for _, ts, codes, _ in d.rows
-                        if s < min(instant) and any(register_tier(k) == ENERGY for k in codes)}
+                        if s <= min(instant) and any(register_tier(k) == ENERGY for k in codes)}
         assert hours <= energy_hours | {ts // 3600 for _, _, d in batches[:1]
                                         for _, ts, _, _ in d.rows}
         # every reading exactly once: no cell in two batches, all of them at the HES
