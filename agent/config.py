@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
 # [uplink] max_batch_bytes: a sealed batch's size cap. The envelope carries at most
 # 65535 payload bytes; on a LoRa mesh (SF9, 1 % duty cycle: ~7 kB per node and
-# hour, spent again on every hop) a batch of 2 kB is ~18 frames, ~12 s of air.
+# hour, spent again on every hop) a batch of 2 kB is ~21 frames, ~13 s of air.
 MAX_BATCH_BYTES = 60000
 LORA_BATCH_BYTES = 2048
 MIN_BATCH_BYTES = 512       # one row of a meter's registers in a keyframe fits
