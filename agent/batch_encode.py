@@ -28,10 +28,9 @@ from agent.batch_relations import _one, order
 from agent.batch_sections import (
     HOUR,
     _bitmap,
+    _group,
     _put_obis,
     _put_text,
-    _write_events,
-    _write_statuses,
 )
 
 TYPE_CHECKING = False
@@ -69,7 +68,7 @@ def write_body(w: "BitWriter", batch: "Any", st: "CodecState", rows: "Readings")
         _put_obis(w, o)
     table = st.obis + new_obis
     # the rows, meter by meter in table order, each meter's in (ts, position) order
-    grouped, starts, counts = _group(rows, meters)
+    grouped, starts, counts = _by_meter(rows, meters)
     # 3. rows per meter.
     if meters:
         one = all(c == 1 for c in counts)
@@ -84,7 +83,7 @@ def write_body(w: "BitWriter", batch: "Any", st: "CodecState", rows: "Readings")
     _write_statuses(w, batch.statuses_in_order(), meters, st)
 
 
-def _group(rows: "Readings", meters: "list[str]") -> "tuple[list[int], list[int], list[int]]":
+def _by_meter(rows: "Readings", meters: "list[str]") -> "tuple[list[int], list[int], list[int]]":
     """-> (row indices meter by meter, where each meter's start, how many)."""
     pos = dict((m, i) for i, m in enumerate(meters))
     ms = rows.meters
@@ -138,6 +137,44 @@ def _write_rows(w: "BitWriter", rows: "Readings", grouped: "list[int]", table: "
         res.append(ts - (grid if t0 is None else t0 + HOUR))
         pm, pt = m, ts
     write_column(w, res)
+
+
+def _write_events(w: "BitWriter", events: "list[Any]", meters: "list[Any]", created: int) -> None:
+    # 7. events: meter index, ts - created, code.
+    w.count(len(events))
+    if events:
+        idx = dict((m, i) for i, m in enumerate(meters))
+        write_column(w, [idx[e[0]] for e in events])
+        write_column(w, [e[1] - created for e in events])
+        write_column(w, [e[2] for e in events])
+
+
+def _write_statuses(w: "BitWriter", statuses: "list[Any]", meters: "list[Any]", st: "object") -> None:
+    # 8. cycle results: one bit when every meter repeats its acknowledged one.
+    # (Their meters are among ``meters`` and sorted: one each when the counts
+    # match and no two neighbours share a meter.)
+    held = st.status  # type: ignore[attr-defined]
+    fast = bool(meters) and len(statuses) == len(meters)
+    pm = None
+    for m, s, e in statuses if fast else ():
+        h = held.get(m)
+        if m == pm or h is None or h[0] != s or h[1] != e:
+            fast = False
+            break
+        pm = m
+    w.bits(1 if fast else 0, 1)
+    if fast:
+        return
+    by = _group(statuses, meters)
+    strings = sorted(set([s[1] for s in statuses] + [s[2] for s in statuses if s[2] is not None]))
+    w.count(len(strings))
+    for s in strings:
+        _put_text(w, s)
+    si = dict((s, i) for i, s in enumerate(strings))
+    write_column(w, [len(by.get(m, [])) for m in meters])
+    entries = [e for m in meters for e in by.get(m, [])]
+    write_column(w, [si[e[1]] for e in entries])
+    write_column(w, [0 if e[2] is None else si[e[2]] + 1 for e in entries])
 
 
 class _Columns:

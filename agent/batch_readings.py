@@ -21,7 +21,8 @@ from array import array
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
-    from typing import Any, Iterator
+    from collections.abc import Iterator
+    from typing import Any
 
 # One str object per register code, meter id and status across rows and
 # batches (a code parsed per reading would otherwise cost 32 bytes per value
