@@ -4,12 +4,14 @@ its meters and what the batch encoder consumes, without a dict per row.
 Portable (CPython and MicroPython). Owns this in-memory form only (not the
 wire format, not the state): per row its meter, timestamp and shape (its
 register codes, sorted; one tuple shared by every row with the same codes),
-per register one column of values by row, an ``array('d')`` while every value
-in it is a float (8 bytes a value instead of a pointer and a boxed float),
-else a list (ints, None, anything). A cell of a register a row does not have
-holds a filler that nothing reads (the shape says so). 64 meters x 27
-registers: ~11 KB on MicroPython, where ``[(meter, ts, {obis: value})]``
-takes ~29 KB. Must not know the bit stream or the codec state.
+per register one column of values by row: an ``array('d')`` while every
+value in it is a float (8 bytes a value instead of a pointer and a boxed
+float), an ``array('i')`` while every value is an int of 32 bits (grown 8
+values at a time, where a list doubles), else a list (None, big ints, mixed
+types, anything). A cell of a register a row does not have holds a filler
+that nothing reads (the shape says so). 64 meters x 27 registers: ~11 KB on
+MicroPython, where ``[(meter, ts, {obis: value})]`` takes ~29 KB. Must not
+know the bit stream or the codec state.
 
     rows = Readings()
     rows.add(meter, ts, {obis: int | float | None})     # bools become ints
@@ -53,6 +55,22 @@ def values(vals: "dict[str, Any]") -> "dict[str, Any]":
     return out
 
 
+LIST, FLOATS, INTS = 0, 1, 2
+FILLER = (None, 0.0, 0)
+_INT = 1 << 31          # array('i') holds 32 bits (and wraps silently beyond)
+
+
+def _kind(v: "Any") -> int:
+    """The column kind that holds ``v`` exactly: an array('d') a float (not
+    nan: its bits are kept as they came), an array('i') a 32-bit int."""
+    t = type(v)
+    if t is float:
+        return FLOATS if v == v else LIST
+    if t is int:
+        return INTS if -_INT <= v < _INT else LIST
+    return LIST
+
+
 class Readings:
     """Rows ``(meter, ts, {obis: value})`` stored column by column (see the
     module's docstring). Append-only."""
@@ -63,6 +81,7 @@ class Readings:
         self.shapes: "list[tuple[str, ...]]" = []   # per row: its codes, sorted
         self.obis: "list[str]" = []         # per column: its register code
         self.cols: "list[Any]" = []         # per column: per row its value
+        self._kinds = bytearray()           # per column: LIST, FLOATS or INTS
         self._ci: "dict[str, int]" = {}     # code -> column
         self._shapes: "dict[tuple[str, ...], tuple[str, ...]]" = {}
 
@@ -77,7 +96,7 @@ class Readings:
     def add(self, meter: str, ts: int, vals: "dict[str, Any]") -> None:
         """Append a row; ``vals`` is not kept."""
         n = len(self.meters)
-        cols, ci, keys = self.cols, self._ci, _KEYS
+        cols, kinds, ci, keys = self.cols, self._kinds, self._ci, _KEYS
         if len(keys) > 4096:
             keys.clear()
         codes = []
@@ -89,19 +108,23 @@ class Readings:
                 k = keys.setdefault(k, k)
                 c = ci[k] = len(cols)
                 self.obis.append(k)
+                kind = _kind(v)
+                kinds.append(kind)
                 # earlier rows do not have it: fillers
-                cols.append(array("d", [0.0] * n) if type(v) is float and v == v
-                            else [None] * n)
+                cols.append(array("d", [0.0] * n) if kind == FLOATS else
+                            array("i", [0] * n) if kind == INTS else [None] * n)
             else:
                 k = self.obis[c]
+                kind = kinds[c]
+                if kind and _kind(v) != kind:      # does not fit: a list from now on
+                    cols[c] = list(cols[c])
+                    kinds[c] = LIST
             codes.append(k)
+            cols[c].append(v)
+        for c in range(len(cols)):
             col = cols[c]
-            if type(col) is not list and not (type(v) is float and v == v):
-                col = cols[c] = list(col)       # an int, a None or a nan: a list
-            col.append(v)
-        for col in cols:
             if len(col) == n:                   # a register this row has not
-                col.append(0.0 if type(col) is not list else None)
+                col.append(FILLER[kinds[c]])
         codes.sort()
         shape = tuple(codes)
         self.meters.append(name(meter))
