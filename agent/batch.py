@@ -1,17 +1,21 @@
 """The batch codec: one hour of a concentrator's readings, events and cycle
 results as a few hundred bytes, delta-coded against what the HES acknowledged.
 
-Portable (CPython and MicroPython). Owns ``Batch``, ``CodecState`` and the
-format (docs/batch-format.md): a byte header naming the base state, then one
-bit stream: meter and OBIS tables as deltas of the state's tables, row shapes,
+Portable (CPython and MicroPython). Owns ``Batch`` and the format
+(docs/batch-format.md): a byte header naming the base state, then one bit
+stream: meter and OBIS tables as deltas of the state's tables, row shapes,
 timestamps against the hourly grid, one column per register (exact decimal
 mantissas, residuals against the acknowledged state, Rice or fixed-width
-codes; ``agent.batch_columns``), events and cycle results. Must not know the
+codes; ``agent.batch_columns``), events and cycle results. The body's writer
+is ``agent.batch_encode``, its reader ``agent.batch_sections``;
+``CodecState`` lives in ``agent.batch_codecstate``. Must not know the
 envelope, the transport or how the HES stores anything.
 
 API (stable):
     Batch(device, seq, created, readings=(), events=(), statuses=())
-        readings: (meter, ts, {obis: int | float | None}); events: (meter, ts, code);
+        readings: (meter, ts, {obis: int | float | None}) rows (copied), or a
+        ``Readings`` (kept: the same rows column by column, ``rows.add(meter,
+        ts, values)``; what a board builds); events: (meter, ts, code);
         statuses: (meter, status, error | None); ``keyframe`` is set by the codec.
     encode_batch(batch, base, keyframe=False) -> bytes
         base: the CodecState both ends hold (None: a keyframe). A keyframe is also
