@@ -116,8 +116,9 @@ class Readings:
             else:
                 k = self.obis[c]
                 kind = kinds[c]
-                if kind and _kind(v) != kind:      # does not fit: a list from now on
-                    cols[c] = list(cols[c])
+                if kind and not (type(v) is float and v == v if kind == FLOATS else
+                                 type(v) is int and -_INT <= v < _INT):
+                    cols[c] = list(cols[c])         # does not fit: a list from now on
                     kinds[c] = LIST
             codes.append(k)
             cols[c].append(v)
