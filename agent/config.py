@@ -41,6 +41,8 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
 
     [mesh]               # optional: agent.mesh_config (role, network key, links)
 
+    [update]             # optional: signed updates (agent.update_config, docs/firmware.md)
+
     [commands]           # signed commands from the HES (docs/command-format.md)
     verify_key = "…64 hex…"   # the HES's Ed25519 public command key (or a list,
                               # or verify_key_file = "/etc/wum/command.pub")
@@ -63,6 +65,7 @@ from agent import AgentError
 
 if TYPE_CHECKING:
     from agent.mesh_config import MeshConfig
+    from agent.update_config import UpdateConfig
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
 
@@ -123,6 +126,7 @@ class Config:
     log_file: str = ""
     mesh: MeshConfig | None = None
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    update: UpdateConfig | None = None      # [update] (agent.update_config); parse fills it
     # What it was parsed from (a remote ``config`` command overlays it).
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     base: str = field(default="", compare=False, repr=False)
@@ -316,7 +320,7 @@ def with_overlay(cfg: Config, overlay: dict[str, Any]) -> Config:
 
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
-                        "mesh", "commands"}, "config")
+                        "mesh", "commands", "update"}, "config")
     tm = _get(data, "time", "config", dict, {})
     _check_known(tm, {"source"}, "time")
     time_source = _get(tm, "source", "time", str, "auto")
@@ -361,6 +365,10 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         mesh = parse_mesh(data, base, concentrator_id)
     url = _get(u, "url", "uplink", str, "")
     check_uplink(transport, url, key_hex, mesh)
+    from agent.update_config import parse_update
+    update = parse_update(_get(data, "update", "config", dict, {}), base, archive,
+                          _get(u, "url", "uplink", str, ""), period,
+                          _get(s, "jitter", "schedule", float, 0.0))
     return Config(
         concentrator_id=concentrator_id, archive=archive, period=period,
         jitter=_get(s, "jitter", "schedule", float, 0.0),
@@ -372,7 +380,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
         log_file=_get(lg, "file", "log", str, ""), time_source=time_source,
-        commands=_commands(_get(data, "commands", "config", dict, {}), base),
+        commands=_commands(_get(data, "commands", "config", dict, {}), base), update=update,
         raw=data, base=str(base) if base else "")
 
 

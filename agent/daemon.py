@@ -103,6 +103,7 @@ class Daemon:
         self.file_cfg = cfg           # the TOML alone; ``cfg`` has the remote overlay on it
         self.bus_locks: dict[str, threading.Lock] = {}
         self.commands: Any = None     # agent.commands_daemon.Commands when enabled
+        self.exit_code = 0            # agent.update.RESTART after an update switched slots
 
     def open(self) -> Daemon:
         self.archive = open_archive(self.cfg.archive)
@@ -155,6 +156,13 @@ class Daemon:
         log.warning("remote configuration applied: %s", json.dumps(combined, sort_keys=True))
         return combined
 
+    def request_restart(self) -> None:
+        """Stop after the current transaction and exit ``RESTART``: the
+        launcher boots the slot an update just switched to."""
+        from agent.update import RESTART
+        self.exit_code = RESTART
+        self.stop.set()
+
     def _hes_offset(self) -> float | None:
         with self.lock:
             raw = self.archive.meta("hes_clock_offset")
@@ -185,6 +193,9 @@ class Daemon:
             await asyncio.to_thread(self.uplink.flush, self.stop)
         if self.mesh is not None:
             await asyncio.to_thread(self.mesh.persist)
+        if self.commands is not None:    # an update on trial: this may prove it healthy
+            self.commands.updater.after_cycle(ok > 0, int(getattr(self.uplink, "last_acked",
+                                                                  -1)))
         now = self.clock.now()
         day = int(now) // 86400
         if day != self._last_retention_day:
@@ -267,7 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         d.close()
-    return 0
+    return d.exit_code
 
 
 def status(cfg: Config) -> dict[str, Any]:

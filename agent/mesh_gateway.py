@@ -39,6 +39,7 @@ T = TypeVar("T")
 MAX_QUEUED = 256          # batches waiting at this gateway, all origins together
 PER_ORIGIN = 8
 PROBE_S = 60.0            # role auto, uplink down: try it again this often
+MAX_CHUNK = 65536         # the most an origin's fetch may ask (the HES's limit)
 
 
 class Gateway:
@@ -68,7 +69,7 @@ class Gateway:
         self._transports: list[Transport] = []
         self.counters = {"received": 0, "forwarded": 0, "accepted": 0, "duplicate": 0,
                          "results": 0, "polls": 0, "rejected": 0, "failed": 0, "dropped_duplicate": 0, "busy": 0,
-                         "replies": 0, "reply_no_route": 0, "unreadable": 0}
+                         "replies": 0, "reply_no_route": 0, "unreadable": 0, "fetches": 0}
         service.add_listener(self._on_action)
 
     # -- lifecycle --------------------------------------------------------------
@@ -173,6 +174,16 @@ class Gateway:
                 self.counters[ack.status] += 1
                 answer = mesh_wire.ack(n, ack.status, ack.server_time, ack.need_keyframe,
                                        ack.commands[:mesh_wire.MAX_COMMANDS])
+            elif kind == mesh_wire.FETCH:     # a range of an update package for the origin
+                package_id, request = mesh_wire.split_fetch(sealed)
+                try:
+                    data = transport.fetch(package_id, request, MAX_CHUNK, self.timeout)
+                except TransportError as e:
+                    if e.reason != "protocol":
+                        raise
+                    return mesh_wire.refused(kind, n, "gateway_cannot_fetch")
+                self.counters["fetches"] += 1
+                answer = mesh_wire.chunk(n, data)
             elif kind == mesh_wire.RESULT:
                 rack = transport.send_result(origin, n, sealed, self.timeout)
                 self.counters["results"] += 1
@@ -290,6 +301,11 @@ class OwnUplink(Transport):
     def poll(self, device_id: str, payload: bytes, timeout: float) -> Polled:
         return self._via("a poll", lambda: self.direct.poll(device_id, payload, timeout),
                          lambda m: m.poll(device_id, payload, timeout))
+
+    def fetch(self, package_id: str, sealed: bytes, length: int, timeout: float) -> bytes:
+        return self._via("a package range",
+                         lambda: self.direct.fetch(package_id, sealed, length, timeout),
+                         lambda m: m.fetch(package_id, sealed, length, timeout))
 
     def listen(self, device_id: str, on_command: Callable[[bytes], object]) -> bool:
         if self.mesh is not None:

@@ -13,11 +13,14 @@ Every message starts with a kind byte; integers are big-endian::
       0x01 BATCH    | seq (4)     | sealed batch (envelope kind 1)
       0x06 RESULT   | counter (4) | sealed command result (kind 3)
       0x07 POLL     | poll id (4) | sealed idle poll (kind 4); the id is the origin's
+      0x0C FETCH    | fetch id (4) | package id (8) | sealed fetch request (kind 5):
+                      a range of an update package (docs/firmware.md)
     down (gateway -> origin)
       0x02 ACK      | seq (4) | status (1) | flags (1) | server time, ms (6) [| commands]
                       status 0 accepted, 1 duplicate; flags bit 0 need_keyframe
       0x08 RACK     | counter (4) | status (1)          the HES stored that result
       0x09 POLLED   | poll id (4) | server time, ms (6) [| commands]
+      0x0D CHUNK    | fetch id (4) | the package's bytes (1..)
       0x03 REFUSED  | request kind (1) | id (4) | reason (UTF-8, 1..64)
                       the HES refused that request's bytes
       0x04 RETRY    | request kind (1) | id (4) | reason (UTF-8, 1..64)
@@ -44,11 +47,14 @@ RESULT = 0x06
 POLL = 0x07
 RACK = 0x08
 POLLED = 0x09
-UP = (BATCH, RESULT, POLL)
-KINDS = (BATCH, ACK, REFUSED, RETRY, REPLY, RESULT, POLL, RACK, POLLED)
+FETCH = 0x0C
+CHUNK = 0x0D
+UP = (BATCH, RESULT, POLL, FETCH)
+KINDS = (BATCH, ACK, REFUSED, RETRY, REPLY, RESULT, POLL, RACK, POLLED, FETCH, CHUNK)
 NAMES = {BATCH: "batch", ACK: "ack", REFUSED: "refused", RETRY: "retry", REPLY: "reply",
-         RESULT: "result", POLL: "poll", RACK: "rack", POLLED: "polled"}
-ANSWERS = {ACK: BATCH, RACK: RESULT, POLLED: POLL}      # answer kind -> request kind
+         RESULT: "result", POLL: "poll", RACK: "rack", POLLED: "polled", FETCH: "fetch",
+         CHUNK: "chunk"}
+ANSWERS = {ACK: BATCH, RACK: RESULT, POLLED: POLL, CHUNK: FETCH}  # answer -> request kind
 STATUSES = ("accepted", "duplicate")
 MAX_ID = 0xFFFFFFFF
 MAX_TIME_MS = (1 << 48) - 1
@@ -166,6 +172,31 @@ def polled(poll_id: int, server_time: float, commands: "tuple[bytes, ...]" = ())
     return bytes((POLLED,)) + _id(poll_id) + _ms(server_time) + _commands(commands)
 
 
+def fetch_body(package_id: str, sealed: bytes) -> bytes:
+    """A FETCH request's body: the package id (16 hex, as 8 bytes), then the
+    sealed request; the gateway needs the id for the HES's URL."""
+    try:
+        pid = bytes.fromhex(package_id)
+    except ValueError:
+        pid = b""
+    if len(pid) != 8 or not sealed:
+        raise MeshMessageError("not a fetch request", reason="truncated")
+    return pid + bytes(sealed)
+
+
+def split_fetch(body: bytes) -> "tuple[str, bytes]":
+    """(package id, sealed request) of a FETCH body."""
+    if len(body) < 9:
+        raise MeshMessageError("fetch request truncated", reason="truncated", size=len(body))
+    return bytes(body[:8]).hex(), bytes(body[8:])
+
+
+def chunk(n: int, data: bytes) -> bytes:
+    if not data:
+        raise MeshMessageError("empty chunk", reason="empty")
+    return bytes((CHUNK,)) + _id(n) + bytes(data)
+
+
 def refused(ref: int, n: int, reason: str) -> bytes:
     """The HES refused request (``ref`` kind, id ``n``)."""
     return bytes((REFUSED, ref)) + _id(n) + _reason(reason)
@@ -228,6 +259,10 @@ def _answer(kind: int, data: bytes) -> Message:
         return Message(ACK, n, status=_status(rest[0], n), need_keyframe=bool(rest[1] & 1),
                        server_time=int.from_bytes(rest[2:8], "big") / 1000,
                        commands=_parse_commands(rest[8:], n))
+    if kind == CHUNK:
+        if not rest:
+            raise MeshMessageError("empty chunk", reason="truncated", size=len(data))
+        return Message(CHUNK, n, rest)
     if kind == RACK:
         if len(rest) != 1:
             raise MeshMessageError("result ack of wrong length", reason="truncated",

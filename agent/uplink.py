@@ -75,6 +75,7 @@ class Uplink:
         self._keyring.add(device, root_key)
         self.sent_bytes = 0
         self.acked = 0
+        self.last_acked = -1                  # the highest seq the HES acknowledged since start
         # The acknowledged codec state, parsed once and advanced in place (the
         # archive keeps its bytes), and the batch in flight as built, so an ack
         # needs no decoding of our own batch (only after a restart).
@@ -212,6 +213,7 @@ class Uplink:
                 log.warning("cannot advance codec state after batch %d (%s): next is a keyframe",
                             seq, e)
         self._built = None
+        self.last_acked = max(self.last_acked, seq)   # agent.update: a new version proves itself
         self._state_loaded = False            # until the new state is durable
         # Against the uncorrected clock, so the correction does not chase itself.
         raw_clock: SystemClock = getattr(self.clock, "base", self.clock)

@@ -23,6 +23,7 @@ from hes_lite.cli_admin import add_parsers as add_admin_parsers
 from hes_lite.cli_admin import audit_file_option, auditor
 from hes_lite.cli_commands import add_parsers as add_command_parsers
 from hes_lite.cli_commands import cmd_command_key
+from hes_lite.cli_firmware import add_parsers as add_firmware_parsers
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import fingerprint, open_store
 
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
     add_admin_parsers(sub, _db)
     add_command_parsers(sub, _db)
+    add_firmware_parsers(sub, _db)
     return p
 
 

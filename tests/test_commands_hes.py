@@ -182,7 +182,9 @@ def test_counters_per_concentrator_and_meter_resolution(hes):
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, days=[
         {"id": 1, "actions": [{"start": "08:00", "tariff": 1}, {"start": "07:00", "tariff": 2}]},
         {"id": 2, "actions": [{"start": "00:00", "tariff": 2}]}])}, 422, "bad_args"),
-    ({"meter": "DC-A-m1", "op": "update", "args": {}}, 422, "unknown_op"),
+    ({"meter": "DC-A-m1", "op": "update", "args": {}}, 422, "bad_args"),      # names no package
+    ({"concentrator": "DC-A", "op": "update", "args": {"package": "0" * 16}}, 404,
+     "unknown_package"),
     ({"op": "config", "concentrator": "DC-A", "args": {"retention": {"days": 90}}}, 422,
      "bad_args"),
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, seasons=[

@@ -84,7 +84,7 @@ class MeshTransport(Transport):
         self._on_command: Callable[[bytes], object] | None = None
         self.counters = {"sent": 0, "resent": 0, "acks": 0, "refused": 0, "retry": 0,
                          "busy": 0, "failed": 0, "late": 0, "stray": 0, "polls": 0,
-                         "results": 0, "commands": 0}
+                         "results": 0, "commands": 0, "fetches": 0}
         service.add_listener(self._on_action)
 
     def resend_after(self) -> float:
@@ -174,6 +174,23 @@ class MeshTransport(Transport):
         self.counters["polls"] += 1
         self.counters["commands"] += len(msg.commands)
         return Polled(device_id, msg.commands, msg.server_time)
+
+    def fetch(self, package_id: str, sealed: bytes, length: int, timeout: float) -> bytes:
+        """A range of an update package through a gateway (FETCH up, CHUNK down)."""
+        fetch_id = int.from_bytes(os.urandom(4), "big")
+        try:
+            msg = self._exchange(self.identity, w.FETCH, fetch_id,
+                                 w.fetch_body(package_id, sealed), timeout, 2)
+        except w.MeshMessageError as e:
+            raise TransportError("not a fetch request: %s" % e, "protocol") from None
+        finally:
+            with self._cond:                 # never asked again: forget it
+                f = self._flights.pop((w.FETCH, fetch_id), None)
+                if f is not None:
+                    self._mids.pop(f.mid, None)
+                self._answers.pop((w.FETCH, fetch_id), None)
+        self.counters["fetches"] += 1
+        return msg.body
 
     def listen(self, device_id: str, on_command: Callable[[bytes], object]) -> bool:
         """No push over the mesh (False: the agent polls); ``on_command`` still

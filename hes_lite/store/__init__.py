@@ -3,7 +3,8 @@ exports may ask of a database, and ``open_store(url)`` to get one.
 
 Owns the records that cross the interface (keys, tokens, audit entries,
 acknowledged batches, decoded readings/events, health rows) and URL
-dispatch; the command queue's part is in ``hes_lite.store.commands``. Must not leak any
+dispatch; the command queue's part is in ``hes_lite.store.commands``, update
+packages' in ``hes_lite.store.firmware``. Must not leak any
 SQL dialect: callers see Python values only (ids are strings, timestamps are
 integer/float epoch seconds UTC, values are ``int`` or ``float``), so a
 PostgreSQL store can implement the same class later.
@@ -20,6 +21,8 @@ from hes_lite.store.commands import STATES as STATES
 from hes_lite.store.commands import CommandKey as CommandKey
 from hes_lite.store.commands import CommandRecord as CommandRecord
 from hes_lite.store.commands import CommandStore
+from hes_lite.store.firmware import FirmwareRecord as FirmwareRecord
+from hes_lite.store.firmware import FirmwareStore
 
 Value = int | float
 # None: the meter answered the row without this register (kept, so exports
@@ -146,7 +149,7 @@ class ConcentratorInfo:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class Store(CommandStore):
+class Store(CommandStore, FirmwareStore):
     """The interface. Methods raise ``StoreError`` only."""
 
     url = ""

@@ -26,6 +26,7 @@ from hes_lite.store import (
 from hes_lite.store.migrations import LATEST, MIGRATIONS
 from hes_lite.store.sqlite_auth import SqliteAuth
 from hes_lite.store.sqlite_commands import SqliteCommands
+from hes_lite.store.sqlite_firmware import SqliteFirmware
 from hes_lite.store.sqlite_queries import SqliteQueries, connect
 
 
@@ -50,7 +51,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
+class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, SqliteFirmware, Store):
     def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
