@@ -253,22 +253,30 @@ def _hex_key(v: object, where: str, sizes: tuple[int, ...]) -> bytes:
     return b
 
 
-def _commands(t: dict[str, Any], base: Path | None) -> CommandsConfig:
-    _check_known(t, {"verify_key", "verify_key_file", "revoked_keys", "max_disconnects_per_hour",
-                     "poll_interval"}, "commands")
+def _key_list(t: dict[str, Any], key: str, where: str, base: Path | None) -> list[object]:
+    """Keys given inline (`key`, one or a list) plus those in `key`_file, one per line
+    (blank lines and `#` comments skipped; a relative path is taken from `base`)."""
     keys: list[object] = []
-    vk = t.get("verify_key", [])
-    keys.extend(vk if isinstance(vk, list) else [vk])
-    if "verify_key_file" in t:
-        kf = Path(_get(t, "verify_key_file", "commands", str))
+    inline = t.get(key, [])
+    keys.extend(inline if isinstance(inline, list) else [inline])
+    fkey = key + "_file"
+    if fkey in t:
+        kf = Path(_get(t, fkey, where, str))
         if base and not kf.is_absolute():
             kf = base / kf
         try:
             keys.extend(ln.strip() for ln in kf.read_text().splitlines()
                         if ln.strip() and not ln.startswith("#"))
         except OSError as e:
-            raise ConfigError("commands.verify_key_file unreadable: %s" % e,
-                              key="commands.verify_key_file") from e
+            raise ConfigError("%s.%s unreadable: %s" % (where, fkey, e),
+                              key="%s.%s" % (where, fkey)) from e
+    return keys
+
+
+def _commands(t: dict[str, Any], base: Path | None) -> CommandsConfig:
+    _check_known(t, {"verify_key", "verify_key_file", "revoked_keys", "max_disconnects_per_hour",
+                     "poll_interval"}, "commands")
+    keys = _key_list(t, "verify_key", "commands", base)
     revoked = _get(t, "revoked_keys", "commands", list, [])
     limit = _get(t, "max_disconnects_per_hour", "commands", int, 10)
     if limit < 0:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, _check_known, _get
+from agent.config import ConfigError, _check_known, _get, _key_list
 
 KEYS = {"release_key", "release_key_file", "revoked_release_keys", "health_deadline",
         "max_boots", "slots", "url", "chunk", "download_dir"}
@@ -60,19 +60,7 @@ def _key(v: object, where: str) -> bytes:
 def parse_update(t: dict[str, Any], base: Path | None, archive: str, uplink_url: str,
                  period: int = 3600, jitter: float = 0.0) -> UpdateConfig:
     _check_known(t, KEYS, "update")
-    raw: list[object] = []
-    rk = t.get("release_key", [])
-    raw.extend(rk if isinstance(rk, list) else [rk])
-    if "release_key_file" in t:
-        kf = Path(_get(t, "release_key_file", "update", str))
-        if base and not kf.is_absolute():
-            kf = base / kf
-        try:
-            raw.extend(ln.strip() for ln in kf.read_text().splitlines()
-                       if ln.strip() and not ln.startswith("#"))
-        except OSError as e:
-            raise ConfigError("update.release_key_file unreadable: %s" % e,
-                              key="update.release_key_file") from e
+    raw = _key_list(t, "release_key", "update", base)
     revoked = _get(t, "revoked_release_keys", "update", list, [])
     for r in revoked:
         if not isinstance(r, str) or len(r) != 16 or any(c not in "0123456789abcdef" for c in r):
