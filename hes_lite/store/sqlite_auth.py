@@ -11,23 +11,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 
 from hes_lite.store import AuditEntry, NameTaken, StoreError, TokenRecord
+from hes_lite.store.sqlite_queries import SqliteWriting
 
 
-class SqliteAuth:
-    """Mixed into ``SqliteStore``, which provides the connection, lock and
-    ``_write`` transactions."""
-
-    path: str
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _write(self, sync: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
+class SqliteAuth(SqliteWriting):
+    """Mixed into ``SqliteStore``."""
 
     # -- tokens ------------------------------------------------------------------
     def add_token(self, token: TokenRecord) -> None:

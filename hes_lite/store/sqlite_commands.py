@@ -10,14 +10,12 @@ Must not know the command byte format or how commands travel.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from hes_lite.store import StoreError
 from hes_lite.store.commands import CommandKey, CommandRecord
+from hes_lite.store.sqlite_queries import SqliteWriting
 
 MAX_COUNTER = 0xFFFFFFFF
 _COLS = ("id, device, counter, meter, op, args, created, expires, signed, actor, state, "
@@ -35,16 +33,8 @@ def _record(r: Sequence[Any]) -> CommandRecord:
                          None if r[12] is None else json.loads(r[12]), float(r[13]))
 
 
-class SqliteCommands:
-    """Mixed into ``SqliteStore``, which provides the connection, lock and
-    ``_write`` transactions."""
-
-    path: str
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _write(self, sync: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
+class SqliteCommands(SqliteWriting):
+    """Mixed into ``SqliteStore``."""
 
     # -- the signing key ------------------------------------------------------
     def command_key(self) -> CommandKey | None:

@@ -8,13 +8,11 @@ Must not know the package format.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from hes_lite.store.firmware import FirmwareRecord
+from hes_lite.store.sqlite_queries import SqliteWriting
 
 _COLS = "id, sha256, size, target, board, version, key_id, created, actor"
 
@@ -24,15 +22,8 @@ def _record(r: Sequence[Any]) -> FirmwareRecord:
                           str(r[6]), float(r[7]), str(r[8]))
 
 
-class SqliteFirmware:
-    """Mixed into ``SqliteStore``, which provides the connection, lock and
-    ``_write`` transactions."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _write(self, sync: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
+class SqliteFirmware(SqliteWriting):
+    """Mixed into ``SqliteStore``."""
 
     def add_firmware(self, rec: FirmwareRecord, data: bytes) -> bool:
         with self._write("FULL"):

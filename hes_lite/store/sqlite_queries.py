@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from itertools import groupby
 from operator import itemgetter
 
@@ -24,6 +25,18 @@ def connect(path: str) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise StoreError(f"cannot open SQLite database: {e}", path=path) from e
     return conn
+
+
+class SqliteWriting:
+    """What the ``SqliteStore`` mixins rely on: the store provides the
+    connection, its lock and ``_write`` transactions."""
+
+    path: str
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+
+    def _write(self, sync: str) -> AbstractContextManager[None]:
+        raise NotImplementedError
 
 
 class SqliteQueries:
