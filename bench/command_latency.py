@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.agent_rig import HES, District, HesProcess, start_agent  # noqa: E402
+from tests.agent_rig import HES, District, HesProcess, start_agent, stop_agent  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,12 +109,7 @@ def run(transport: str, n: int, poll: float, work: Path) -> dict[str, Any]:
             out["poll_interval_s"] = poll
         return out
     finally:
-        if agent is not None:
-            agent.terminate()
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
+        stop_agent(agent)
         d.stop()
         hes.stop()
         if broker is not None:

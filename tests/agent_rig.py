@@ -107,6 +107,18 @@ def start_agent(cfg: Path, clock: ScaledClock, cycles: int = 1000) -> subprocess
                             stderr=log, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def stop_agent(agent: subprocess.Popen[str] | None, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if the agent has not ended within ``timeout`` s."""
+    if agent is None or agent.poll() is not None:
+        return
+    agent.terminate()
+    try:
+        agent.wait(timeout)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
 HES = str(Path(sys.executable).parent / "hes-lite")
 
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.agent_rig import WUM, District, start_agent
+from tests.agent_rig import WUM, District, start_agent, stop_agent
 from tests.command_hes import StandInHes
 from tests.mqtt_broker import running_broker
 
@@ -56,16 +56,6 @@ def _wait_log(log, text: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-def _stop(agent: subprocess.Popen) -> None:
-    if agent.poll() is None:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
-
-
 def test_http_poll_disconnect_then_sigkill_restart_keeps_the_counter(tmp_path):
     key = os.urandom(32)
     d = District([["dlms", "dlms"]], t0=T0, speed=60).start()
@@ -100,7 +90,7 @@ def test_http_poll_disconnect_then_sigkill_restart_keeps_the_counter(tmp_path):
         hes.pending = {1: hes.seal(hes.sign("reconnect", DLMS_METER, counter=1))}
         _wait_log(log, "refused: replayed")
         hes.pending.clear()
-        _stop(agent)
+        stop_agent(agent, 15)
         st = _status(cfg)["commands"]
         assert st["executed"] == 1 and st["duplicates"] >= 1
         assert st["refused"].get("replayed", 0) >= 1
@@ -109,7 +99,7 @@ def test_http_poll_disconnect_then_sigkill_restart_keeps_the_counter(tmp_path):
         actions = [t for t in meter.traffic if t[0] == "ACTION"]
         assert actions == [("ACTION", 70, "0.0.96.3.10.255", 1)], actions   # exactly once
     finally:
-        _stop(agent)
+        stop_agent(agent, 15)
         d.stop()
         hes.close()
 
@@ -139,6 +129,6 @@ def test_mqtt_push_disconnect_reconnect_and_result_over_the_broker(tmp_path, bro
         assert hes.polls == polls, "an MQTT agent must not poll: commands are pushed"
         assert pushed_in < 10, pushed_in
     finally:
-        _stop(agent)
+        stop_agent(agent, 15)
         d.stop()
         hes.close()

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from tests.agent_rig import HES, District, HesProcess, start_agent
+from tests.agent_rig import HES, District, HesProcess, start_agent, stop_agent
 from tests.command_agent_args import TARIFF
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("hes_lite.commands") is None,
@@ -80,12 +80,6 @@ def test_dlms_commands_through_hes_lite(tmp_path):
         assert [t for t in writes if t[0] == "ACTION"] == [
             ("ACTION", 70, "0.0.96.3.10.255", 1), ("ACTION", 70, "0.0.96.3.10.255", 2)]
     finally:
-        if agent is not None:
-            agent.terminate()
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_agent(agent)
         d.stop()
         hes.stop()

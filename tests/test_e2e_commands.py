@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.agent_rig import HES, District, HesProcess, start_agent
+from tests.agent_rig import HES, District, HesProcess, start_agent, stop_agent
 from tests.mqtt_broker import running_broker
 
 T0 = 1795910400 + 3000   # 10 simulated minutes before an hour: the first cycle comes soon
@@ -95,13 +95,7 @@ def run_scenario(tmp_path, transport: str, mqtt_url: str = "", protocol: str = "
         audit = hes_cli(hes.db, "audit")
         assert audit.count("command.queue") == 2 and audit.count("command.result") >= 2
     finally:
-        if agent is not None:
-            agent.terminate()
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_agent(agent)
         d.stop()
         hes.stop()
 
