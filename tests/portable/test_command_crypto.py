@@ -4,22 +4,10 @@ under pytest and in MicroPython (where hashlib has no sha512 and the pure code
 is the only one). Ed25519 is slow in MicroPython, so this file verifies two
 RFC vectors; tests/test_command_format.py checks all of them on CPython."""
 
+from crypto_vectors import h as _h
+from crypto_vectors import vectors as _vectors
+
 from agent.ed25519 import sha512, sha512_python, verify, verify_python
-
-
-def _vectors(name):
-    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    out = []
-    with open(here + "/../vectors/crypto/" + name) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                out.append(line.split())
-    return out
-
-
-def _h(s):
-    return b"" if s == "-" else bytes.fromhex(s)
 
 
 def test_sha512_fips180_vectors():

@@ -2,6 +2,9 @@
 published vectors in tests/vectors/crypto/, on the portable code paths (the
 pure-Python AES everywhere, so MicroPython and CPython run the same code)."""
 
+from crypto_vectors import h as _h
+from crypto_vectors import vectors as _vectors
+
 from agent.aes import AES
 from agent.crypto import (
     CryptoFailure,
@@ -13,21 +16,6 @@ from agent.crypto import (
     hkdf_extract,
     hmac_sha256,
 )
-
-
-def _vectors(name):
-    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    out = []
-    with open(here + "/../vectors/crypto/" + name) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                out.append(line.split())
-    return out
-
-
-def _h(s):
-    return b"" if s == "-" else bytes.fromhex(s)
 
 
 def test_aes_fips197():
