@@ -99,12 +99,16 @@ class BusCycle:
         try:
             yield client
         finally:
-            try:
-                client.close()
-                if m.protocol == "dlms" and m.ek:
-                    self._save_counter(mid, client)
-            except (DriverError, ArchiveError) as e:
-                log.debug("closing meter %s/%s: %s", self.bus.name, m.address, e)
+            self._close(m, mid, client)
+
+    def _close(self, m: MeterConfig, mid: int, client: Any) -> None:
+        """Close a meter's client, keeping the DLMS invocation counter it reached."""
+        try:
+            client.close()
+            if m.protocol == "dlms" and m.ek:
+                self._save_counter(mid, client)
+        except (DriverError, ArchiveError) as e:
+            log.debug("closing meter %s/%s: %s", self.bus.name, m.address, e)
 
     def _open(self, m: MeterConfig, mid: int) -> Any:
         opts: dict[str, Any] = {"timeout": self.bus.timeout, "retries": self.cfg.retries}
@@ -230,12 +234,7 @@ class BusCycle:
                 except ArchiveError as e:
                     log.error("meter %s/%s: cannot remember refused registers: %s",
                               self.bus.name, m.address, e)
-                try:
-                    client.close()
-                    if m.protocol == "dlms" and m.ek:
-                        self._save_counter(mid, client)
-                except (DriverError, ArchiveError) as e:
-                    log.debug("closing meter %s/%s: %s", self.bus.name, m.address, e)
+                self._close(m, mid, client)
         status = "read" if not errors else ("partial" if done else "failed")
         res = MeterResult(mid, m.address, status, "; ".join(errors + ([note] if note else [])) or None,
                           time.monotonic() - t0, rows, offset)
