@@ -152,11 +152,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cfg = work / "cfg"
         r = rig.run(rig.BIN / "wum", "provision", "--device-id", DEVICE, "--hes", hes.url,
                     "--token", hes.tokens["admin"], "--out", cfg, "--board", "sim",
-                    "--meter", "modbus:1:generic", "--release-key", public)
+                    "--meter", "modbus:1:generic", "--release-key", public, "--baud", "38400",
+                    "--board-uplink", "outbox")
         assert r.returncode == 0, r.stderr
         dev = json.loads((cfg / "device.json").read_text())
-        dev["bus"]["baud"] = 38400
-        dev["uplink"] = {"kind": "outbox", "dir": "data/outbox"}
+        assert dev["bus"]["baud"] == 38400 and dev["uplink"] == {"kind": "outbox",
+                                                                 "dir": "data/outbox"}
         # each carrier round stops the loop and resets the board: a good version on trial
         # boots twice (its first cycle, then the round that brings the ack)
         dev["update"] = {"chunk": 32768, "window": 8, "max_boots": 2}
