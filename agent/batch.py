@@ -1,17 +1,21 @@
 """The batch codec: one hour of a concentrator's readings, events and cycle
 results as a few hundred bytes, delta-coded against what the HES acknowledged.
 
-Portable (CPython and MicroPython). Owns ``Batch``, ``CodecState`` and the
-format (docs/batch-format.md): a byte header naming the base state, then one
-bit stream: meter and OBIS tables as deltas of the state's tables, row shapes,
+Portable (CPython and MicroPython). Owns ``Batch`` and the format
+(docs/batch-format.md): a byte header naming the base state, then one bit
+stream: meter and OBIS tables as deltas of the state's tables, row shapes,
 timestamps against the hourly grid, one column per register (exact decimal
 mantissas, residuals against the acknowledged state, Rice or fixed-width
-codes; ``agent.batch_columns``), events and cycle results. Must not know the
+codes; ``agent.batch_columns``), events and cycle results. The body's writer
+is ``agent.batch_encode``, its reader ``agent.batch_sections``;
+``CodecState`` lives in ``agent.batch_codecstate``. Must not know the
 envelope, the transport or how the HES stores anything.
 
 API (stable):
     Batch(device, seq, created, readings=(), events=(), statuses=())
-        readings: (meter, ts, {obis: int | float | None}); events: (meter, ts, code);
+        readings: (meter, ts, {obis: int | float | None}) rows (copied), or a
+        ``Readings`` (kept: the same rows column by column, ``rows.add(meter,
+        ts, values)``; what a board builds); events: (meter, ts, code);
         statuses: (meter, status, error | None); ``keyframe`` is set by the codec.
     encode_batch(batch, base, keyframe=False) -> bytes
         base: the CodecState both ends hold (None: a keyframe). A keyframe is also
@@ -24,55 +28,22 @@ API (stable):
         .seq, .digest(), .to_bytes(), CodecState.from_bytes(data), .copy()
 """
 
-import hashlib
-
 from agent.batch_bits import BATCH_REASONS, BatchError, BitReader, BitWriter
-from agent.batch_columns import step
-from agent.batch_sections import (
-    _put_text,
-    _text,
-    read_body,
-    write_body,
-)
+from agent.batch_codecstate import CodecState
+from agent.batch_encode import write_body
+from agent.batch_readings import Readings, name, values
+from agent.batch_sections import _put_text, _text, read_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
     from typing import Any
 
-__all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", "decode_batch",
-           "encode_batch", "peek_batch"]
+__all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", "Readings",
+           "decode_batch", "encode_batch", "peek_batch"]
 
 FORMAT = 1
 DAY = 86400
 _NUMBER = (int, float)   # built once: MicroPython builds a literal tuple at every use
-
-
-# One str object per register code, meter id and status across rows and
-# batches (a code parsed per reading would otherwise cost 32 bytes per value
-# on MicroPython, a meter id read every hour 32 bytes per meter). Bounded:
-# cleared when full.
-_KEYS: "dict[str, str]" = {}
-
-
-def _name(s: object) -> str:
-    t = str(s)
-    if len(_KEYS) > 4096:
-        _KEYS.clear()
-    return _KEYS.setdefault(t, t)
-
-
-def _values(vals: "dict[str, Any]") -> "dict[str, Any]":
-    """A row's values (a copy), bools as ints (MicroPython's bool is no int
-    subclass), register codes shared through ``_KEYS``."""
-    if len(_KEYS) > 4096:
-        _KEYS.clear()
-    keys = _KEYS
-    out = {}
-    for k, v in vals.items():
-        if v is True or v is False:
-            v = int(v)
-        out[keys.setdefault(k, k)] = v
-    return out
 
 
 class Batch:
@@ -84,11 +55,13 @@ class Batch:
         self.device = device
         self.seq = int(seq)
         self.created = int(created)
-        self.readings = [(_name(m), int(ts), _values(vals))
-                         for m, ts, vals in readings]  # type: ignore[attr-defined]
-        self.events = [(_name(m), int(ts), int(c))
+        # a Readings is kept as it is (a board's hour, column by column);
+        # other rows are copied as (meter, ts, {obis: value})
+        self.readings: "Any" = readings if isinstance(readings, Readings) else [
+            (name(m), int(ts), values(vals)) for m, ts, vals in readings]  # type: ignore[attr-defined]
+        self.events = [(name(m), int(ts), int(c))
                        for m, ts, c in events]  # type: ignore[attr-defined]
-        self.statuses = [(_name(m), _name(s), None if e is None else str(e))
+        self.statuses = [(name(m), name(s), None if e is None else str(e))
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None
         # (base state or None for a keyframe, its token, {(meter, obis): entry
@@ -100,18 +73,27 @@ class Batch:
         (stable): the order ``decode_batch`` returns. Sorted on (key, position)
         tuples: stable on MicroPython too (its sort is not), and without a key
         function (MicroPython calls it at every comparison: garbage)."""
-        rows, sts = self.readings, self.statuses
-        order = [(r[0], r[1], i) for i, r in enumerate(rows)]
-        order.sort()
-        readings = [rows[i] for _, _, i in order]
+        rows = self.readings
+        if isinstance(rows, Readings):
+            readings = [rows[i] for i in rows.order()]
+        else:
+            order = [(r[0], r[1], i) for i, r in enumerate(rows)]
+            order.sort()
+            readings = [rows[i] for _, _, i in order]
+        return readings, sorted(self.events), self.statuses_in_order()
+
+    def statuses_in_order(self) -> "list[Any]":
+        """The statuses by meter, stable (as ``canonical``)."""
+        sts = self.statuses
         by = [(x[0], i) for i, x in enumerate(sts)]
         by.sort()
-        return readings, sorted(self.events), [sts[i] for _, i in by]
+        return [sts[i] for _, i in by]
 
     def meters(self) -> "list[str]":
-        s = set(r[0] for r in self.readings)
-        s.update(e[0] for e in self.events)
-        s.update(x[0] for x in self.statuses)
+        rows = self.readings
+        s = set(rows.meters if isinstance(rows, Readings) else [r[0] for r in rows])
+        s.update([e[0] for e in self.events])
+        s.update([x[0] for x in self.statuses])
         return sorted(s)
 
     def __eq__(self, other: object) -> bool:
@@ -202,200 +184,6 @@ def peek_batch(data: bytes) -> BatchHeader:
     return BatchHeader(keyframe, seq, created, base_seq, digest, pos, device)
 
 
-class CodecState:
-    """What the HES acknowledged, identical at both ends: the meter and OBIS
-    tables, per meter the last row's ts and OBIS set and the last cycle result,
-    per (meter, OBIS) the last value and step. Both ends call ``advance`` with
-    each acknowledged batch, in order.
-
-    The entries (value, dm, dk) are held as three columns per register, one
-    slot per meter (value None: no entry), not as a dict of tuples: a board
-    holds this state all the time (64 meters x 27 registers: ~25 KB instead of
-    ~180 KB on MicroPython). ``entry(meter, obis)`` reads one."""
-
-    def __init__(self, device: str = "") -> None:
-        self.device = device
-        self.seq = -1
-        self.keyframe_ts = -1
-        self.meters: "list[str]" = []
-        self.obis: "list[str]" = []
-        self.last_ts: "dict[str, int]" = {}
-        self.schema: "dict[str, tuple[Any, ...]]" = {}
-        self.status: "dict[str, tuple[Any, ...]]" = {}
-        self._mi: "dict[str, int]" = {}          # meter -> its slot in every column
-        self._oi: "dict[str, int]" = {}          # OBIS -> its column
-        self._vals: "list[list[Any]]" = []       # per column: last value per meter
-        self._dms: "list[list[Any]]" = []        # per column: last step mantissa
-        self._dks: "list[bytearray]" = []        # per column: its decimal exponent
-        self._digest: "bytes | None" = None
-        # The bytes this state was loaded from while it has not moved since:
-        # to_bytes() returns them and digest() hashes them, without
-        # re-serializing (the HES loads a state per batch and checks its
-        # digest). A non-canonical input thus names itself, not the state an
-        # encoder would name: a delta against it is refused (base_mismatch),
-        # never decoded against the wrong base.
-        self._source: "bytes | None" = None
-        # Changes on every advance(); a Batch decoded against this state
-        # carries the state's entries after it, valid while this holds.
-        self._token: "object" = object()
-
-    def __repr__(self) -> str:
-        return "CodecState(%r, seq=%d, %d meters, %d registers)" % (
-            self.device, self.seq, len(self.meters), len(self.obis))
-
-    def copy(self) -> "CodecState":
-        return CodecState.from_bytes(self.to_bytes())
-
-    def add_tables(self, meters: "list[str]", obis: "list[str]") -> None:
-        """Append meters and registers (new ones: a name already held is a
-        ``BatchError``), with empty entries."""
-        for m in meters:
-            if m in self._mi:
-                raise BatchError("bad_value", "meter %s twice in the codec state" % m)
-            self._mi[m] = len(self.meters)
-            self.meters.append(m)
-        if meters:
-            k = len(meters)
-            for j in range(len(self._vals)):
-                self._vals[j].extend([None] * k)
-                self._dms[j].extend([None] * k)
-                self._dks[j].extend(bytes(k))
-        n = len(self.meters)
-        for o in obis:
-            if o in self._oi:
-                raise BatchError("bad_value", "register %s twice in the codec state" % o)
-            self._oi[o] = len(self.obis)
-            self.obis.append(o)
-            self._vals.append([None] * n)
-            self._dms.append([None] * n)
-            self._dks.append(bytearray(n))
-
-    def entry(self, meter: str, obis: str) -> "tuple[Any, ...] | None":
-        """The entry (value, dm, dk) of one cell, or None."""
-        i, j = self._mi.get(meter), self._oi.get(obis)
-        if i is None or j is None or self._vals[j][i] is None:
-            return None
-        return (self._vals[j][i], self._dms[j][i], self._dks[j][i])
-
-    def value(self, meter: str, obis: str) -> "Any":
-        """The last value of one cell, or None."""
-        i, j = self._mi.get(meter), self._oi.get(obis)
-        return None if i is None or j is None else self._vals[j][i]
-
-    def entries(self, obis: str, meters: "list[str]") -> "list[Any]":
-        """Per meter of ``meters``, its entry for register ``obis`` or None
-        (made for one column at a time: the codec's working set)."""
-        j = self._oi.get(obis)
-        if j is None:
-            return [None] * len(meters)
-        vals, dms, dks = self._vals[j], self._dms[j], self._dks[j]
-        mi = self._mi
-        out: "list[Any]" = []
-        for m in meters:
-            i = mi.get(m)
-            if i is None or vals[i] is None:
-                out.append(None)
-            else:
-                out.append((vals[i], dms[i], dks[i]))
-        return out
-
-    def advance(self, batch: Batch) -> None:
-        """Apply an acknowledged batch (``batch.keyframe`` set by the codec)."""
-        if batch.keyframe is None:
-            raise BatchError("bad_value", "advance() needs a batch that was encoded or decoded")
-        after = batch._after
-        fast = after is not None and after[2] is not None and (
-            after[0] is None if batch.keyframe else after[0] is self and after[1] is self._token)
-        if batch.keyframe:
-            self.__init__(batch.device)  # type: ignore[misc]
-            self.keyframe_ts = batch.created
-        readings, _, statuses = batch.canonical()
-        known = self._mi
-        ko = self._oi
-        self.add_tables([m for m in batch.meters() if m not in known],
-                        sorted(set(o for r in readings for o in r[2] if o not in ko)))
-        if fast:
-            # the entries the decoder computed cell by cell
-            self._apply(after[2])  # type: ignore[index]
-        shapes: "dict[Any, Any]" = {}
-        for m, ts, vals in readings:
-            if not fast:
-                self._step_row(known[m], vals)
-            self.last_ts[m] = ts
-            shape = tuple(sorted(vals))
-            self.schema[m] = shapes.setdefault(shape, shape)   # one tuple per shape
-        for m, s, e in statuses:
-            self.status[m] = shapes.setdefault((s, e), (s, e))
-        self.seq = batch.seq
-        self._digest = None
-        self._source = None
-        self._token = object()
-
-    def _apply(self, after: "tuple[Any, ...]") -> None:
-        meters, cols = after
-        slots = [self._mi[m] for m in meters]
-        for o, finals in cols:
-            j = self._oi[o]
-            vals, dms, dks = self._vals[j], self._dms[j], self._dks[j]
-            for i, e in zip(slots, finals):  # noqa: B905
-                if e is not None:
-                    vals[i], dms[i], dks[i] = e
-
-    def _step_row(self, i: int, vals: "dict[str, Any]") -> None:
-        """Every non-null value of a row steps its entry (as ``step``)."""
-        oi = self._oi
-        for o, v in vals.items():
-            if v is None:
-                continue
-            j = oi[o]
-            col = self._vals[j]
-            prev = col[i]
-            if type(prev) is int and type(v) is int:     # step(), inline
-                col[i], self._dms[j][i], self._dks[j][i] = v, v - prev, 0
-            else:
-                col[i], self._dms[j][i], self._dks[j][i] = step(
-                    None if prev is None else (prev, self._dms[j][i], self._dks[j][i]), v)
-
-    def digest(self) -> bytes:
-        """4 bytes naming this exact state (SHA-256 of ``to_bytes``), hashed
-        as it is serialized, piece by piece (a board never holds it whole)."""
-        if self._digest is None:
-            if self._source is not None:
-                h = hashlib.sha256(self._source)
-            else:
-                from agent.batch_state import write_state
-                h = hashlib.sha256()
-                write_state(self, h.update)
-            self._digest = bytes(h.digest()[:4])
-        return self._digest
-
-    def to_bytes(self) -> bytes:
-        """Canonical serialization (docs/batch-format.md §5); the HES persists it."""
-        if self._source is not None:
-            return self._source
-        parts: "list[bytes]" = []
-        self.write(parts.append)
-        return b"".join(parts)
-
-    def write(self, sink: "Any") -> None:
-        """Feed ``to_bytes()`` to ``sink(chunk)`` in pieces of a few KB (a board
-        writes its state file this way, without holding it whole)."""
-        if self._source is not None:
-            sink(self._source)
-            return
-        from agent.batch_state import write_state
-        write_state(self, sink)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "CodecState":
-        from agent.batch_state import state_from_bytes
-        st = cls()
-        data = bytes(data)
-        state_from_bytes(st, data)
-        st._source = data
-        return st
-
-
 def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False) -> bytes:
     """Encode ``batch`` as a delta against ``base`` (not modified), or as a
     keyframe when ``keyframe``, ``base`` is None, has never seen a keyframe, is
@@ -412,12 +200,17 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
     w = BitWriter()
     if kf:
         _put_text(w, batch.device)
-    for _, _, vals in batch.readings:
-        for v in vals.values():
-            if v is not None and not isinstance(v, _NUMBER):
-                raise BatchError("bad_value", "values must be int, float or None, not %s"
-                                 % type(v).__name__)
-    write_body(w, batch, st)
+    rows = batch.readings
+    if not isinstance(rows, Readings):
+        rows = Readings.of(rows)        # the encoder works on columns
+    for col in rows.cols:
+        if type(col) is list:           # (an array holds floats only)
+            for v in col:
+                if v is not None and not isinstance(v, _NUMBER):
+                    raise BatchError("bad_value", "values must be int, float or None, not %s"
+                                     % type(v).__name__)
+    write_body(w, batch, st, rows)
+    del rows
     batch.keyframe = kf
     # no entries kept for advance(): it steps the values itself (a board
     # advances right after sealing and has no room for a second state)

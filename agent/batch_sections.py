@@ -1,16 +1,18 @@
-"""The body of a batch, section by section (docs/batch-format.md §3): meter
-table, OBIS table, row counts, row shapes, timestamps, register columns,
-events, cycle results.
+"""The body of a batch, section by section (docs/batch-format.md §3), as the
+decoder reads it: meter table, OBIS table, row counts, row shapes,
+timestamps, register columns, events, cycle results; and the small
+string/OBIS codes both sides use.
 
-Portable (CPython and MicroPython). Owns the order of the sections and the
-small string/OBIS codes; value columns are ``agent.batch_columns``. Reads
-the state (never changes it: ``CodecState.advance`` does, after an ack). Must
-not know the byte header or the envelope.
+Portable (CPython and MicroPython). Owns the order of the sections; value
+columns are ``agent.batch_columns``; the encoder's side is
+``agent.batch_encode`` (same sections, from a ``Readings``). Reads the state
+(never changes it: ``CodecState.advance`` does, after an ack). Must not know
+the byte header or the envelope.
 """
 # ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
 
-from agent.batch_bits import BatchError, BitReader, BitWriter, read_column, write_column
-from agent.batch_columns import decode_column, encode_column
+from agent.batch_bits import BatchError, BitReader, BitWriter, read_column
+from agent.batch_columns import decode_column
 from agent.batch_relations import order, predictor
 
 TYPE_CHECKING = False
@@ -70,101 +72,18 @@ def _group(items: "list[Any]", meters: "list[Any]") -> "dict[Any, Any]":
     return out
 
 
-def write_body(w: BitWriter, batch: "object", st: "object") -> None:
-    """Write the body."""
-    readings, events, statuses = batch.canonical()  # type: ignore[attr-defined]
-    # 1. meters: the state's table (presence), then new ones, sorted.
-    present = set(batch.meters())  # type: ignore[attr-defined]
-    old = st.meters  # type: ignore[attr-defined]
-    if old:
-        flags = [m in present for m in old]
-        w.bits(1 if all(flags) else 0, 1)
-        if not all(flags):
-            _bitmap(w, flags)
-    known = set(old)
-    new = sorted(m for m in present if m not in known)
-    w.count(len(new))
-    for m in new:
-        _put_text(w, m)
-    meters = [m for m in old if m in present] + new
-    # 2. OBIS codes new to the state's table, sorted.
-    ko = set(st.obis)  # type: ignore[attr-defined]
-    new_obis = sorted(set(o for r in readings for o in r[2] if o not in ko))
-    w.count(len(new_obis))
-    for o in new_obis:
-        _put_obis(w, o)
-    table = st.obis + new_obis  # type: ignore[attr-defined]
-    by_meter = _group(readings, meters)
-    rows = [r for m in meters for r in by_meter.get(m, [])]
-    # 3. rows per meter.
-    counts = [len(by_meter.get(m, [])) for m in meters]
-    if meters:
-        one = all(c == 1 for c in counts)
-        w.bits(1 if one else 0, 1)
-        if not one:
-            write_column(w, counts)
-    if rows:
-        _write_rows(w, rows, table, st, batch.created)  # type: ignore[attr-defined]
-        _write_columns(w, meters, by_meter, table, st)
-    _write_events(w, events, meters, batch.created)  # type: ignore[attr-defined]
-    _write_statuses(w, statuses, meters, st)
-
-
-def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object",
-                created: int) -> None:
-    # 4. row shapes: the set of OBIS codes of each row. (A meter's rows are
-    # adjacent: the row before is the meter's own or none.)
-    held = st.schema  # type: ignore[attr-defined]
-    same = []
-    pm, ps = None, None
-    for m, _, vals in rows:
-        old = ps if m == pm else held.get(m)
-        eq = _same_shape(old, vals)
-        same.append(eq)
-        pm, ps = m, (old if eq else tuple(sorted(vals)))
-    w.bits(1 if all(same) else 0, 1)
-    if not all(same):
-        for (_, _, vals), sm in zip(rows, same):
-            w.bits(1 if sm else 0, 1)
-            if not sm:
-                _bitmap(w, [o in vals for o in table])
-    # 5. timestamps against the hourly grid.
-    held = st.last_ts  # type: ignore[attr-defined]
-    grid = created - created % HOUR
-    res = []
-    pm, pt = None, None
-    for m, ts, _ in rows:
-        t0 = pt if m == pm else held.get(m)
-        res.append(ts - (grid if t0 is None else t0 + HOUR))
-        pm, pt = m, ts
-    write_column(w, res)
-
-
-def _same_shape(old: "tuple[str, ...] | None", vals: "dict[str, Any]") -> bool:
-    """``old == tuple(sorted(vals))``, without building it (a board codes 64
-    rows an hour)."""
-    if old is None or len(old) != len(vals):
-        return False
-    p = None
-    for o in old:
-        if o not in vals or (p is not None and not p < o):
-            return False
-        p = o
-    return True
-
-
 def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object",
              code: "object") -> "tuple[Any, Any] | None":
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
-    ``code(o, rows, entries, rel)`` codes one column and returns the column's
-    entries after it, per meter (or None: not kept). Returns (meters, [(obis,
-    entries after)]) when kept: what ``CodecState.advance`` would compute.
+    ``code(o, rows, entries, rel)`` decodes one column and returns the
+    column's entries after it, per meter. Returns (meters, [(obis, entries
+    after)]): what ``CodecState.advance`` would compute.
 
     A relation's sources are read from the rows themselves (their columns are
     coded first: the decoder has filled them in by then) and their previous
     values from earlier rows or the state, so nothing but the current column
-    is held while coding (a board's working set)."""
+    is held while coding. (``agent.batch_encode`` visits the same order.)"""
     per_meter = [by_meter.get(m, []) for m in meters]
     used = set(o for rs in per_meter for r in rs for o in r[2])
     cols = order(table, used)
@@ -222,53 +141,6 @@ def _before(rs: "list[Any]", ri: int, s: str, meter: str, st: "object") -> "Any"
         if v is not None:
             return v
     return st.value(meter, s)  # type: ignore[attr-defined]
-
-
-def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]",
-                   table: "list[Any]", st: "object") -> None:
-    # 6. one column per register used in this batch.
-    def code(o: str, rows: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None") -> None:
-        encode_column(w, [[row[2][o] for row in rs] for rs in rows], entries, pred)
-    _columns(meters, by_meter, table, st, code)
-
-
-def _write_events(w: BitWriter, events: "list[Any]", meters: "list[Any]", created: int) -> None:
-    # 7. events: meter index, ts - created, code.
-    w.count(len(events))
-    if events:
-        idx = dict((m, i) for i, m in enumerate(meters))
-        write_column(w, [idx[e[0]] for e in events])
-        write_column(w, [e[1] - created for e in events])
-        write_column(w, [e[2] for e in events])
-
-
-def _write_statuses(w: BitWriter, statuses: "list[Any]", meters: "list[Any]", st: "object") -> None:
-    # 8. cycle results: one bit when every meter repeats its acknowledged one.
-    # (Their meters are among ``meters`` and sorted: one each when the counts
-    # match and no two neighbours share a meter.)
-    held = st.status  # type: ignore[attr-defined]
-    fast = bool(meters) and len(statuses) == len(meters)
-    pm = None
-    for m, s, e in statuses if fast else ():
-        h = held.get(m)
-        if m == pm or h is None or h[0] != s or h[1] != e:
-            fast = False
-            break
-        pm = m
-    w.bits(1 if fast else 0, 1)
-    if fast:
-        return
-    by = _group(statuses, meters)
-    strings = sorted(set([s[1] for s in statuses] + [s[2] for s in statuses if s[2] is not None]))
-    w.count(len(strings))
-    for s in strings:
-        _put_text(w, s)
-    si = dict((s, i) for i, s in enumerate(strings))
-    write_column(w, [len(by.get(m, [])) for m in meters])
-    entries = [e for m in meters for e in by.get(m, [])]
-    write_column(w, [si[e[1]] for e in entries])
-    write_column(w, [0 if e[2] is None else si[e[2]] + 1 for e in entries])
 
 
 def read_body(r: BitReader, batch: "object", st: "object") -> "tuple[Any, Any] | None":

@@ -26,6 +26,7 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     url = "http://hes.example:8080"
     key = "…64 hex…"     # the device root key (or key_file = "/etc/wum/key")
     max_bytes_per_cycle = 200000
+    max_batch_bytes = 2048   # a sealed batch's size cap (default: 2048 on a LoRa mesh, else 60000)
 
     [[bus]]
     name = "bus1"
@@ -68,6 +69,13 @@ if TYPE_CHECKING:
     from agent.update_config import UpdateConfig
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
+# [uplink] max_batch_bytes: a sealed batch's size cap. The envelope carries at most
+# 65535 payload bytes; on a LoRa mesh (SF9, 1 % duty cycle: ~7 kB per node and
+# hour, spent again on every hop) a batch of 2 kB is ~21 frames, ~13 s of air.
+MAX_BATCH_BYTES = 60000
+LORA_BATCH_BYTES = 2048
+MIN_BATCH_BYTES = 512       # one row of a meter's registers in a keyframe fits
+LORA_MTU = 255              # a [mesh] mtu at or below this is a LoRa district's
 
 
 class ConfigError(AgentError):
@@ -120,6 +128,7 @@ class Config:
     url: str = ""
     key_hex: str = ""
     max_bytes_per_cycle: int = 1_000_000
+    max_batch_bytes: int = MAX_BATCH_BYTES
     initial_backfill: int = 86400
     time_source: str = "auto"
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
@@ -337,7 +346,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     r = _get(data, "retention", "config", dict, {})
     _check_known(r, {"days"}, "retention")
     u = _get(data, "uplink", "config", dict, {})
-    _check_known(u, {"transport", "url", "key", "key_file", "max_bytes_per_cycle"}, "uplink")
+    _check_known(u, {"transport", "url", "key", "key_file", "max_bytes_per_cycle",
+                     "max_batch_bytes"}, "uplink")
     lg = _get(data, "log", "config", dict, {})
     _check_known(lg, {"file"}, "log")
     days = _get(r, "days", "retention", int, 45)
@@ -378,10 +388,25 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         clock_threshold=_get(s, "clock_threshold", "schedule", float, 10.0),
         retention_days=days, transport=transport, url=url, mesh=mesh,
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
+        max_batch_bytes=_max_batch_bytes(u, mesh),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
         log_file=_get(lg, "file", "log", str, ""), time_source=time_source,
         commands=_commands(_get(data, "commands", "config", dict, {}), base), update=update,
         raw=data, base=str(base) if base else "")
+
+
+def _max_batch_bytes(u: dict[str, Any], mesh: MeshConfig | None) -> int:
+    """``uplink.max_batch_bytes``, or its default: LORA_BATCH_BYTES when this
+    concentrator's own batches may travel a LoRa mesh (role node or auto, a
+    LoRa link or a LoRa-sized ``mesh.mtu``), else MAX_BATCH_BYTES."""
+    lora = mesh is not None and mesh.role in ("node", "auto") and (
+        any(lc.kind == "lora" for lc in mesh.links) or (mesh.mtu or LORA_MTU + 1) <= LORA_MTU)
+    n: int = _get(u, "max_batch_bytes", "uplink", int, LORA_BATCH_BYTES if lora
+                  else MAX_BATCH_BYTES)
+    if not MIN_BATCH_BYTES <= n <= MAX_BATCH_BYTES:
+        raise ConfigError("uplink.max_batch_bytes must be between %d and %d, got %d"
+                          % (MIN_BATCH_BYTES, MAX_BATCH_BYTES, n), key="uplink.max_batch_bytes")
+    return n
 
 
 def load(path: str | Path) -> Config:

@@ -118,9 +118,8 @@ class Daemon:
         if self.uplink is None and self.mesh is not None and self.mesh.transport is not None:
             from agent.uplink import Uplink
 
-            self.uplink = Uplink(self.cfg.concentrator_id, bytes.fromhex(self.cfg.key_hex),
-                                 self.archive, self.mesh.transport, self.clock, self.lock,
-                                 self.cfg.max_bytes_per_cycle)
+            self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock,
+                                             self.mesh.transport)
         elif self.uplink is None and self.cfg.transport not in ("none", "mesh") and self.cfg.url:
             from agent.uplink import Uplink
 

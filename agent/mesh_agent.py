@@ -130,11 +130,11 @@ class MeshAgent:
         self.service.stop()
 
     def _priority(self, seq: int) -> int:
-        """0 for a batch carrying meter events (they go first), else 1."""
+        """The priority of the batch's content (agent.priority): 0 with meter
+        events, 1 with energy registers, 2 with instantaneous values only."""
         with self.lock:
-            r = self.archive.conn.execute("SELECT events FROM batch WHERE seq=?",
-                                          (seq,)).fetchone()
-        return 0 if r is not None and r[0] else 1
+            p: int = self.archive.batch_priority(seq)
+        return p
 
     # -- ping -------------------------------------------------------------------
     def _on_action(self, a: Any) -> None:

@@ -12,9 +12,10 @@ thread reaches it through ``call(fn)``, which runs ``fn(node, now_ms)`` in
 the loop and returns its result. Must not know batches, transports or the
 HES (``agent.transport.mesh``, ``agent.mesh_gateway``).
 
-The node's frame-counter epoch is persisted in the archive
-(``ArchiveCounterStore``, meta key ``mesh_epoch``), as the envelope's boot
-epoch is: a restart never reuses a link-layer nonce.
+The node's frame-counter epoch is persisted in the archive and its epoch
+file (``ArchiveCounterStore``, ``mesh_epoch``; ``agent.epochs``), as the
+envelope's boot epoch is: neither a restart nor a recreated archive reuses a
+link-layer nonce.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def ticks_diff(a: int, b: int) -> int:
 
 
 class ArchiveCounterStore:
-    """The node's counter epoch in the archive (durable before it is used)."""
+    """The node's counter epoch in the archive and the epoch file beside it
+    (durable before it is used; the larger of both is loaded: a recreated
+    archive does not restart it)."""
 
     KEY = "mesh_epoch"
 
@@ -66,12 +69,12 @@ class ArchiveCounterStore:
 
     def load(self) -> int:
         with self.lock:
-            raw = self.archive.meta(self.KEY)
-        return int(raw.decode()) if raw else 0
+            n: int = self.archive.high_water(self.KEY)
+        return n
 
     def save(self, value: int) -> None:
         with self.lock:
-            self.archive.set_meta(self.KEY, str(int(value)).encode())
+            self.archive.raise_high_water(self.KEY, int(value))
 
 
 class MeshService:

@@ -9,7 +9,7 @@ import time
 gc.collect()
 # --
 M = {"interp": gc.mem_alloc()}
-from agent.batch import Batch, CodecState, encode_batch  # noqa: E402
+from agent.batch import Batch, CodecState, Readings, encode_batch  # noqa: E402
 from agent.envelope import MemoryBootStore, Sealer  # noqa: E402
 
 gc.collect()
@@ -23,8 +23,12 @@ def load(key):
 
 
 def hour(ts, rows):
-    # as firmware.loop.AgentLoop.read_all gives them: (meter id, ts, {obis: value})
-    return [(m, ts, v) for m, v in rows], [(m, "read", None) for m, _ in rows]
+    # as firmware.loop.AgentLoop.read_all gives them: the meters' values put
+    # into a Readings (columns) one meter at a time, and the cycle results
+    r = Readings()
+    for m, v in rows:
+        r.add(m, ts, v)
+    return r, [(m, "read", None) for m, _ in rows]
 
 
 T = load("t")
@@ -56,7 +60,10 @@ if PROBE:
     import agent.aes
     import agent.batch
     import agent.batch_bits
+    import agent.batch_codecstate
     import agent.batch_columns
+    import agent.batch_encode
+    import agent.batch_readings
     import agent.batch_relations
     import agent.batch_sections
     import agent.batch_state
@@ -103,7 +110,8 @@ if PROBE:
         return w
 
     FN = type(_wrap)
-    MODS = [agent.batch, agent.batch_bits, agent.batch_columns, agent.batch_relations,
+    MODS = [agent.batch, agent.batch_bits, agent.batch_codecstate, agent.batch_columns,
+            agent.batch_encode, agent.batch_readings, agent.batch_relations,
             agent.batch_sections, agent.batch_state, agent.crypto, agent.aes, agent.envelope]
     wrapped = {}
 

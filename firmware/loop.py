@@ -28,7 +28,7 @@ bytes come later) and ``chunks() -> [(package, offset, bytes), ...]``; an
 uplink without them gets no commands.
 """
 
-from agent.batch import Batch, BatchError, CodecState, encode_batch
+from agent.batch import Batch, BatchError, CodecState, Readings, encode_batch
 from drivers import DriverError
 from firmware.archive import ArchiveError, ArchiveFull
 from firmware.meters import read_meter
@@ -89,7 +89,9 @@ class AgentLoop:
         self.next_seq = max(top, self.state.seq if self.state is not None else 0) + 1
 
     def read_all(self, ts):
-        readings, statuses = [], []
+        """-> (Readings, statuses): each meter's values go into the hour's
+        columns as soon as it is read (no dict per meter kept)."""
+        readings, statuses = Readings(), []
         for spec in self.meters:
             key = "%s:%s" % (spec["protocol"], spec["address"])
             try:
@@ -100,7 +102,7 @@ class AgentLoop:
                 self.log("meter %s failed: %s" % (mid, e))
                 continue
             self.ids[key] = mid
-            readings.append((mid, ts, values))
+            readings.add(mid, ts, values)
             statuses.append((mid, "read", None))
         return readings, statuses
 
@@ -111,7 +113,7 @@ class AgentLoop:
         seq = self.next_seq
         batch = Batch(self.device, seq, ts, readings, (), statuses)
         n_read, n_failed = len(readings), len(statuses) - len(readings)
-        del readings, statuses          # the batch holds its own copy: one set of rows in RAM
+        del readings, statuses          # the batch holds them (the Readings itself)
         payload = encode_batch(batch, self.state)
         sealed = self.sealer.seal(payload)
         del payload

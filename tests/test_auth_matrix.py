@@ -21,8 +21,8 @@ CALLERS = ("none", "revoked") + auth.ROLES
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    store = open_store(str(tmp_path_factory.mktemp("matrix") / "hes.db"))
+def world(module_db_url, tmp_path_factory):
+    store = open_store(module_db_url)
     store.add_key("DC-M", 0, KEY, 0.0)
     app = create_app(store, Ingestor(store))
     client = AppClient(app)

@@ -33,9 +33,9 @@ class Clock:
 
 
 @pytest.fixture
-def hes(tmp_path):
+def hes(db_url):
     clock = Clock()
-    store = open_store(str(tmp_path / "hes.db"))
+    store = open_store(db_url)
     store.add_key("DC-A", 0, KEY_A, 0.0)
     store.add_key("DC-B", 0, KEY_B, 0.0)
     auditor = Auditor(store, clock=clock)

@@ -223,6 +223,9 @@ def test_five_agents_chained_over_lossy_udp(tmp_path):
         assert done and done["state"] == "executed", (done, chain.log(0))
         assert not model.relay_connected
         chain.start(4)                                  # the first gateway comes back
+        # up (its control socket answers) before the drain below may find nothing
+        # pending at once and SIGTERM it mid-start-up (exit -15, not 0)
+        assert wait_for(lambda: chain.stats(4), 30), chain.log(4)
         # the meters go quiet; everything archived drains
         for bus in district.buses:
             bus.stop()

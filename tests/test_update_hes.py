@@ -36,7 +36,8 @@ DEVICE = "DC-FW"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
+def world(tmp_path_factory: pytest.TempPathFactory,
+          module_db_url: str) -> Iterator[dict]:  # type: ignore[type-arg]
     d = tmp_path_factory.mktemp("fw")
     key = d / "release.key"
     public = rig.release_key(key)
@@ -46,7 +47,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
     (big / "manifest.json").unlink()
     write_manifest(big, {"target": "micropython", "board": "sim", "version": "2.0.0"})
     signed = rig.package(big, d / "p.wup", key)
-    store = open_store(str(d / "hes.db"))
+    store = open_store(module_db_url)
     store.add_key(DEVICE, 0, KEY, 0.0)
     client = AppClient(create_app(store, Ingestor(store)))
     agent = AgentSide(DEVICE, KEY)
@@ -56,7 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
     rec, new = publish(store, signed.read_bytes(), "test", release_keys=[public])
     assert new
     yield {"dir": d, "key": key, "public": public, "signed": signed, "store": store,
-           "client": client, "tokens": tokens, "id": rec.id, "db": str(d / "hes.db")}
+           "client": client, "tokens": tokens, "id": rec.id, "db": module_db_url}
     client.close()
     store.close()
 
