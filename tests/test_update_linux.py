@@ -11,8 +11,10 @@ outcome comes back as the command's result.
   unit, service active, every file's hash compared, and the agent uploads;
 - a good update (0.1.0 -> 0.2.0) installs in the other slot, boots on
   trial, reads a cycle, has an upload acknowledged: executed, committed;
-- a failing one (0.3.0, whose uplink never uploads) is rolled back by the
-  launcher at its deadline, and the old version reports ``rolled_back``;
+- a failing one (0.3.0, whose uplink never uploads and whose archive takes
+  a new schema step) is rolled back by the launcher at its deadline, and
+  the old version opens the archive the trial migrated, reports
+  ``rolled_back`` and uploads again;
 - unsigned, tampered, foreign-key and downgrade packages are each refused
   with a clear reason and nothing changes.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import pwd
+import sqlite3
 import stat
 import subprocess
 import time
@@ -33,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from agent.archive import MIGRATIONS
 from agent.config import load
 from tests import update_rig as rig
 from tests.test_flash_ssh import flash, provisioned, stop_service
@@ -47,6 +51,12 @@ def _never_uploads(self, stop=None):     # the failing version of tests/test_upd
 
 
 Uplink.flush = _never_uploads
+'''
+# ... and whose archive takes one more (additive) schema step on trial: the old version,
+# rolled back to, must still open the archive it left (agent.archive_migrate)
+NEW_SCHEMA_STEP = '''
+
+MIGRATIONS.append("CREATE TABLE trial_probe(id INTEGER PRIMARY KEY, note TEXT)")
 '''
 
 
@@ -182,9 +192,10 @@ def test_a_good_update_installs_and_reports_healthy(device: Device) -> None:
 
 def test_a_failing_update_rolls_back_by_itself(device: Device) -> None:
     before = device.state()["active"]
-    pkg = device.version("0.3.0", {"agent/uplink.py": (
-        device.root / "opt/wum/slots" / before / "lib/agent/uplink.py").read_text() +
-        FAILING_UPLINK})
+    lib = device.root / "opt/wum/slots" / before / "lib/agent"
+    pkg = device.version("0.3.0", {
+        "agent/uplink.py": (lib / "uplink.py").read_text() + FAILING_UPLINK,
+        "agent/archive.py": (lib / "archive.py").read_text() + NEW_SCHEMA_STEP})
     cmd = device.wait(device.queue(device.publish(pkg)), timeout=120)
     assert cmd["state"] == "failed", cmd
     assert cmd["reason"] == "rolled_back: version 0.3.0 did not report healthy within %ds" \
@@ -195,6 +206,21 @@ def test_a_failing_update_rolls_back_by_itself(device: Device) -> None:
     log = device.log()
     assert "version 0.3.0 has not reported healthy by its deadline: stopping it" in log
     assert log.count("booting slot %s" % before) >= 2      # the old version booted again
+    # the trial migrated the archive; the old version uses it as it is and uploads again
+    db = sqlite3.connect(device.root / "var/lib/wum/archive.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+    acked = db.execute("SELECT max(acked) FROM batch").fetchone()[0]
+    db.close()
+    assert "newer than this agent" in log and "using it as it is" in log
+    deadline = time.monotonic() + 60
+    while True:
+        db = sqlite3.connect(device.root / "var/lib/wum/archive.db")
+        now = db.execute("SELECT max(acked) FROM batch").fetchone()[0]
+        db.close()
+        if now is not None and (acked is None or now > acked):
+            break
+        assert time.monotonic() < deadline, log[-3000:]
+        time.sleep(0.3)
 
 
 def test_bad_packages_are_refused_with_a_clear_reason(device: Device) -> None:

@@ -3,11 +3,11 @@
 The subset the firmware uses, with MicroPython's signatures: ``UART`` (its
 bytes go to the board's UART pseudo-terminal; a read waits up to
 ``timeout`` ms), ``Pin`` (the RS-485 driver-enable pin is honoured: bytes
-written while it is low never reach the bus, bytes arriving while it is high
-are lost, as on a real half-duplex transceiver), ``RTC``, ``idle``,
-``lightsleep``, ``reset``, ``soft_reset``, ``unique_id``, ``freq``. Waiting
-happens on the Node side, where Ctrl-C from the REPL is noticed and raised
-as KeyboardInterrupt.
+written while it is low never reach the bus, bytes read while it is high
+are lost, as on a real half-duplex transceiver: hil/board.mjs, "The DE
+rule"), ``RTC``, ``idle``, ``lightsleep``, ``reset``, ``soft_reset``,
+``unique_id``, ``freq``. Waiting happens on the Node side, where Ctrl-C
+from the REPL is noticed and raised as KeyboardInterrupt.
 """
 
 import binascii
