@@ -227,13 +227,13 @@ def test_cryptolib_seals_the_same_bytes_as_the_hes(bundle: Path, tmp_path: Path)
     """A board with cryptolib (Node's OpenSSL behind MicroPython's interface)
     and CPython's `cryptography` produce the same sealed batch."""
     _need_board()
-    from agent.crypto import ccm_seal
+    from drivers.crypto import ccm_seal
     key, nonce, aad, msg = bytes(range(16)), bytes(13), b"hdr", bytes(range(100))
     with SimBoard(flash_kb=512, cryptolib=True) as b:
         r = _run(BIN / "wum", "flash", "--port", b.repl, "--bundle", str(bundle), "--config",
                  str(_config(tmp_path / "cfg")))
         assert r.returncode == 0, r.stderr
-        code = ("import sys\nsys.path.insert(0, 'wum/a')\nimport agent.crypto as c\nprint(repr(c.block_cipher(bytes(range(16)))))\n"
+        code = ("import sys\nsys.path.insert(0, 'wum/a')\nimport drivers.crypto as c\nprint(repr(c.block_cipher(bytes(range(16)))))\n"
                 "print(c.ccm_seal(bytes(range(16)), bytes(13), b'hdr', bytes(range(100))).hex())")
         r = _run(BIN / "mpremote", "connect", b.repl, "exec", code)
     assert r.returncode == 0, r.stderr

@@ -2,8 +2,8 @@
 published vectors in tests/vectors/crypto/, on the portable code paths (the
 pure-Python AES everywhere, so MicroPython and CPython run the same code)."""
 
-from agent.aes import AES
-from agent.crypto import (
+from drivers.aes import AES
+from drivers.crypto import (
     CryptoFailure,
     ccm_open,
     ccm_seal,
