@@ -230,3 +230,20 @@ def test_a_message_id_used_again_is_a_new_message():
     net.run(net.now + 5000)
     assert len(net.delivered("G")) == 2
     assert g.counters["duplicates"] + n1.counters["duplicates"] > dup
+
+
+def test_an_ack_queued_behind_a_dead_relay_goes_when_it_returns():
+    # G - N1 - N2 - N3: the HES's answer for N3 is at N1 when N2 dies for 40 s.
+    # N3 sends nothing until it gets that answer, so nothing new teaches N1 the
+    # way down: N1 keeps the route through N2 and uses it once N2 speaks again.
+    net = _chain(4)
+    net.nodes["N3"].send_up(b"batch", 1, net.now)
+    net.run(net.now + 3000)
+    assert len(net.delivered("G")) == 1
+    net.kill("N2")
+    net.nodes["G"].send_down("N3", b"ack", net.now)
+    net.run(net.now + 40000)
+    assert not net.delivered("N3")
+    net.restart("N2")
+    net.run(net.now + 10000)
+    assert [a.payload for _, _, a in net.delivered("N3")] == [b"ack"]
