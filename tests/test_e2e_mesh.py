@@ -24,9 +24,11 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,16 @@ class Chain:
     def gateway(self, i: int) -> str | None:
         return self.stats(i).get("gateway")
 
+    def cycled_since(self, t: float) -> bool:
+        """Every running agent finished a cycle that began at simulated time >= t."""
+        for i in self.procs:
+            with closing(sqlite3.connect(self.archive(i), timeout=10)) as db:
+                row = db.execute("SELECT max(started) FROM cycle WHERE finished IS NOT NULL"
+                                 ).fetchone()
+            if row[0] is None or row[0] < t:
+                return False
+        return True
+
     def pending(self) -> dict[str, int]:
         out = {}
         for i, ident in enumerate(IDS):
@@ -226,11 +238,15 @@ def test_five_agents_chained_over_lossy_udp(tmp_path):
         # up (its control socket answers) before the drain below may find nothing
         # pending at once and SIGTERM it mid-start-up (exit -15, not 0)
         assert wait_for(lambda: chain.stats(4), 30), chain.log(4)
-        # the meters go quiet; everything archived drains
+        # the meters go quiet; everything archived drains. A cycle under way when
+        # the buses stop may still store what a meter answered just before: wait
+        # until every agent has finished a cycle begun after the stop, so nothing
+        # is archived after the backlogs are found empty.
+        quiet = chain.clock.now()
         for bus in district.buses:
             bus.stop()
-        assert wait_for(lambda: not any(chain.pending().values()), 60, every=1.0), \
-            chain.pending()
+        assert wait_for(lambda: chain.cycled_since(quiet) and not any(chain.pending().values()),
+                        60, every=1.0), chain.pending()
         chain.stop_all()
         want = {}
         for i in range(len(IDS)):
