@@ -213,7 +213,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
                 pass
-        if at_start:
+        if at_start and not self.stop.is_set():
             await self.run_cycle()
         while not self.stop.is_set() and (cycles is None or self.cycles < cycles):
             start = self.next_start(self.clock.now())
@@ -271,6 +271,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(args.verbose or 1, json_lines=args.log_json, file=cfg.log_file)
     clock = ScaledClock.from_spec(args.clock) if args.clock else clock_from_env()
     d = Daemon(cfg, clock)
+    # A SIGTERM while the daemon is still opening (the mesh and its control
+    # socket may already answer) stops it cleanly too: exit 0, not -15.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: d._on_signal(signum))
     try:
         d.open()
         asyncio.run(d.run(cycles=args.cycles, at_start=not args.no_initial))

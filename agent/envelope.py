@@ -33,7 +33,7 @@ API (stable):
 """
 
 from agent import AgentError
-from agent.crypto import CryptoFailure, ccm_open, ccm_seal, hkdf
+from drivers.crypto import CryptoFailure, ccm_open, ccm_seal, hkdf
 
 VERSION = 1
 KIND_BATCH = 1

@@ -57,7 +57,6 @@ NAMES = []
 if PROBE:
     import _heap
 
-    import agent.aes
     import agent.batch
     import agent.batch_bits
     import agent.batch_codecstate
@@ -67,8 +66,9 @@ if PROBE:
     import agent.batch_relations
     import agent.batch_sections
     import agent.batch_state
-    import agent.crypto
     import agent.envelope
+    import drivers.aes
+    import drivers.crypto
 
     _N = object()
     _probe = _heap.probe
@@ -112,7 +112,7 @@ if PROBE:
     FN = type(_wrap)
     MODS = [agent.batch, agent.batch_bits, agent.batch_codecstate, agent.batch_columns,
             agent.batch_encode, agent.batch_readings, agent.batch_relations,
-            agent.batch_sections, agent.batch_state, agent.crypto, agent.aes, agent.envelope]
+            agent.batch_sections, agent.batch_state, drivers.crypto, drivers.aes, agent.envelope]
     wrapped = {}
 
     def _wrapper(f, name):

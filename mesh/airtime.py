@@ -4,21 +4,18 @@ simple rate model; EU868 payload limits and spreading-factor choice.
 Owns arithmetic only: no radio, no clock, no duty-cycle bookkeeping (that is
 ``mesh.duty``). Must not know packets' contents. Portable (MicroPython).
 
-LoRa frame on air (SX1276 datasheet §4.1.1.6-7, SX1262 datasheet §6.1.4,
-Semtech AN1200.13 "LoRa Modem Designer's Guide" §4)::
-
-    +----------------------+---------+-----------------------+---------+
-    | preamble             | header  | payload (PL bytes)    | CRC16   |
-    | n_preamble + 4.25 sym| (expl.) |                       | (opt.)  |
-    +----------------------+---------+-----------------------+---------+
-    T_sym = 2^SF / BW
-    n_payload = 8 + max(ceil((8PL - 4SF + 28 + 16CRC - 20IH) / (4(SF - 2DE))) * (CR + 4), 0)
-    DE (low data rate optimisation) = 1 when T_sym >= 16 ms (SF11/12 at 125 kHz)
-
-Every duration is exact: the result is computed in quarter symbols, and
-T_sym in microseconds is an integer for 125/250/500 kHz.
+The LoRa formula itself (SX1276 datasheet §4.1.1.6-7, SX1262 datasheet
+§6.1.4, Semtech AN1200.13 §4) has one implementation,
+``drivers.lora.airtime``, the one the chips' drivers report from
+``transmit``; this module checks the arguments (``MeshLocalError``) and
+plans with the chip the mesh runs on (SX126x by default: its SF5/SF6 header
+is two symbols longer and has no "+8" bits term, so an SX127x-style count
+would overstate those frames). Every duration is exact microseconds.
 """
 
+from drivers.lora.airtime import low_data_rate as low_data_rate  # re-exported: DE rule
+from drivers.lora.airtime import symbol_us as _symbol_us
+from drivers.lora.airtime import time_on_air_us
 from mesh import MeshLocalError
 
 BANDWIDTHS = (125000, 250000, 500000)
@@ -42,42 +39,17 @@ SENSITIVITY_125K_DBM = {5: -118.0, 6: -121.0, 7: -123.0, 8: -126.0, 9: -129.0,
 def symbol_us(sf, bw=125000):
     """T_sym = 2^SF / BW in microseconds (an integer for the LoRa bandwidths)."""
     _check(sf, bw, 1)
-    return (1 << sf) * 1000000 // bw
+    return _symbol_us(sf, bw)
 
 
-def low_data_rate(sf, bw=125000):
-    """DE = 1 when the symbol lasts 16 ms or more (SX1276 §4.1.1.6)."""
-    return (1 << sf) * 1000 >= 16 * bw
-
-
-def payload_symbols(pl, sf, cr=1, explicit=True, crc=True, ldro=None):
-    """Number of payload symbols (the formula of the module docstring).
-
-    ``cr`` is 1..4 for 4/5..4/8; ``ldro`` None means the datasheet's rule.
-    """
-    if ldro is None:
-        ldro = low_data_rate(sf, 125000)
-    de = 1 if ldro else 0
-    num = 8 * pl - 4 * sf + 28 + 16 * (1 if crc else 0) - 20 * (0 if explicit else 1)
-    den = 4 * (sf - 2 * de)
-    blocks = -((-num) // den) if num > 0 else 0      # ceil for positive, max(.., 0)
-    return 8 + blocks * (cr + 4)
-
-
-def lora_toa_us(pl, sf, bw=125000, cr=1, explicit=True, crc=True, preamble=8, ldro=None):
-    """Time on air of a LoRa frame of ``pl`` payload bytes, in microseconds.
-
-    SF5/SF6 on the SX1262 use the same formula here (a guide for planning;
-    the SX1262 datasheet §6.1.4 adds 2 symbols to the header for them).
-    """
+def lora_toa_us(pl, sf, bw=125000, cr=1, explicit=True, crc=True, preamble=8, ldro=None,
+                chip="sx126x"):
+    """Time on air of a LoRa frame of ``pl`` payload bytes, in microseconds
+    (``drivers.lora.airtime.time_on_air_us`` after checking the arguments)."""
     _check(sf, bw, cr)
     if pl < 0 or pl > 255:
         raise MeshLocalError("payload length out of range", reason="pl", pl=pl)
-    if ldro is None:
-        ldro = low_data_rate(sf, bw)
-    n = payload_symbols(pl, sf, cr, explicit, crc, ldro)
-    quarters = 4 * preamble + 17 + 4 * n             # (n_preamble + 4.25 + n) * 4
-    return quarters * (1 << sf) * 1000000 // (4 * bw)
+    return time_on_air_us(pl, sf, bw, cr, explicit, crc, preamble, ldro, chip)
 
 
 def lora_toa_ms(pl, sf, bw=125000, cr=1, explicit=True, crc=True, preamble=8):

@@ -8,8 +8,11 @@ Must not know what travels down. Portable (MicroPython).
 Table: origin address -> (neighbour it came through, tick last seen). An
 entry expires ``ttl_ms`` after the last uplink from that origin; at
 ``capacity`` the least recently refreshed entry gives way (a scan, only when
-full). A neighbour that
-dies takes every route through it away (``forget_via``).
+full). A route through a neighbour whose link died is kept: the node waits
+until that neighbour is heard again (a relay that restarts speaks up at once)
+or the origin's next uplink overwrites it; forgetting it stranded acks
+already queued toward an origin that sends nothing until it gets one.
+``forget_via`` drops every route through a neighbour gone for good.
 """
 
 from mesh import MeshLocalError

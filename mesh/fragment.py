@@ -10,7 +10,16 @@ right message is decided by the message header's length and SHA-256 digest
 (``mesh.packet.parse_message``), so chunks of two messages that share a key
 (an origin that rebooted and reused an id) can only fail the digest.
 Time is a tick in (may wrap). Portable (MicroPython).
+
+A key is not a message's identity for ever: ids are 8 bits per origin, so an
+origin that reboots (it draws a fresh first id) or sends 256 messages within
+``done_ms`` uses a key again. A completed message is therefore remembered
+with a fingerprint of each chunk (``fingerprint``): a late copy of one of
+its chunks is a duplicate, a different chunk under that key starts a new
+message (``reused`` counts them) instead of being acked and dropped.
 """
+
+import hashlib
 
 from mesh import MeshBusy, MeshLocalError
 from mesh.duty import ticks_diff
@@ -20,6 +29,12 @@ NEW = "new"               # stored, message not complete yet
 DUPLICATE = "duplicate"   # already had it (or the whole message): ack, drop
 CONFLICT = "conflict"     # inconsistent with what is held (dropped, counted)
 COMPLETE = "complete"     # the last missing chunk: the joined bytes are returned
+
+
+def fingerprint(chunk):
+    """A small int naming a chunk's bytes (24 bits of SHA-256: a MicroPython
+    small int, no allocation to keep it)."""
+    return int.from_bytes(hashlib.sha256(bytes(chunk)).digest()[:3], "big")
 
 
 def split(message, size):
@@ -47,14 +62,19 @@ class Reassembler:
         self.max_bytes = max_bytes
         self.done_ms = done_ms
         self.partial = {}             # key -> [tick, {index: chunk}, count or None, bytes]
-        self.done = {}                # key -> tick completed
+        self.done = {}                # key -> (tick completed, [fingerprint per chunk])
         self.bytes = 0
         self.timeouts = 0
         self.conflicts = 0
+        self.reused = 0
 
     def add(self, key, index, last, chunk, now_ms):
-        if key in self.done:
-            return DUPLICATE, None
+        d = self.done.get(key)
+        if d is not None:
+            if index < len(d[1]) and d[1][index] == fingerprint(chunk):
+                return DUPLICATE, None
+            del self.done[key]        # the origin used the id again: a new message
+            self.reused += 1
         p = self.partial.get(key)
         if p is None:
             if self.bytes + len(chunk) > self.max_bytes:
@@ -85,7 +105,7 @@ class Reassembler:
             return NEW, None
         del self.partial[key]
         self.bytes -= p[3]
-        self.done[key] = now_ms
+        self.done[key] = (now_ms, [fingerprint(chunks[i]) for i in range(p[2])])
         return COMPLETE, b"".join(chunks[i] for i in range(p[2]))
 
     def forget_done(self, key):
@@ -102,7 +122,7 @@ class Reassembler:
                 self.bytes -= p[3]
                 gone += 1
         for key in list(self.done):
-            if ticks_diff(now_ms, self.done[key]) >= self.done_ms:
+            if ticks_diff(now_ms, self.done[key][0]) >= self.done_ms:
                 del self.done[key]
         self.timeouts += gone
         return gone

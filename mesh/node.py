@@ -208,7 +208,7 @@ class Node(Receiver, Transmitter):
         self.events = []              # actions other than Transmit, for the next poll
         self.own = {}                 # our message id -> [fragments not handed over, born, chunks]
         self.pings = {}               # wire message id -> [our message id, sent tick, identity]
-        self.seen = {}                # relayed fragment key -> tick (duplicate suppression)
+        self.seen = {}                # relayed fragment key -> (tick, fingerprint): dedup
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.refused = dict.fromkeys(REFUSALS, 0)
         self.airtime_ms = 0
@@ -345,7 +345,7 @@ class Node(Receiver, Transmitter):
         self.down.expire(now)
         self.counters["reassembly_timeouts"] += self.reasm.expire(now)
         keep = self.opt["dedup_ms"]
-        for k in [k for k, t in self.seen.items() if ticks_diff(now, t) >= keep]:
+        for k in [k for k, t in self.seen.items() if ticks_diff(now, t[0]) >= keep]:
             del self.seen[k]
         ttl = self.opt["message_ttl_ms"]
         for mid in [m for m, o in self.own.items() if ticks_diff(now, o[1]) >= ttl]:

@@ -19,7 +19,7 @@ from mesh import MeshBusy, MeshLocalError, MeshProtocolError
 from mesh.actions import Delivered, PongReceived
 from mesh.custody import Item
 from mesh.duty import ticks_diff
-from mesh.fragment import COMPLETE, CONFLICT, DUPLICATE
+from mesh.fragment import COMPLETE, CONFLICT, DUPLICATE, fingerprint
 from mesh.packet import (
     ACK,
     ADVERT,
@@ -142,7 +142,9 @@ class Receiver:
             self.counters["hop_limit"] += 1
             return
         key = (t << 44) | (h.dest << 32) | (h.origin << 20) | (h.msgid << 10) | h.index
-        if key in self.seen:
+        fp = fingerprint(payload)
+        seen = self.seen.get(key)
+        if seen is not None and seen[1] == fp:    # a copy (our ack was lost): ack, drop
             self._ack(link_no, h, 0)
             self.counters["duplicates"] += 1
             return
@@ -160,7 +162,7 @@ class Receiver:
             self._ack(link_no, h, 2)
             return
         self.queue.push(item)
-        self.seen[key] = now
+        self.seen[key] = (now, fp)    # same key, other bytes: the origin reused the id
         self._ack(link_no, h, 0)
         if upward:
             self.down.learn(h.origin, h.tx, now)

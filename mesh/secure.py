@@ -5,9 +5,9 @@ repeat across reboots; a replay window per neighbour.
 Owns the link key, this node's frame counter and the neighbours' windows.
 Must not know routes, queues or what a payload means (relays never see
 readings: the agent's batches inside stay sealed by the uplink envelope).
-Uses ``agent.crypto``'s portable CCM and HKDF (``agent.aes`` on the
-WebAssembly port, OpenSSL on CPython, ``cryptolib`` on boards): the one
-arrow from ``mesh`` into ``agent``, for its crypto primitives only.
+Uses ``drivers.crypto``'s portable CCM and HKDF (``drivers.aes`` on the
+WebAssembly port, OpenSSL on CPython, ``cryptolib`` on boards), shared with
+the agent's uplink envelope.
 Portable (MicroPython).
 
 Key: AES-128, HKDF-SHA256(network key, salt "wum mesh v1", info "link").
@@ -37,7 +37,7 @@ before and replayed once after the reboot is accepted (a duplicate the
 delivery layer suppresses; the HES is idempotent).
 """
 
-from agent.crypto import CryptoFailure, ccm_open, ccm_seal, hkdf
+from drivers.crypto import CryptoFailure, ccm_open, ccm_seal, hkdf
 from mesh import MeshLocalError, MeshProtocolError
 from mesh.packet import BROADCAST, TAG_LEN, Header
 

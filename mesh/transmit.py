@@ -193,7 +193,9 @@ class Transmitter:
                 nb = self.down.next_hop(item.dest, now)
             except MeshLocalError:
                 return None
-            return nb if nb != avoid and nb in self.neigh else None
+            # through a neighbour that stopped acking: wait until it is heard again
+            # (a restart speaks up at once) or the origin's uplink teaches another way
+            return nb if nb != avoid and self._alive(nb) else None
         if item.ptype != DATA and self._alive(item.dest):
             return item.dest                  # ping / pong to a neighbour
         r = self.routes
@@ -278,9 +280,6 @@ class Transmitter:
                     nr.confirmed = 0
                 if self.routes.tx_result(nb, False, now):
                     self.trickle.hear_inconsistent(now)
-                link = self.routes.links.get(nb)
-                if link is not None and link.dead():
-                    self.down.forget_via(nb)
                 if item.attempts >= self.opt["max_retries"]:
                     if self.queue.remove(item):
                         self._give_up(item, "retries")

@@ -237,18 +237,18 @@ def test_board_reads_meters_and_the_hes_takes_the_exact_values(
 def test_cryptolib_seals_the_same_bytes_as_the_hes(bundle: Path) -> None:
     """A board with cryptolib (Node's OpenSSL behind MicroPython's interface)
     and CPython's `cryptography` produce the same sealed batch. Only the
-    modules that seal are copied (``agent.crypto`` and its fallback)."""
+    modules that seal are copied (``drivers.crypto`` and its fallback)."""
     _need_board()
-    from agent.crypto import ccm_seal
+    from drivers.crypto import ccm_seal
     key, nonce, aad, msg = bytes(range(16)), bytes(13), b"hdr", bytes(range(100))
-    code = ("import sys\nsys.path.insert(0, 'lib')\nimport agent.crypto as c\n"
+    code = ("import sys\nsys.path.insert(0, 'lib')\nimport drivers.crypto as c\n"
             "print(repr(c.block_cipher(bytes(range(16)))))\n"
             "print(c.ccm_seal(bytes(range(16)), bytes(13), b'hdr', bytes(range(100))).hex())")
     with SimBoard(flash_kb=64, cryptolib=True) as b:
-        copy: list[str] = ["fs", "mkdir", ":lib", "+", "fs", "mkdir", ":lib/agent"]
+        copy: list[str] = ["fs", "mkdir", ":lib", "+", "fs", "mkdir", ":lib/drivers"]
         for name in ("__init__", "crypto", "aes"):
-            copy += ["+", "fs", "cp", str(bundle / "agent" / (name + ".mpy")),
-                     ":lib/agent/%s.mpy" % name]
+            copy += ["+", "fs", "cp", str(bundle / "drivers" / (name + ".mpy")),
+                     ":lib/drivers/%s.mpy" % name]
         r = _run(BIN / "mpremote", "connect", b.repl, *copy, "+", "exec", code)
     assert r.returncode == 0, r.stderr
     backend, sealed = r.stdout.split()[-2:]

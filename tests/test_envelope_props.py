@@ -11,7 +11,6 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.crypto import block_cipher, ccm_open, ccm_seal
 from agent.envelope import (
     REASONS,
     EnvelopeError,
@@ -22,6 +21,7 @@ from agent.envelope import (
     open_envelope,
     peek,
 )
+from drivers.crypto import block_cipher, ccm_open, ccm_seal
 
 ROOT = bytes(range(32))
 

@@ -24,6 +24,7 @@ The Radio interface (docs/radio.md)::
 """
 
 from drivers.link import RadioConfigError
+from drivers.lora.airtime import low_data_rate
 
 # Coding rate 4/(4+cr): cr 1..4 as the datasheets number it.
 CODING_RATES = {"4/5": 1, "4/6": 2, "4/7": 3, "4/8": 4}
@@ -99,7 +100,7 @@ class LoRaParams:
         """DE/LDRO: SX1276 datasheet §4.1.1.6, SX1261/2 datasheet §6.1.1.4."""
         if self.ldro is not None:
             return bool(self.ldro)
-        return (1 << self.sf) * 1000 >= 16 * self.bandwidth_hz
+        return low_data_rate(self.sf, self.bandwidth_hz)
 
     def copy(self, **changes):
         p = LoRaParams(self.frequency_hz, self.sf, self.bandwidth_hz, self.cr,

@@ -1,12 +1,12 @@
-"""Time on air of one LoRa frame as each chip family sends it.
+"""Time on air of one LoRa frame as each chip family sends it: the one
+implementation of the Semtech formula in the project.
 
-Owns the chip-exact formula the drivers report from ``transmit``. Must not
-know the mesh: ``mesh.airtime`` holds the planning formula the duty-cycle
-budget uses, and ``drivers`` may not import ``mesh`` (the arrows run
-agent -> mesh -> drivers), so the drivers carry their own. The two agree for
-SF7-SF12 (tests/test_lora_airtime.py proves it over every parameter); they
-differ at SF5/SF6 on the SX126x, whose datasheet adds two symbols to the
-header and drops the "+8" bits term there. Portable (MicroPython).
+Owns the chip-exact formula the drivers report from ``transmit``, the
+duty-cycle budget charges (``mesh.airtime`` validates its arguments and calls
+this; the arrows run agent -> mesh -> drivers) and the simulated air uses.
+Must not know the mesh. The chips agree for SF7-SF12; at SF5/SF6 the SX126x
+datasheet adds two symbols to the header and drops the "+8" bits term.
+Portable (MicroPython).
 
 SX1276/77/78/79 datasheet §4.1.1.7 (and Semtech AN1200.13 §4), SF6-SF12::
 
@@ -20,9 +20,16 @@ with N_symbol_header = 20 for an explicit header); SF5/SF6::
 
     n = n_preamble + 6.25 + 8 + ceil(max(8PL + 16CRC - 4SF + 20(1-IH), 0) / (4SF)) (CR + 4)
 
+DE (low data rate optimisation) = 1 when T_sym >= 16 ms (SF11/12 at 125 kHz).
 Durations are exact integers of microseconds (rounded down): the sum is
 kept in quarter symbols and T_sym is whole microseconds at 125-500 kHz.
 """
+
+
+def low_data_rate(sf, bw=125000):
+    """DE/LDRO by the datasheets' rule: on when the symbol lasts 16 ms or
+    more (SX1276 §4.1.1.6, SX1261/2 §6.1.1.4)."""
+    return (1 << sf) * 1000 >= 16 * bw
 
 
 def time_on_air_us(pl, sf, bw=125000, cr=1, explicit=True, crc=True, preamble=8,
@@ -30,10 +37,10 @@ def time_on_air_us(pl, sf, bw=125000, cr=1, explicit=True, crc=True, preamble=8,
     """Time on air in microseconds of a ``pl``-byte LoRa frame.
 
     ``cr`` 1..4 is 4/5..4/8; ``ldro`` None applies the datasheets' rule
-    (on when T_sym >= 16 ms); ``chip`` "sx126x" or "sx127x".
+    (``low_data_rate``); ``chip`` "sx126x" or "sx127x".
     """
     if ldro is None:
-        ldro = (1 << sf) * 1000 >= 16 * bw
+        ldro = low_data_rate(sf, bw)
     if chip == "sx126x" and sf < 7:
         head_q, extra = 25, 0          # 6.25 symbols, no "+8" term (SX1261/2 §6.1.4)
     else:

@@ -5,8 +5,8 @@ pure-Python AES everywhere, so MicroPython and CPython run the same code)."""
 from crypto_vectors import h as _h
 from crypto_vectors import vectors as _vectors
 
-from agent.aes import AES
-from agent.crypto import (
+from drivers.aes import AES
+from drivers.crypto import (
     CryptoFailure,
     ccm_open,
     ccm_seal,

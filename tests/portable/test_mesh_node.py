@@ -202,3 +202,48 @@ def test_relayed_fragments_without_a_way_on_expire():
     net.run(net.now + 1800000)
     assert n1.stats(net.now)["queue"]["frames"] == 0     # not held forever
     assert n1.counters["dropped_expired"] == 1
+
+
+def test_a_message_id_used_again_is_a_new_message():
+    # Message ids are 8 bits per origin; relays and the gateway remember the
+    # (origin, id, fragment) of what they handled for dedup_ms. An origin that
+    # reboots draws a fresh first id (it may be one they remember), and a
+    # busy one wraps within that time: either way its new message differs and
+    # must get through, not be acked as a duplicate and dropped.
+    net = _chain(3)
+    net.nodes["N2"].send_up(b"first" * 60, 1, net.now)        # two fragments
+    net.run(net.now + 5000)
+    first = [a for _, _, a in net.delivered("G")]
+    assert [a.payload for a in first] == [b"first" * 60]
+    net.restart("N2")
+    net.nodes["N2"]._msgid = first[0].message_id   # the reboot drew the same first id
+    net.run(net.now + 20000)
+    mid = net.nodes["N2"].send_up(b"again" * 60, 1, net.now)
+    net.run(net.now + 5000)
+    assert [a.payload for _, _, a in net.delivered("G")] == [b"first" * 60, b"again" * 60]
+    assert [a for _, _, a in net.acked("N2")][-1] == MessageAcked(mid)
+    # a true copy (same id, same bytes: a retransmitted fragment) is still dropped
+    g, n1 = net.nodes["G"], net.nodes["N1"]
+    dup = g.counters["duplicates"] + n1.counters["duplicates"]
+    net.nodes["N2"]._msgid = first[0].message_id
+    net.nodes["N2"].send_up(b"again" * 60, 1, net.now)
+    net.run(net.now + 5000)
+    assert len(net.delivered("G")) == 2
+    assert g.counters["duplicates"] + n1.counters["duplicates"] > dup
+
+
+def test_an_ack_queued_behind_a_dead_relay_goes_when_it_returns():
+    # G - N1 - N2 - N3: the HES's answer for N3 is at N1 when N2 dies for 40 s.
+    # N3 sends nothing until it gets that answer, so nothing new teaches N1 the
+    # way down: N1 keeps the route through N2 and uses it once N2 speaks again.
+    net = _chain(4)
+    net.nodes["N3"].send_up(b"batch", 1, net.now)
+    net.run(net.now + 3000)
+    assert len(net.delivered("G")) == 1
+    net.kill("N2")
+    net.nodes["G"].send_down("N3", b"ack", net.now)
+    net.run(net.now + 40000)
+    assert not net.delivered("N3")
+    net.restart("N2")
+    net.run(net.now + 10000)
+    assert [a.payload for _, _, a in net.delivered("N3")] == [b"ack"]

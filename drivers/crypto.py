@@ -1,17 +1,21 @@
-"""Portable cryptographic primitives for the envelope: AES-CCM (RFC 3610),
-HMAC-SHA256 (RFC 2104) and HKDF-SHA256 (RFC 5869).
+"""Portable cryptographic primitives: AES-CCM (RFC 3610), HMAC-SHA256
+(RFC 2104) and HKDF-SHA256 (RFC 5869), for the uplink envelope
+(``agent.envelope``) and the mesh's link layer (``mesh.secure``) alike: they
+live in ``drivers`` because both may import it (agent -> mesh -> drivers).
 
 Portable. Owns the constructions only, built on an AES block primitive chosen
 at run time (``block_cipher``): ``cryptography`` on CPython, ``cryptolib`` on
-MicroPython boards, the pure-Python ``agent.aes`` elsewhere (the WebAssembly
+MicroPython boards, the pure-Python ``drivers.aes`` elsewhere (the WebAssembly
 port). On CPython ``ccm_seal``/``ccm_open`` use OpenSSL's AES-CCM directly;
 the generic code computes the same bytes (tests compare them). Key material
 never appears in a repr or an exception message. Must not know the envelope's
-header or any device.
+header, the mesh's frames or any device.
 """
 # ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
 
 import hashlib
+
+from drivers import DriverError
 
 try:  # CPython with the `cryptography` package (OpenSSL)
     from cryptography.exceptions import InvalidTag as _InvalidTag
@@ -33,7 +37,7 @@ if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
     from typing import Any
 
 
-class CryptoFailure(Exception):
+class CryptoFailure(DriverError):
     """The tag did not verify (the only error a caller may see; no detail)."""
 
 
@@ -70,7 +74,7 @@ def block_cipher(key: bytes, backend: str = "") -> "object":
         return _OpenSSLBlock(key)
     if backend == "cryptolib" or (not backend and _cryptolib is not None):
         return _CryptolibBlock(key)
-    from agent.aes import AES
+    from drivers.aes import AES
     return AES(key)
 
 

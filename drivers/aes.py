@@ -4,7 +4,7 @@ primitive for MicroPython builds without ``cryptolib`` (the WebAssembly port).
 Portable. Owns only the forward cipher (CCM and CTR never decrypt a block).
 Byte-oriented (no 32-bit tables) so it needs no big integers on 32-bit
 MicroPython. Slow (~ms per block) but exact; CPython uses ``cryptography``
-and devices ``cryptolib`` instead (see ``agent.crypto.block_cipher``).
+and devices ``cryptolib`` instead (see ``drivers.crypto.block_cipher``).
 Must not know about envelopes or keys' meaning.
 """
 
