@@ -10,9 +10,14 @@ batches (verify + decrypt + decode + store; the raw batches committed
 synchronously before the acks exist), on its own connection. The burst's
 batches are dealt to the workers group by group (as a shared subscription
 does), and the clock runs from the workers' common start to the last one's
-end. Two bursts are timed into a fresh database per worker count: hour 1
-(keyframes) and hour 2 (deltas against the codec state another worker may
-have written: the steady state). The SQLite figure is ``bench/hes_ingest.py``'s
+end. Two bursts are timed into a fresh database per worker count, by the
+same worker processes: hour 1 (keyframes) and hour 2 (deltas against the
+codec state the database holds: the steady state). A concentrator's delta
+goes to the worker that took its keyframe, whose cache of parsed codec
+states (``--state-cache``, default: room for every concentrator) then
+spares the parse; ``--other-worker`` deals it to another worker, so that
+every cache misses (a shared subscription spreading a concentrator's
+batches over the workers lies between the two). The SQLite figure is ``bench/hes_ingest.py``'s
 bulk path (one writer, ``--sqlite-decoders`` decode processes) on the same
 batches, which are made (or read from ``--cache``) by that script's generator.
 
