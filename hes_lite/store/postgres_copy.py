@@ -25,7 +25,9 @@ Must not know SQL beyond the column lists, nor connections.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
+from typing import Any
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -133,7 +135,7 @@ class _ReadingShape:
     """One meter-hour of a shape as readings rows: the packer and the
     argument template (field counts, lengths and OBIS ids filled in)."""
 
-    __slots__ = ("pack", "args", "ni", "nf", "nn", "fbase", "nbase")
+    __slots__ = ("pack", "args", "ni", "nf", "nn", "fbase", "nbase", "ints", "floats")
 
     # per reading: 5 fields, int4 meter id, int2 OBIS id, int8 ts, then
     # i and f: (8, int, -1) | (-1, 8, float) | (-1, -1)
@@ -142,6 +144,8 @@ class _ReadingShape:
         fo = [o for o, k in zip(oids, kinds, strict=True) if k is float]
         no = [o for o, k in zip(oids, kinds, strict=True) if k is not int and k is not float]
         self.ni, self.nf, self.nn = len(io), len(fo), len(no)
+        self.ints = _getter([i for i, k in enumerate(kinds) if k is int])
+        self.floats = _getter([i for i, k in enumerate(kinds) if k is float])
         fmt = ">" + "hiiihiqiqi" * self.ni + "hiiihiqiid" * self.nf + "hiiihiqii" * self.nn
         self.pack = struct.Struct(fmt).pack
         args: list[int | float] = []
@@ -154,6 +158,14 @@ class _ReadingShape:
         self.args = args
         self.fbase = 10 * self.ni
         self.nbase = 10 * (self.ni + self.nf)
+
+
+def _getter(idx: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at ``idx`` as a tuple (``itemgetter``'s, one index included)."""
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda v: (v[i],)
+    return itemgetter(*idx)
 
 
 class ReadingRows:
@@ -180,9 +192,9 @@ class ReadingRows:
         a[2:10 * n:10] = [meter_id] * n
         a[6:10 * n:10] = [ts] * n
         if shape.ni:
-            a[8:shape.fbase:10] = [v for v in values if type(v) is int]
+            a[8:shape.fbase:10] = shape.ints(values)
         if shape.nf:
-            a[shape.fbase + 9:shape.nbase:10] = [v for v in values if type(v) is float]
+            a[shape.fbase + 9:shape.nbase:10] = shape.floats(values)
         if shape.nn:
             a[shape.nbase + 2::9] = [meter_id] * shape.nn
             a[shape.nbase + 6::9] = [ts] * shape.nn
