@@ -161,7 +161,9 @@ class _ReadingShape:
 
 
 def _getter(idx: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """The values at ``idx`` as a tuple (``itemgetter``'s, one index included)."""
+    """The values at ``idx`` as a tuple (``itemgetter``'s, one index or none included)."""
+    if not idx:
+        return lambda v: ()
     if len(idx) == 1:
         i = idx[0]
         return lambda v: (v[i],)
