@@ -10,9 +10,14 @@ batches (verify + decrypt + decode + store; the raw batches committed
 synchronously before the acks exist), on its own connection. The burst's
 batches are dealt to the workers group by group (as a shared subscription
 does), and the clock runs from the workers' common start to the last one's
-end. Two bursts are timed into a fresh database per worker count: hour 1
-(keyframes) and hour 2 (deltas against the codec state another worker may
-have written: the steady state). The SQLite figure is ``bench/hes_ingest.py``'s
+end. Two bursts are timed into a fresh database per worker count, by the
+same worker processes: hour 1 (keyframes) and hour 2 (deltas against the
+codec state the database holds: the steady state). A concentrator's delta
+goes to the worker that took its keyframe, whose cache of parsed codec
+states (``--state-cache``, default: room for every concentrator) then
+spares the parse; ``--other-worker`` deals it to another worker, so that
+every cache misses (a shared subscription spreading a concentrator's
+batches over the workers lies between the two). The SQLite figure is ``bench/hes_ingest.py``'s
 bulk path (one writer, ``--sqlite-decoders`` decode processes) on the same
 batches, which are made (or read from ``--cache``) by that script's generator.
 
@@ -52,20 +57,22 @@ PG_SETTINGS = {"shared_buffers": "'1GB'", "max_wal_size": "'8GB'", "wal_buffers"
                "checkpoint_timeout": "'30min'", "synchronous_commit": "on"}
 
 
-def worker(url: str, groups: list[list[bytes]], ready: Any, go: Any, out: Any,
-           leave: Any) -> None:
-    """One HES worker: its share of the burst, group by group."""
+def worker(url: str, bursts: list[list[list[bytes]]], ready: Any, go: list[Any], out: Any,
+           leave: Any, cache: int) -> None:
+    """One HES worker (one process for every burst, as a serve worker lives
+    on): its share of each burst, group by group."""
     store = open_store(url)
-    ing = Ingestor(store)
+    ing = Ingestor(store, state_cache=cache)
     (backend,) = store._query("SELECT pg_backend_pid()")[0]  # type: ignore[attr-defined]
-    ready.wait()
-    go.wait()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for g in groups:
-        acks = ing.submit_many([(e, None, None) for e in g])
-        bad = [a for a in acks if not isinstance(a, Ack) or a.status != "accepted"]
-        assert not bad, bad[:3]
-    out.put((t0, time.perf_counter(), time.process_time() - c0, int(backend)))
+    for groups, start in zip(bursts, go, strict=True):
+        ready.wait()
+        start.wait()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for g in groups:
+            acks = ing.submit_many([(e, None, None) for e in g])
+            bad = [a for a in acks if not isinstance(a, Ack) or a.status != "accepted"]
+            assert not bad, bad[:3]
+        out.put((t0, time.perf_counter(), time.process_time() - c0, int(backend)))
     leave.wait()
     store.close()
 
@@ -90,29 +97,41 @@ def cluster_cpu(pg: Any) -> float | None:
     return total
 
 
-def burst(url: str, envs: list[bytes], n: int, group: int, pg: Any) -> dict[str, Any]:
-    """``envs`` dealt in groups to ``n`` worker processes; wall and CPU."""
+def bursts(url: str, burst_envs: list[list[bytes]], n: int, group: int, pg: Any,
+           cache: int, turn: int = 0) -> list[dict[str, Any]]:
+    """Each burst's ``envs`` dealt in groups to the same ``n`` worker
+    processes (group i to worker i mod n; from the second burst on to
+    worker (i + turn) mod n); per burst, wall and CPU."""
     ctx = multiprocessing.get_context("spawn")
-    groups = [envs[i:i + group] for i in range(0, len(envs), group)]
-    shares = [groups[k::n] for k in range(n)]
-    ready, go, leave = ctx.Barrier(n + 1), ctx.Event(), ctx.Event()
+    shares: list[list[list[list[bytes]]]] = [[] for _ in range(n)]
+    for b, envs in enumerate(burst_envs):
+        groups = [envs[i:i + group] for i in range(0, len(envs), group)]
+        t = turn if b else 0
+        for k in range(n):
+            shares[k].append(groups[(k - t) % n::n])
+    ready, leave = ctx.Barrier(n + 1), ctx.Event()
+    go = [ctx.Event() for _ in burst_envs]
     out = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(url, s, ready, go, out, leave)) for s in shares]
+    procs = [ctx.Process(target=worker, args=(url, s, ready, go, out, leave, cache))
+             for s in shares]
     for p in procs:
         p.start()
-    ready.wait()
-    server0 = cluster_cpu(pg)
-    go.set()
-    done = [out.get(timeout=3600) for _ in procs]
-    server1 = cluster_cpu(pg)
+    docs = []
+    for start in go:
+        ready.wait()
+        server0 = cluster_cpu(pg)
+        start.set()
+        done = [out.get(timeout=3600) for _ in procs]
+        server1 = cluster_cpu(pg)
+        wall = max(d[1] for d in done) - min(d[0] for d in done)
+        cpu = sum(d[2] for d in done)
+        server = None if server0 is None or server1 is None else server1 - server0
+        docs.append({"s": wall, "worker_cpu_s": cpu, "server_cpu_s": server})
     leave.set()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0, p.exitcode
-    wall = max(d[1] for d in done) - min(d[0] for d in done)
-    cpu = sum(d[2] for d in done)
-    server = None if server0 is None or server1 is None else server1 - server0
-    return {"s": wall, "worker_cpu_s": cpu, "server_cpu_s": server}
+    return docs
 
 
 def pg_runs(args: argparse.Namespace, pairs: list[tuple[bytes, bytes]], admin_url: str,
@@ -130,8 +149,11 @@ def pg_runs(args: argparse.Namespace, pairs: list[tuple[bytes, bytes]], admin_ur
             url = admin_url.rsplit("/", 1)[0] + "/" + name
             store = open_store(url)
             store.add_keys([("conc-%05d" % c, 0, hes_ingest.KEY) for c in range(n)], 0.0)
-            key = burst(url, [p[0] for p in pairs], workers, args.group, pg)
-            delta = burst(url, [p[1] for p in pairs], workers, args.group, pg)
+            # the same worker processes take both bursts: their state caches
+            # fill with the states they advance in the keyframe burst
+            key, delta = bursts(url, [[p[0] for p in pairs], [p[1] for p in pairs]], workers,
+                                args.group, pg, args.state_cache,
+                                1 if args.other_worker else 0)
             counts = store.counts()
             assert counts["readings"] == 2 * readings, counts
             assert store.backlog() == []
@@ -198,6 +220,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "concentrators": n, "meters_per_batch": args.meters, "values_per_meter": args.values,
         "readings_per_burst": n * args.meters * args.values, "group": args.group,
         "repeats": args.repeat, "generate_s": round(time.perf_counter() - t, 1),
+        "state_cache": args.state_cache,
+        "delta_batches_to": "another worker than the keyframe's" if args.other_worker else
+        "the keyframe's worker",
         "cpus": os.cpu_count(),
     }
     pg = None
@@ -238,11 +263,19 @@ def main() -> None:
     p.add_argument("--no-sqlite", action="store_true", help="skip the SQLite figure")
     p.add_argument("--sqlite-decoders", type=int, default=2,
                    help="decode processes of the SQLite bulk path (bench/hes_ingest.py)")
+    p.add_argument("--state-cache", type=int, default=None,
+                   help="parsed codec states each worker keeps (default: --concentrators; "
+                        "0: none)")
+    p.add_argument("--other-worker", action="store_true",
+                   help="deal each delta to another worker than its keyframe (every state "
+                        "cache misses, as when a shared subscription spreads a concentrator)")
     p.add_argument("--gen-workers", type=int, default=2)
     p.add_argument("--export-rows", type=int, default=100_000)
     p.add_argument("--cache", metavar="FILE", help="keep/reuse the generated batches here")
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
+    if args.state_cache is None:
+        args.state_cache = args.concentrators
     with tempfile.TemporaryDirectory(prefix="hes-scale-", dir=args.workdir) as work:
         args.workdir = work
         print(json.dumps(run(args), indent=2))

@@ -36,7 +36,14 @@ from dataclasses import dataclass
 # The ack document is the uplink's wire format: one definition for both ends.
 from agent.transport import Ack as Ack
 from hes_lite import HesError, wire
-from hes_lite.ingest_decode import Run, RunResult, decode_runs, plaintexts, replay_chain
+from hes_lite.ingest_decode import (
+    Run,
+    RunResult,
+    StateCache,
+    decode_runs,
+    plaintexts,
+    replay_chain,
+)
 from hes_lite.store import (
     DecodedBatch,
     KeyRecord,
@@ -47,6 +54,7 @@ from hes_lite.store import (
 )
 
 log = logging.getLogger("hes_lite.ingest")
+STATE_CACHE = 1024   # parsed codec states an Ingestor keeps (~130 KB each for 64 meters)
 
 
 class Rejected(HesError):
@@ -73,9 +81,13 @@ Item = tuple[bytes, str | None, int | None]  # envelope, device from URL, seq fr
 
 
 class Ingestor:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time,
+                 state_cache: int = STATE_CACHE) -> None:
+        """``state_cache``: how many concentrators' parsed codec states this
+        process keeps (``StateCache``; 0: parse the stored state per batch)."""
         self.store = store
         self.clock = clock
+        self.states = StateCache(state_cache)
         self._lock = threading.Lock()
         self._backlog: set[str] = set(store.backlog())
 
@@ -96,7 +108,7 @@ class Ingestor:
     def _submit_many(self, items: Sequence[Item]) -> list[Ack | Rejected]:
         results, fresh = self._admit(items)
         if fresh:
-            waiting = self._finish([decode_runs(self._runs(fresh))], fresh)
+            waiting = self._finish([decode_runs(self._runs(fresh), self.states)], fresh)
             for i, r in enumerate(results):
                 if isinstance(r, Ack) and r.device in waiting and r.status == "accepted":
                     results[i] = Ack(r.device, r.seq, r.status, r.server_time, True)
@@ -319,7 +331,7 @@ class Ingestor:
         for _ in range(CONFLICT_ROUNDS):
             held = self.store.codec_state(device)
             run = plaintexts(self.store, device, self.store.pending(device))
-            ((_, base, done, wait, failed),) = decode_runs([(device, run, held)])
+            ((_, base, done, wait, failed),) = decode_runs([(device, run, held)], self.states)
             if wait and held is not None and min(wait) < held[0]:
                 more, wait = replay_chain(self.store, device, wait, held[0])
                 done += more

@@ -59,6 +59,7 @@ class Decoded:
     codec_state: bytes | None = None
     units: dict[str, str] = field(default_factory=dict)
     results: list[CycleResult] = field(default_factory=list)
+    state: batch.CodecState | None = field(default=None, repr=False)  # parsed codec state after
 
 
 def header(sealed: bytes, kind: int = envelope.KIND_BATCH) -> Header:
@@ -150,13 +151,17 @@ def is_keyframe(plaintext: bytes) -> bool:
         return False
 
 
-def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
+def decode(plaintext: bytes, codec_state: bytes | None,
+           parsed: batch.CodecState | None = None) -> Decoded:
     """Batch → columnar rows and events, plus the codec state after it (None
     when the batch is older than the state held: the state does not move
     back). Raises NeedState (a delta against a state not held) or
-    WireError(bad_batch)."""
+    WireError(bad_batch). ``parsed``: ``codec_state`` already parsed (by a
+    cache that holds it for exactly these bytes), used instead of parsing
+    them and advanced in place; ``Decoded.state`` is the state after."""
     try:
-        base = batch.CodecState.from_bytes(codec_state) if codec_state else None
+        base = parsed if parsed is not None else \
+            batch.CodecState.from_bytes(codec_state) if codec_state else None
     except batch.BatchError:
         base = None  # a damaged stored state: only a keyframe decodes now
     try:
@@ -175,6 +180,12 @@ def decode(plaintext: bytes, codec_state: bytes | None) -> Decoded:
         st = base if base is not None and not b.keyframe else batch.CodecState(b.device)
         st.advance(b)
         out.codec_state = bytes(st.to_bytes())
+        # as if loaded from these bytes: its digest (checked by the next
+        # delta) is then hashed from them, not serialized again
+        st._source = out.codec_state
+        out.state = st
+    else:
+        out.state = base
     seen: dict[tuple[str, ...], tuple[str, ...]] = {}
     rows = out.rows
     for meter, ts, values in b.readings:

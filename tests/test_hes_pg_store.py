@@ -2,7 +2,8 @@
 refused, a failed step leaves the previous version whole, workers that start
 together migrate once), monthly partitions made ahead of need and detached
 for retention, values kept exactly (int64, floats, empty cells) through the
-binary COPY staging rows, and the compare-and-set of replay windows and
+binary COPY rows (staging and direct), a group with readings already stored
+merged once, and the compare-and-set of replay windows and
 codec states."""
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from hypothesis import strategies as st
 
 from hes_lite.store import DecodedBatch, RawBatch, StoreConflict, StoreError, open_store
 from hes_lite.store import postgres_schema as schema
-from hes_lite.store.postgres_copy import COLUMNS, STAGING_DDL, StagingRows
+from hes_lite.store.postgres_copy import (
+    COLUMNS,
+    READING_COLUMNS,
+    STAGING_DDL,
+    ReadingRows,
+    StagingRows,
+)
 
 JUNE = 1780272000          # 2026-06-01T00:00Z
 AUGUST = JUNE + 61 * 86400  # 2026-08-01T00:00Z
@@ -122,22 +129,30 @@ cells = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1),
                   st.floats(allow_nan=False, width=64))
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(st.integers(1, 2**31 - 1), st.integers(-(1 << 62), 1 << 62),
                                st.lists(cells, max_size=40)), max_size=20))
-def test_staging_rows_round_trip_through_copy(pg_url, rows):
-    """Whatever cells a row holds, the COPY bytes give them back exactly
-    (PostgreSQL itself parses them)."""
-    enc = StagingRows()
+def test_copy_rows_round_trip(pg_url, rows):
+    """Whatever cells a row holds, both COPY encodings give them back exactly
+    (PostgreSQL itself parses them): the staging rows (values by kind in
+    arrays) and the readings rows of the direct COPY (one per reading)."""
+    staged, direct = StagingRows(), ReadingRows()
     for mid, ts, values in rows:
-        enc.add(mid, ts, tuple(range(1, len(values) + 1)), values)
+        staged.add(mid, ts, tuple(range(1, len(values) + 1)), values)
+        direct.add(mid, ts, tuple(range(1, len(values) + 1)), values)
     with psycopg.connect(pg_url, autocommit=True) as c:
         c.execute(STAGING_DDL)
+        c.execute("CREATE TEMP TABLE r_in (meter_id integer, obis_id smallint, ts bigint, "
+                  "i bigint, f double precision)")
         with c.transaction():
             with c.cursor().copy(f"COPY readings_in ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(enc.data())
+                cp.write(staged.data())
             got = c.execute(f"SELECT {COLUMNS} FROM readings_in").fetchall()
+        with c.cursor().copy(f"COPY r_in ({READING_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(direct.data())
+        got_direct = sorted(c.execute(f"SELECT {READING_COLUMNS} FROM r_in").fetchall(),
+                            key=lambda r: (r[0], r[2], r[1]))
     want = []
     for mid, ts, values in rows:
         ids = range(1, len(values) + 1)
@@ -147,6 +162,24 @@ def test_staging_rows_round_trip_through_copy(pg_url, rows):
                      [v for v in values if type(v) is float],
                      [o for o, v in zip(ids, values, strict=True) if v is None]))
     assert got == want
+    want_direct = sorted(((mid, o, ts, v if type(v) is int else None,
+                           v if type(v) is float else None)
+                          for mid, ts, values in rows for o, v in enumerate(values, 1)),
+                         key=lambda r: (r[0], r[2], r[1]))
+    assert got_direct == want_direct and direct.rows == len(want_direct)
+
+
+def test_a_group_with_readings_already_stored_merges_once(pg_url):
+    """The direct COPY meets a stored reading: the group goes the merging way,
+    the new readings stored and counted once, the stored ones left as they were."""
+    s = open_store(pg_url)
+    s.store_raw([RawBatch("c", n, b"x", 1.0, 0) for n in (1, 2)])
+    s.apply([DecodedBatch("c", 1, [("m", JUNE, (E,), [1])])])
+    s.apply([DecodedBatch("c", 2, [("m", JUNE, (E,), [99]), ("m", JUNE + 3600, (E,), [2]),
+                                   ("n", AUGUST, (E,), [3])])])
+    assert list(s.rows()) == [("m", JUNE, {E: 1}), ("m", JUNE + 3600, {E: 2}),
+                              ("n", AUGUST, {E: 3})]
+    assert s.counts()["readings"] == 3
 
 
 def test_stale_replay_window_refused_and_nothing_stored(db_url):

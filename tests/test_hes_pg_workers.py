@@ -180,3 +180,29 @@ def test_http_uploads_through_two_serve_workers(pg_url, tmp_path):
             p.wait(15)
         log.close()
     settled(store, devices, 4)
+
+
+def test_a_cached_codec_state_is_used_only_while_it_is_the_stored_one(db_url):
+    """Each worker keeps the parsed states it advanced. A and B take turns
+    with consecutive batches of one concentrator: each one's cached state is
+    then one the other has moved past — never used (a miss: the stored bytes
+    are parsed). A worker that gets the next batch of its own state uses it
+    (a hit). Every reading once, the state at the last batch."""
+    (sa, _), (a, b) = workers(db_url, 2, ["c"])
+    batches = chain("c", 6)
+    hits: list[tuple[str, int, bool]] = []
+    for name, ing in (("a", a), ("b", b)):
+        take = ing.states.take
+
+        def spy(device, data, take=take, name=name):
+            got = take(device, data)
+            hits.append((name, sa.codec_state(device)[0], got is not None))
+            return got
+        ing.states.take = spy
+    for h, ing in zip(range(1, 7), (a, b, a, b, b, a), strict=True):
+        assert ing.submit(batches[h]).status == "accepted"
+    # (seq 1 is a keyframe decoded from no state: nothing taken)
+    assert hits == [("b", 1, False), ("a", 2, False), ("b", 3, False),
+                    ("b", 4, True), ("a", 5, False)]
+    settled(sa, ["c"], 6)
+    assert len(a.states) == len(b.states) == 1

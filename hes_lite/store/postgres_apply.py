@@ -1,14 +1,17 @@
 """The PostgreSQL store's merge of decoded batches: readings, events, cycle
 results, codec states and the "decoded" marks in one transaction.
 
-Readings go through a binary ``COPY`` into the connection's temporary
-staging table (``postgres_copy``) and from there into ``readings``. The
-merge is idempotent — ``INSERT … SELECT … ON CONFLICT DO NOTHING`` keyed
-``(meter, obis, ts)`` — and runs as a plain ``INSERT`` first inside a
-savepoint: when no reading of the group exists yet (the steady state: an
-hour nobody has sent before) that is half the work, and a unique violation
-(a resent reading, or another worker's) rolls back to the savepoint and
-runs the ``ON CONFLICT`` form. Either way the outcome is the same rows.
+Readings go by binary ``COPY`` straight into their month's partition,
+inside a savepoint: when no reading of the group exists yet (the steady
+state: an hour nobody has sent before) that is all the server does. Before
+it the transaction locks the ``readings`` parent (so a concurrent DETACH
+waits for this commit) and checks that the partitions are attached. A
+unique violation (a resent reading, or another worker's) or a partition not
+attached rolls back to the savepoint, and the rows go the general way: a
+binary ``COPY`` into the connection's temporary staging table
+(``postgres_copy``) and ``INSERT … SELECT … ON CONFLICT DO NOTHING`` keyed
+``(meter, obis, ts)`` into ``readings``. Either way the outcome is the
+same rows.
 
 Codec states are compare-and-set: with ``bases`` the transaction takes an
 advisory lock per concentrator (in id order, so workers cannot deadlock on
@@ -25,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from hes_lite.store import Applied, Cell, DecodedBatch, StoreError
 from hes_lite.store import postgres_schema as schema
-from hes_lite.store.postgres_copy import COLUMNS, CopyError, StagingRows
+from hes_lite.store.postgres_copy import (
+    COLUMNS,
+    READING_COLUMNS,
+    CopyError,
+    ReadingRows,
+    StagingRows,
+)
 
 LOCK_CODEC = 0x68657303   # pg_advisory_xact_lock(LOCK_CODEC, concentrator id)
 
@@ -36,8 +45,11 @@ _SELECT = (
     "unnest(s.fo, s.fv) AS u(o, v) "
     "UNION ALL SELECT s.meter_id, s.ts, u.o, NULL, NULL FROM readings_in s, "
     "unnest(s.no) AS u(o)")
-MERGE_FAST = "INSERT INTO readings (meter_id, ts, obis_id, i, f) " + _SELECT
-MERGE = MERGE_FAST + " ON CONFLICT DO NOTHING"
+MERGE = "INSERT INTO readings (meter_id, ts, obis_id, i, f) " + _SELECT + \
+    " ON CONFLICT DO NOTHING"
+ATTACHED = ("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'readings'::regclass AND NOT i.inhdetachpending "
+            "AND c.relname = ANY(%s)")
 
 
 class PostgresApply:
@@ -173,8 +185,8 @@ class PostgresApply:
 
     # -- the merges ------------------------------------------------------------------
     def _merge_readings(self, c: Any, decoded: Sequence[DecodedBatch]) -> int:
-        """COPY the rows into staging, merge into readings; returns how many
-        readings were new."""
+        """COPY the rows into their partitions (or, when that does not go
+        through, into staging and merge); returns how many readings were new."""
         shapes: dict[tuple[str, ...], tuple[int, ...]] = {}
         units: dict[str, str] = {}
         for d in decoded:
@@ -189,27 +201,52 @@ class PostgresApply:
         for codes in shapes:
             shapes[codes] = tuple(ids[o] for o in codes)
         meter_ids = self._meter_ids
-        staging = StagingRows()
+        by_month: dict[int, ReadingRows] = {}
+        month_of: dict[int, int] = {}
         try:
             for d in decoded:
                 for meter, ts, codes, values in d.rows:
                     if len(values) != len(codes):
                         raise StoreError("a row's values and OBIS codes differ in number",
                                          meter=meter)
-                    staging.add(meter_ids[meter], ts, shapes[codes], values)
+                    month = month_of.get(ts)
+                    if month is None:
+                        month = month_of[ts] = schema.month_of(ts)
+                    rows = by_month.get(month)
+                    if rows is None:
+                        rows = by_month[month] = ReadingRows()
+                    rows.add(meter_ids[meter], ts, shapes[codes], values)
         except CopyError as e:
             raise StoreError(str(e)) from None
+        new = self._copy_direct(c, by_month)
+        if new is not None:
+            return new
+        staging = StagingRows()
+        for d in decoded:
+            for meter, ts, codes, values in d.rows:
+                staging.add(meter_ids[meter], ts, shapes[codes], values)
         with c.cursor().copy(f"COPY readings_in ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
             cp.write(staging.data())
-        return self._insert_staged(c)
+        return int(c.execute(MERGE).rowcount)
 
-    def _insert_staged(self, c: Any) -> int:
+    def _copy_direct(self, c: Any, by_month: dict[int, ReadingRows]) -> int | None:
+        """COPY each month's rows into its partition in a savepoint; None
+        (rolled back) on a reading already stored or a partition not attached."""
         import psycopg
+        months = sorted(by_month)
+        names = [schema.partition_name(m) for m in months]
         try:
             with c.transaction():   # a savepoint
-                return int(c.execute(MERGE_FAST).rowcount)
-        except psycopg.errors.UniqueViolation:
-            return int(c.execute(MERGE).rowcount)
+                c.execute("LOCK TABLE ONLY readings IN ROW EXCLUSIVE MODE")
+                if c.execute(ATTACHED, (names,)).fetchone()[0] != len(names):
+                    raise _NotAttached
+                for month, name in zip(months, names, strict=True):
+                    with c.cursor().copy(f"COPY {name} ({READING_COLUMNS}) FROM STDIN "
+                                         "(FORMAT BINARY)") as cp:
+                        cp.write(by_month[month].data())
+        except (psycopg.errors.UniqueViolation, _NotAttached):
+            return None
+        return sum(r.rows for r in by_month.values())
 
     def _insert_events(self, c: Any, decoded: Sequence[DecodedBatch]) -> int:
         ev = [(self._meter_ids[m], ts, code, name) for d in decoded for m, ts, code, name
@@ -253,6 +290,10 @@ class PostgresApply:
                   "unnest(%s::int[], %s::bigint[], %s::bytea[]) ON CONFLICT (concentrator_id) "
                   "DO UPDATE SET seq = excluded.seq, state = excluded.state",
                   (ids, [states[i][0] for i in ids], [states[i][1] for i in ids]))
+
+
+class _NotAttached(Exception):
+    """A month's partition is not (or no longer) attached to ``readings``."""
 
 
 def value_of(i: int | None, f: float | None) -> Cell:

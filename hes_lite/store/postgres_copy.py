@@ -11,14 +11,23 @@ element has the same size:
 ``io``/``iv`` are the OBIS ids and values of the integer cells, ``fo``/``fv``
 those of the float cells, ``no`` the ids of empty cells. The id arrays
 depend only on the row's shape (its OBIS ids and which cell is which kind),
-so they are made once per shape. Must not know SQL beyond the column list,
-nor connections.
+so they are made once per shape.
+
+``ReadingRows`` writes the rows of ``readings`` itself (one per reading:
+``meter_id int4 | obis_id int2 | ts int8 | i int8 | f float8``), for the
+direct ``COPY`` into a month's partition (the steady state: nothing there
+yet). A meter-hour is one ``struct`` call: per shape the readings are laid
+out ints first, then floats, then empty cells, so the row's meter id, time
+and values go into the argument list by three or four slice assignments.
+Must not know SQL beyond the column lists, nor connections.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
+from typing import Any
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -26,6 +35,8 @@ COLUMNS = "meter_id, ts, io, iv, fo, fv, no"
 STAGING_DDL = ("CREATE TEMP TABLE IF NOT EXISTS readings_in (meter_id integer, ts bigint, "
                "io smallint[], iv bigint[], fo smallint[], fv double precision[], "
                "no smallint[]) ON COMMIT DELETE ROWS")
+
+READING_COLUMNS = "meter_id, obis_id, ts, i, f"
 
 INT2, INT8, FLOAT8 = 21, 20, 701   # pg_type oids
 _HEAD = struct.Struct(">hiiiq")      # 7 fields, int4 meter id, int8 ts
@@ -115,6 +126,86 @@ class StagingRows:
                                           Sequence[int | float | None]]]) -> None:
         for r in rows:
             self.add(*r)
+
+    def data(self) -> bytes:
+        return b"".join(self._parts) + TRAILER
+
+
+class _ReadingShape:
+    """One meter-hour of a shape as readings rows: the packer and the
+    argument template (field counts, lengths and OBIS ids filled in)."""
+
+    __slots__ = ("pack", "args", "ni", "nf", "nn", "fbase", "nbase", "ints", "floats")
+
+    # per reading: 5 fields, int4 meter id, int2 OBIS id, int8 ts, then
+    # i and f: (8, int, -1) | (-1, 8, float) | (-1, -1)
+    def __init__(self, oids: tuple[int, ...], kinds: tuple[type, ...]) -> None:
+        io = [o for o, k in zip(oids, kinds, strict=True) if k is int]
+        fo = [o for o, k in zip(oids, kinds, strict=True) if k is float]
+        no = [o for o, k in zip(oids, kinds, strict=True) if k is not int and k is not float]
+        self.ni, self.nf, self.nn = len(io), len(fo), len(no)
+        self.ints = _getter([i for i, k in enumerate(kinds) if k is int])
+        self.floats = _getter([i for i, k in enumerate(kinds) if k is float])
+        fmt = ">" + "hiiihiqiqi" * self.ni + "hiiihiqiid" * self.nf + "hiiihiqii" * self.nn
+        self.pack = struct.Struct(fmt).pack
+        args: list[int | float] = []
+        for o in io:
+            args += [5, 4, 0, 2, o, 8, 0, 8, 0, -1]
+        for o in fo:
+            args += [5, 4, 0, 2, o, 8, 0, -1, 8, 0.0]
+        for o in no:
+            args += [5, 4, 0, 2, o, 8, 0, -1, -1]
+        self.args = args
+        self.fbase = 10 * self.ni
+        self.nbase = 10 * (self.ni + self.nf)
+
+
+def _getter(idx: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at ``idx`` as a tuple (``itemgetter``'s, one index or none included)."""
+    if not idx:
+        return lambda v: ()
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda v: (v[i],)
+    return itemgetter(*idx)
+
+
+class ReadingRows:
+    """Builds the COPY data of ``readings`` rows from meter-hours:
+    ``add(meter_id, ts, oids, values)`` then ``data()``."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[tuple[tuple[int, ...], tuple[type, ...]], _ReadingShape] = {}
+        self._parts: list[bytes] = [SIGNATURE]
+        self.rows = 0
+
+    def add(self, meter_id: int, ts: int, oids: tuple[int, ...],
+            values: Sequence[int | float | None]) -> None:
+        kinds = tuple(map(type, values))
+        shape = self._shapes.get((oids, kinds))
+        if shape is None:
+            if any(k is bool for k in kinds):     # bools are ints to the store
+                self.add(meter_id, ts, oids, [int(v) if type(v) is bool else v
+                                              for v in values])
+                return
+            shape = self._shapes[(oids, kinds)] = _ReadingShape(oids, kinds)
+        a = shape.args[:]
+        n = shape.ni + shape.nf
+        a[2:10 * n:10] = [meter_id] * n
+        a[6:10 * n:10] = [ts] * n
+        if shape.ni:
+            a[8:shape.fbase:10] = shape.ints(values)
+        if shape.nf:
+            a[shape.fbase + 9:shape.nbase:10] = shape.floats(values)
+        if shape.nn:
+            a[shape.nbase + 2::9] = [meter_id] * shape.nn
+            a[shape.nbase + 6::9] = [ts] * shape.nn
+        try:
+            self._parts.append(shape.pack(*a))
+        except struct.error:
+            raise CopyError("an integer reading beyond 64 bits: meter id %d, ts %d"
+                            % (meter_id, ts)) from None
+        self.rows += len(values)
 
     def data(self) -> bytes:
         return b"".join(self._parts) + TRAILER
