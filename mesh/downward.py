@@ -7,7 +7,8 @@ Must not know what travels down. Portable (MicroPython).
 
 Table: origin address -> (neighbour it came through, tick last seen). An
 entry expires ``ttl_ms`` after the last uplink from that origin; at
-``capacity`` the least recently refreshed entry gives way. A neighbour that
+``capacity`` the least recently refreshed entry gives way (a scan, only when
+full). A neighbour that
 dies takes every route through it away (``forget_via``).
 """
 
@@ -24,10 +25,18 @@ class DownwardRoutes:
 
     def learn(self, origin, via, now_ms):
         """An uplink packet from ``origin`` arrived from neighbour ``via``."""
-        if origin in self._routes:
-            del self._routes[origin]  # re-insert: dicts keep insertion order
-        elif len(self._routes) >= self.capacity:
-            oldest = next(iter(self._routes))
+        r = self._routes.get(origin)
+        if r is not None:
+            r[0] = via
+            r[1] = now_ms
+            return
+        if len(self._routes) >= self.capacity:
+            # The stalest entry gives way. Found by its tick, not by dict order:
+            # MicroPython's dict does not keep insertion order across deletions.
+            oldest = None
+            for o, e in self._routes.items():
+                if oldest is None or ticks_diff(e[1], self._routes[oldest][1]) < 0:
+                    oldest = o
             del self._routes[oldest]
             self.evicted += 1
         self._routes[origin] = [via, now_ms]

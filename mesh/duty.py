@@ -60,14 +60,21 @@ class DutyCycleBudget:
     def __init__(self, subbands=EU868_SUBBANDS, window_ms=HOUR_MS):
         self.subbands = subbands
         self.window_ms = window_ms
-        self._log = {}                     # band name -> [(start tick, toa ms)]
+        self._log = {}                     # band name -> [(start tick, toa ms)], time order
+        self._sum = {}                     # band name -> total toa in the log
+        self._bands = {}                   # channel -> band (cache)
         for band in subbands:
             self._log[band[0]] = []
+            self._sum[band[0]] = 0
 
     def band(self, channel):
         """The sub-band tuple holding ``channel`` (Hz); MeshLocalError if none."""
+        b = self._bands.get(channel)
+        if b is not None:
+            return b
         for band in self.subbands:
             if band[1] <= channel <= band[2]:
+                self._bands[channel] = band
                 return band
         raise MeshLocalError("channel outside every duty-cycle sub-band",
                              reason="channel", channel=channel)
@@ -80,22 +87,24 @@ class DutyCycleBudget:
         """Air time of transmissions overlapping the window ending at ``now``."""
         name = self.band(channel)[0]
         self._prune(name, now_ms)
-        return self._counted(name, now_ms, 0)
+        return self._counted_at(name, now_ms, 0, 0)
 
     def can_send(self, channel, toa_ms, now_ms):
         band = self.band(channel)
         limit = self.window_ms * band[3] // 1000
         self._prune(band[0], now_ms)
-        return self._counted(band[0], now_ms, toa_ms) + toa_ms <= limit
+        return self._counted_at(band[0], now_ms, 0, toa_ms) + toa_ms <= limit
 
     def record(self, channel, toa_ms, now_ms):
         """Charge a transmission that starts at ``now_ms`` (whether or not
-        ``can_send`` was asked: a node that records more is only deferred more)."""
+        ``can_send`` was asked: a node that records more is only deferred more).
+        Calls come in time order (a radio's transmissions)."""
         if toa_ms < 0:
             raise MeshLocalError("negative air time", reason="toa", toa=toa_ms)
         name = self.band(channel)[0]
         self._prune(name, now_ms)
         self._log[name].append((now_ms & _MASK, toa_ms))
+        self._sum[name] += toa_ms
 
     def reserve(self, channel, toa_ms, now_ms):
         """``record`` if allowed, else raise MeshBusy with ``retry_at`` (tick)."""
@@ -117,15 +126,22 @@ class DutyCycleBudget:
                                  reason="toa", toa=toa_ms, budget=limit)
         name = band[0]
         self._prune(name, now_ms)
-        wait = 0
-        if self._counted(name, now_ms, toa_ms) + toa_ms <= limit:
+        if self._counted_at(name, now_ms, 0, toa_ms) + toa_ms <= limit:
             return now_ms & _MASK
-        # A record leaves the count once it ends before t + toa - window,
-        # i.e. from t = end + window - toa on: try those instants in order.
-        for e in sorted(ticks_diff(s, now_ms) + d for (s, d) in self._log[name]):
-            wait = e + self.window_ms - toa_ms
-            if wait > 0 and self._counted_at(name, now_ms, wait, toa_ms) + toa_ms <= limit:
+        # can_send at t excludes the longest prefix of the log (time order)
+        # whose records all end by t + toa - window: find the first prefix
+        # whose air time brings the rest within the budget.
+        need = self._sum[name] - (limit - toa_ms)
+        acc = 0
+        last_end = None
+        for (s, d) in self._log[name]:
+            e = ticks_diff(s, now_ms) + d
+            if last_end is None or e > last_end:
+                last_end = e
+            acc += d
+            if acc >= need:
                 break
+        wait = last_end + self.window_ms - toa_ms
         return ticks_add(now_ms, max(wait, 0))
 
     def remaining(self, channel, now_ms):
@@ -140,21 +156,33 @@ class DutyCycleBudget:
         used = self.used_ms(channel, now_ms)
         return max(0, limit - used) * 255 // limit if limit else 0
 
-    def _counted(self, name, now_ms, toa_ms):
-        return self._counted_at(name, now_ms, 0, toa_ms)
-
     def _counted_at(self, name, now_ms, later_ms, toa_ms):
-        """Air time of records ending after now + later + toa - window."""
+        """Air time of records ending after now + later + toa - window: the
+        total, less the records at the front (time order) that ended by
+        then. Records are in time order, so their ends are too when frames
+        do not overlap; if they do, a record is counted longer, never less."""
         cut = later_ms + toa_ms - self.window_ms
-        total = 0
+        total = self._sum[name]
         for (s, d) in self._log[name]:
-            if ticks_diff(s, now_ms) + d > cut:
-                total += d
+            if ((s - now_ms + _HALF) & _MASK) - _HALF + d > cut:
+                break
+            total -= d
         return total
 
     def _prune(self, name, now_ms):
         # A record ending before now - window can never count again (toa >= 0).
         log = self._log[name]
-        keep = [r for r in log if ticks_diff(r[0], now_ms) + r[1] > -self.window_ms]
-        if len(keep) != len(log):
-            self._log[name] = keep
+        lim = -self.window_ms
+        k = 0
+        n = len(log)
+        while k < n:
+            s, d = log[k]
+            if ((s - now_ms + _HALF) & _MASK) - _HALF + d > lim:
+                break
+            k += 1
+        if k:
+            gone = 0
+            for i in range(k):
+                gone += log[i][1]
+            del log[:k]
+            self._sum[name] -= gone

@@ -1,42 +1,33 @@
-"""Routing toward gateways: gateway advertisements, per-neighbour link
-estimates, and the route table choosing a parent (and a ready backup).
+"""Routing toward gateways: per-neighbour link estimates, and the route
+table choosing a parent (and a ready backup) from gateway adverts.
 
 Owns route choice only: no radio, no clock (ticks in, may wrap), no packet
-header (the ``Advert`` is a payload carried by ``mesh.packet``), no timers
-(``mesh.trickle`` paces adverts). Downward routes are ``mesh.downward``.
-Addresses are 16-bit compact node addresses. Portable (MicroPython).
-
-Advert, 13 bytes big-endian, several may be concatenated in one frame::
-
-    0      1      3      5       6     7      9     10      11
-    +------+------+------+-------+-----+------+-----+-------+------+
-    |ver|fl|  gw  | seq  |uplink | load| cost |hops |budget |parent|
-    +------+------+------+-------+-----+------+-----+-------+------+
-    ver (4 bits) = 1; flags (4 bits): bit 0 = REQ (seq request), others 0
-    uplink 0..255 (255 best), load 0..255 (255 saturated): the gateway's
-    cost: sender's path cost to gw (COST_SCALE per perfect hop; 0xFFFF = retracted)
-    hops: sender's hops to gw; budget: sender's remaining duty cycle 0..255
-    parent: the sender's parent toward gw (0xFFFF: none, the sender is gw)
+header, no timers (``mesh.trickle`` paces adverts). The advert codec is
+``mesh.advert`` (re-exported here); downward routes are ``mesh.downward``.
+Addresses are node addresses in 16-bit fields. Portable (MicroPython).
 
 Cost via neighbour n to gateway g (integers, COST_SCALE = one perfect hop)::
 
     cost = etx(n) + advertised_cost(n, g) + HOP_PENALTY + budget_penalty(budget(n))
     gateway's own cost = (255 - uplink) + load
 
+A node keeps its parent toward a gateway while that route stays feasible and
+within SWITCH_HYSTERESIS (half a perfect hop) of the best one, so ETX noise
+does not flap routes (RPL's MRHOF keeps a parent-switch threshold likewise,
+RFC 6719 §3.3).
+
 Loop freedom (a Babel-style feasibility condition, RFC 8966 §3.5.1, the role
 RPL's rank plays in RFC 6550 §8.2): per gateway a node keeps its feasibility
 distance FD = (seq, smallest cost it has had at that seq). A neighbour's
 route is usable only if its seq is newer than FD's, or equal with an
-advertised cost strictly below FD's cost; never via a neighbour whose
+advertised cost strictly below FD's cost (an unfeasible update from the
+current parent is ignored and a new seq requested, RFC 8966 §3.5.4, so a
+rising cost does not starve the route); never via a neighbour whose
 advertised parent is this node; never at HOP_LIMIT hops or more. A node left
 with no feasible route retracts (cost 0xFFFF) with REQ set; REQ travels up
 (each node forwards it once per seq) and the gateway answers with a new seq.
 Uplink packets name their gateway and each relay forwards by ``next_hop(gw)``.
 """
-
-import struct
-
-from mesh import MeshProtocolError
 
 try:
     from micropython import const
@@ -44,25 +35,26 @@ except ImportError:
     def const(x):  # type: ignore[no-untyped-def]
         return x
 
+from mesh.advert import (  # noqa: F401  (re-exported: the advert codec)
+    ADVERT_LEN,
+    FLAG_REQ,
+    HOP_LIMIT,
+    INFINITE,
+    NONE,
+    VERSION,
+    Advert,
+    pack_adverts,
+    seq_newer,
+    unpack_adverts,
+)
 from mesh.duty import ticks_diff
 
-ADVERT_LEN = const(13)
-VERSION = const(1)
-FLAG_REQ = const(1)
-NONE = const(0xFFFF)
-INFINITE = const(0xFFFF)
 COST_SCALE = const(128)
 MAX_LINK_COST = const(16 * 128)
 HOP_PENALTY = const(32)
-HOP_LIMIT = const(16)
-FAIL_LIMIT = const(3)
-_FMT = ">BHHBBHBBH"
-
-
-def seq_newer(a, b):
-    """Serial-number arithmetic on 16 bits (RFC 1982): a is after b."""
-    d = (a - b) & 0xFFFF
-    return 0 < d < 0x8000
+FAIL_LIMIT = const(5)
+SWITCH_HYSTERESIS = const(64)
+RESELECT_DELTA = const(8)
 
 
 def gateway_cost(uplink, load):
@@ -74,57 +66,6 @@ def budget_penalty(budget):
     return (64 - budget) * 8 if budget < 64 else 0
 
 
-class Advert:
-    """One gateway advertisement (layout in the module docstring)."""
-
-    def __init__(self, gateway, seq, uplink, load, cost, hops, budget, parent=NONE, flags=0):
-        self.gateway = gateway
-        self.seq = seq
-        self.uplink = uplink
-        self.load = load
-        self.cost = cost
-        self.hops = hops
-        self.budget = budget
-        self.parent = parent
-        self.flags = flags
-
-    def to_bytes(self):
-        return struct.pack(_FMT, (VERSION << 4) | self.flags, self.gateway, self.seq,
-                           self.uplink, self.load, self.cost, self.hops, self.budget,
-                           self.parent)
-
-    @classmethod
-    def from_bytes(cls, data):
-        if len(data) != ADVERT_LEN:
-            raise MeshProtocolError("advert length", reason="advert_length", length=len(data))
-        v, gw, seq, up, load, cost, hops, budget, parent = struct.unpack(_FMT, bytes(data))
-        if v >> 4 != VERSION:
-            raise MeshProtocolError("advert version", reason="advert_version", version=v >> 4)
-        if v & 0x0E:
-            raise MeshProtocolError("advert reserved flags", reason="advert_flags", flags=v & 15)
-        if gw == NONE or (hops == 0 and parent != NONE) or hops > HOP_LIMIT:
-            raise MeshProtocolError("advert fields", reason="advert_fields", gateway=gw, hops=hops)
-        return cls(gw, seq, up, load, cost, hops, budget, parent, v & 15)
-
-    def __eq__(self, other):
-        return isinstance(other, Advert) and self.to_bytes() == other.to_bytes()
-
-    def __repr__(self):
-        return "Advert(gw=%d seq=%d cost=%d hops=%d parent=%d flags=%d)" % (
-            self.gateway, self.seq, self.cost, self.hops, self.parent, self.flags)
-
-
-def pack_adverts(adverts):
-    return b"".join(a.to_bytes() for a in adverts)
-
-
-def unpack_adverts(data):
-    """A frame's concatenated adverts; MeshProtocolError on any bad one."""
-    if len(data) == 0 or len(data) % ADVERT_LEN:
-        raise MeshProtocolError("advert frame length", reason="advert_length", length=len(data))
-    return [Advert.from_bytes(data[i:i + ADVERT_LEN]) for i in range(0, len(data), ADVERT_LEN)]
-
-
 class Link:
     """Estimate of one neighbour link: ETX from the EWMA (alpha 1/8) of the
     delivery ratio of acked transmissions, adverts heard, consecutive losses.
@@ -132,6 +73,7 @@ class Link:
 
     def __init__(self, now_ms, prr=192):
         self.prr = prr
+        self.mark = self.cost()       # cost when routes were last chosen with it
         self.heard = 0
         self.last_heard = now_ms
         self.sent = 0
@@ -170,9 +112,10 @@ class RouteTable:
     """One node's routes to every gateway it hears of.
 
     ``gateway`` True makes this node a gateway (it routes to itself at
-    ``gateway_cost(uplink, load)``). Expiry: a neighbour unheard for
-    ``neighbour_ttl_ms`` is forgotten, an advert entry not refreshed for
-    ``route_ttl_ms`` too (keep both above a few trickle Imax).
+    ``gateway_cost(uplink, load)``). Expiry: a neighbour unheard (no advert,
+    no ack) for ``neighbour_ttl_ms`` is forgotten with its entries; an entry
+    not refreshed for ``route_ttl_ms`` goes only if its neighbour is also
+    unheard that long (keep both above a few trickle Imax).
     """
 
     def __init__(self, address, now_ms, gateway=False, uplink=255, load=0,
@@ -193,9 +136,21 @@ class RouteTable:
         self.refused = 0              # adverts refused as infeasible or looping
 
     # -- input -------------------------------------------------------------
-    def hear(self, neighbour, advert, now_ms):
+    def hear_frame(self, neighbour, adverts, now_ms):
+        """Every advert of one frame from ``neighbour``, routes chosen once;
+        True if inconsistent (as ``hear``)."""
+        changed = False
+        for a in adverts:
+            if self.hear(neighbour, a, now_ms, False):
+                changed = True
+        if self._select_all():
+            changed = True
+        return changed
+
+    def hear(self, neighbour, advert, now_ms, select=True):
         """An advert heard from ``neighbour``; True if it is inconsistent
-        (a route changed, or a REQ must be answered): reset the trickle."""
+        (a route changed, or a REQ must be answered): reset the trickle.
+        ``select`` False leaves choosing routes to the caller."""
         if neighbour == self.address:
             return False
         link = self.links.get(neighbour)
@@ -216,10 +171,56 @@ class RouteTable:
             elif gw not in self.requests:
                 self.requests[gw] = advert.seq         # forward it up, once per seq
                 changed = True
+        if self._hold(gw, neighbour, advert, now_ms):
+            if gw not in self.requests:
+                self.requests[gw] = advert.seq         # ask the gateway for a new seq
+                changed = True
+            return changed
         self.entries.setdefault(gw, {})[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
+        if not select:
+            return changed
         return self._select_all() or changed
+
+    def refused_by(self, gw, neighbour):
+        """``neighbour`` answered it cannot route toward ``gw``: forget its
+        entry for ``gw`` until it advertises one again; True if routes changed."""
+        per = self.entries.get(gw)
+        if per is None or neighbour not in per:
+            return False
+        del per[neighbour]
+        if not per:
+            del self.entries[gw]
+        return self._select_all()
+
+    def _hold(self, gw, neighbour, advert, now_ms):
+        """RFC 8966 §3.5.4: an unfeasible update from the selected neighbour,
+        same seq, higher cost, MAY be ignored. We keep its previous advert
+        (refreshed) so the route does not starve on ETX noise, and request a
+        new seq (§3.8.2.2); loop freedom is untouched (the update is not used)."""
+        cur = self.selected.get(gw)
+        if cur is None or cur[0] != neighbour or advert.cost == INFINITE:
+            return False
+        if advert.parent == self.address or advert.hops + 1 >= HOP_LIMIT:
+            return False
+        fd = self.fd.get(gw)
+        if fd is None or advert.seq != fd[0] or advert.cost < fd[1]:
+            return False
+        entry = self.entries.get(gw, {}).get(neighbour)
+        if entry is None:
+            return False
+        entry[1] = now_ms
+        return True
+
+    def heard(self, neighbour, now_ms):
+        """An authenticated advert from ``neighbour``, whatever it holds."""
+        if neighbour == self.address:
+            return
+        link = self.links.get(neighbour)
+        if link is None:
+            link = self.links[neighbour] = Link(now_ms)
+        link.on_heard(now_ms)
 
     def tx_result(self, neighbour, acked, now_ms):
         """A unicast to ``neighbour`` was acked or not; True if the parent
@@ -227,22 +228,34 @@ class RouteTable:
         link = self.links.get(neighbour)
         if link is None:
             return False
+        was = link.dead()
         link.on_tx(acked, now_ms)
+        c = link.cost()
+        if link.dead() == was and -RESELECT_DELTA < c - link.mark < RESELECT_DELTA:
+            return False                  # costs barely moved: the choice stands
+        link.mark = c
         return self._select_all()
 
     def expire(self, now_ms):
         """Forget stale neighbours and entries; True if a route changed."""
+        gone = False
         for n in list(self.links):
             if ticks_diff(now_ms, self.links[n].last_heard) > self.neighbour_ttl_ms:
                 del self.links[n]
+                gone = True
         for gw in list(self.entries):
             per = self.entries[gw]
             for n in list(per):
-                if n not in self.links or ticks_diff(now_ms, per[n][1]) > self.route_ttl_ms:
+                # an entry lives while its neighbour is heard (adverts or acks):
+                # trickle may keep a consistent neighbour quiet for hours
+                link = self.links.get(n)
+                if link is None or (ticks_diff(now_ms, per[n][1]) > self.route_ttl_ms and
+                                    ticks_diff(now_ms, link.last_heard) > self.route_ttl_ms):
                     del per[n]
+                    gone = True
             if not per:
                 del self.entries[gw]
-        return self._select_all()
+        return self._select_all() if gone else False
 
     # -- choice ------------------------------------------------------------
     def via_cost(self, neighbour, advert):
@@ -287,6 +300,13 @@ class RouteTable:
                     self._lose(gw)
                 continue
             cost, n, adv = cands[0]
+            cur = self.selected.get(gw)
+            if cur is not None and cur[0] != n:
+                for c in cands:               # hysteresis: no flapping on ETX noise
+                    if c[1] == cur[0]:
+                        if c[0] <= cost + SWITCH_HYSTERESIS:
+                            cost, n, adv = c
+                        break
             self.selected[gw] = (n, cost, adv)
             self.retract.pop(gw, None)
             fd = self.fd.get(gw)
@@ -333,6 +353,23 @@ class RouteTable:
                 if n != p and (best is None or cost < best[0]):
                     best = (cost, n)
         return None if best is None else best[1]
+
+    def alternative(self, avoid=None, prefer=None):
+        """(neighbour, gateway) of the cheapest feasible route through any
+        neighbour but ``avoid``: toward gateway ``prefer`` if it has one
+        (so a message's fragments stay together), else any; None if none."""
+        if prefer is not None:
+            for _cost, n, _ in self._candidates(prefer):
+                if n != avoid:
+                    return (n, prefer)
+        best = None
+        for gw in self.entries:
+            for cost, n, _ in self._candidates(gw):
+                if n != avoid:
+                    if best is None or (cost, gw) < (best[0], best[2]):
+                        best = (cost, n, gw)
+                    break
+        return None if best is None else (best[1], best[2])
 
     def next_hop(self, gw):
         """Neighbour to forward an uplink packet addressed to ``gw`` to: the

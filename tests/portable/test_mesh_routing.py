@@ -1,0 +1,144 @@
+"""mesh.routing and mesh.downward: the advert codec, link ETX, parent and
+backup choice, loop-free feasibility, failover when acks stop, retraction
+and sequence requests; downward routes learnt from uplink traffic."""
+
+from mesh import MeshLocalError, MeshProtocolError
+from mesh.downward import DownwardRoutes
+from mesh.routing import (
+    ADVERT_LEN,
+    COST_SCALE,
+    FAIL_LIMIT,
+    FLAG_REQ,
+    INFINITE,
+    NONE,
+    Advert,
+    Link,
+    RouteTable,
+    budget_penalty,
+    gateway_cost,
+    pack_adverts,
+    seq_newer,
+    unpack_adverts,
+)
+
+
+def test_advert_codec_round_trip_and_errors():
+    a = Advert(0x123, 7, 200, 10, 300, 2, 255, 0x045, FLAG_REQ)
+    raw = a.to_bytes()
+    assert len(raw) == ADVERT_LEN
+    assert Advert.from_bytes(raw) == a
+    assert unpack_adverts(pack_adverts([a, a])) == [a, a]
+    for bad in (raw[:-1], bytes([0x21]) + raw[1:], bytes([0x12]) + raw[1:],
+                raw[:1] + b"\xff\xff" + raw[3:]):
+        try:
+            Advert.from_bytes(bad)
+        except MeshProtocolError as e:
+            assert e.reason.startswith("advert_")
+        else:
+            raise AssertionError("accepted %r" % bad)
+    try:
+        unpack_adverts(b"")
+    except MeshProtocolError:
+        pass
+    else:
+        raise AssertionError("empty advert frame accepted")
+
+
+def test_seq_and_costs():
+    assert seq_newer(1, 0) and seq_newer(0, 0xFFFF) and not seq_newer(0, 1)
+    assert gateway_cost(255, 0) == 0 and gateway_cost(0, 255) == 510
+    assert budget_penalty(255) == 0 and budget_penalty(0) == 512
+    link = Link(0, prr=256)
+    assert link.cost() == COST_SCALE
+    for _ in range(FAIL_LIMIT):
+        link.on_tx(False, 0)
+    assert link.dead() and link.cost() > COST_SCALE
+    link.on_heard(1)
+    assert not link.dead()
+
+
+def _gw_advert(gw, seq=1, uplink=255, load=0):
+    return Advert(gw, seq, uplink, load, gateway_cost(uplink, load), 0, 255)
+
+
+def test_parent_backup_and_failover():
+    me = RouteTable(10, 0)
+    assert me.best() is None and me.parent() is None
+    # G1 (1) heard directly; relay 5 offers G2 (2) one hop further
+    assert me.hear(1, _gw_advert(1), 0)
+    me.hear(5, Advert(2, 1, 255, 0, 160, 1, 255, 2), 0)
+    assert me.best()[:2] == (1, 1)
+    assert me.backup() == 5
+    assert me.next_hop(2) == 5 and me.next_hop(1) == 1
+    # G1 stops acking: after FAIL_LIMIT losses the backup carries the traffic
+    changed = False
+    for _ in range(FAIL_LIMIT):
+        changed = me.tx_result(1, False, 10) or changed
+    assert changed
+    assert me.best()[:2] == (2, 5) and me.next_hop(1) == 5
+    # G1 is retracted, with a request for a newer seq that stays until answered
+    ads = me.adverts()
+    assert [a for a in ads if a.gateway == 1 and a.cost == INFINITE and a.flags & FLAG_REQ]
+    assert [a for a in me.adverts() if a.gateway == 1 and a.flags & FLAG_REQ]
+    me.hear(5, Advert(1, 2, 255, 0, 400, 2, 255, 1), 20)
+    assert me.next_hop(1) == 5
+    assert not [a for a in me.adverts() if a.gateway == 1 and a.cost == INFINITE]
+
+
+def test_no_route_through_a_child_and_feasibility():
+    me = RouteTable(10, 0)
+    me.hear(1, _gw_advert(1, seq=4), 0)
+    cost_direct = me.best()[2]
+    # neighbour 7 routes to G1 through us: never usable
+    me.hear(7, Advert(1, 4, 255, 0, 50, 2, 255, 10), 0)
+    assert me.best()[1] == 1
+    # G1 dies; 8's route at the same seq costs more than we had: infeasible
+    # (could be through us), so we retract and request a new seq
+    me.hear(8, Advert(1, 4, 255, 0, cost_direct + 500, 3, 255, 9), 0)
+    for _ in range(FAIL_LIMIT):
+        me.tx_result(1, False, 5)
+    assert me.best() is None
+    ads = me.adverts()
+    assert any(a.flags & FLAG_REQ for a in ads)
+    # the gateway answers with a newer seq through 8: feasible again
+    me.hear(8, Advert(1, 5, 255, 0, cost_direct + 500, 3, 255, 9), 6)
+    assert me.best()[1] == 8
+
+
+def test_gateway_answers_requests_with_a_new_seq():
+    gw = RouteTable(1, 0, gateway=True, uplink=200, load=20)
+    assert gw.best() == (1, None, gateway_cost(200, 20))
+    assert gw.adverts()[0].seq == 0
+    assert gw.hear(3, Advert(1, 0, 0, 255, INFINITE, 16, 255, NONE, FLAG_REQ), 0)
+    assert gw.adverts()[0].seq == 1
+
+
+def test_stale_routes_expire():
+    me = RouteTable(10, 0, route_ttl_ms=1000, neighbour_ttl_ms=1000)
+    me.hear(1, _gw_advert(1), 0)
+    assert not me.expire(900)
+    assert me.expire(1500)
+    assert me.best() is None
+
+
+def test_downward_routes():
+    d = DownwardRoutes(ttl_ms=1000, capacity=2)
+    d.learn(100, 5, 0)
+    d.learn(101, 6, 10)
+    assert d.next_hop(100, 20) == 5
+    d.learn(100, 7, 30)                      # refreshed through another relay
+    d.learn(102, 5, 40)                      # capacity: the stalest (101) gives way
+    assert d.evicted == 1 and sorted(d.origins()) == [100, 102]
+    try:
+        d.next_hop(101, 40)
+    except MeshLocalError as e:
+        assert e.reason == "no_route"
+    else:
+        raise AssertionError("evicted route still used")
+    assert d.forget_via(5) == 1 and d.origins() == [100]
+    try:
+        d.next_hop(100, 2000)
+    except MeshLocalError:
+        assert len(d) == 0
+    else:
+        raise AssertionError("expired route still used")
