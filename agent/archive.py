@@ -64,6 +64,18 @@ MIGRATIONS: list[str] = [
         seq INTEGER PRIMARY KEY, created REAL NOT NULL, payload BLOB NOT NULL,
         rows INTEGER NOT NULL, events INTEGER NOT NULL, acked REAL);
     """,
+    # 1 -> 2: signed commands (agent/commands.py owns these tables)
+    """
+    CREATE TABLE command(
+        counter INTEGER PRIMARY KEY, id TEXT NOT NULL, op TEXT NOT NULL, meter TEXT NOT NULL,
+        digest BLOB NOT NULL, body BLOB NOT NULL, received REAL NOT NULL, state TEXT NOT NULL,
+        reason TEXT, result TEXT, throttled INTEGER NOT NULL DEFAULT 0, started REAL,
+        finished REAL, acked REAL);
+    CREATE INDEX command_unacked ON command(acked, state);
+    CREATE TABLE command_refusal(
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, reason TEXT NOT NULL, detail TEXT);
+    CREATE TABLE command_stat(key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -133,6 +145,11 @@ class Archive:
 
     def integrity_check(self) -> list[str]:
         return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+
+    def write(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(db, *args)`` in one IMMEDIATE transaction, for modules that own
+        tables of this file (``agent.commands``): durable when it returns."""
+        return self._write(fn, *args)
 
     def _write(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn`` in one IMMEDIATE transaction; disk-full becomes ArchiveError."""

@@ -38,6 +38,16 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     address = "17"
     protocol = "modbus"  # overrides the bus default
     profile = "eastron-sdm630"
+
+    [commands]           # signed commands from the HES (docs/command-format.md)
+    verify_key = "…64 hex…"   # the HES's Ed25519 public command key (or a list,
+                              # or verify_key_file = "/etc/wum/command.pub")
+    revoked_keys = []         # key ids (16 hex) or public keys (64 hex) refused
+    max_disconnects_per_hour = 10
+    poll_interval = 30        # seconds between idle polls over HTTP (0: never)
+
+A remote ``config`` command overlays the TOML (``with_overlay``): see
+docs/agent.md, "Remote configuration".
 """
 
 from __future__ import annotations
@@ -81,6 +91,14 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class CommandsConfig:
+    verify_keys: tuple[bytes, ...] = ()
+    revoked_keys: tuple[bytes, ...] = ()       # 8-byte key ids or 32-byte public keys
+    max_disconnects_per_hour: int = 10
+    poll_interval: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     concentrator_id: str
     archive: str
@@ -98,6 +116,10 @@ class Config:
     time_source: str = "auto"
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
     log_file: str = ""
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    # What it was parsed from (a remote ``config`` command overlays it).
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    base: str = field(default="", compare=False, repr=False)
 
 
 def _get(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
@@ -179,9 +201,96 @@ def _bus(t: dict[str, Any], i: int) -> BusConfig:
                      timeout=_get(t, "timeout", where, float, 1.0), meters=meters)
 
 
+def _hex_key(v: object, where: str, sizes: tuple[int, ...]) -> bytes:
+    try:
+        if not isinstance(v, str):
+            raise ValueError
+        b = bytes.fromhex(v.strip())
+        if len(b) not in sizes:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("%s must be %s hex digits, got %r" % (
+            where, " or ".join(str(2 * n) for n in sizes), v), key=where) from None
+    return b
+
+
+def _commands(t: dict[str, Any], base: Path | None) -> CommandsConfig:
+    _check_known(t, {"verify_key", "verify_key_file", "revoked_keys", "max_disconnects_per_hour",
+                     "poll_interval"}, "commands")
+    keys: list[object] = []
+    vk = t.get("verify_key", [])
+    keys.extend(vk if isinstance(vk, list) else [vk])
+    if "verify_key_file" in t:
+        kf = Path(_get(t, "verify_key_file", "commands", str))
+        if base and not kf.is_absolute():
+            kf = base / kf
+        try:
+            keys.extend(ln.strip() for ln in kf.read_text().splitlines()
+                        if ln.strip() and not ln.startswith("#"))
+        except OSError as e:
+            raise ConfigError("commands.verify_key_file unreadable: %s" % e,
+                              key="commands.verify_key_file") from e
+    revoked = _get(t, "revoked_keys", "commands", list, [])
+    limit = _get(t, "max_disconnects_per_hour", "commands", int, 10)
+    if limit < 0:
+        raise ConfigError("commands.max_disconnects_per_hour must be >= 0",
+                          key="commands.max_disconnects_per_hour")
+    poll = _get(t, "poll_interval", "commands", float, 30.0)
+    if poll < 0:
+        raise ConfigError("commands.poll_interval must be >= 0 (0: no idle poll)",
+                          key="commands.poll_interval")
+    return CommandsConfig(
+        verify_keys=tuple(_hex_key(k, "commands.verify_key", (32,)) for k in keys),
+        revoked_keys=tuple(_hex_key(k, "commands.revoked_keys", (8, 32)) for k in revoked),
+        max_disconnects_per_hour=limit, poll_interval=poll)
+
+
+# What a remote ``config`` command may change (docs/agent.md, "Remote configuration").
+OVERLAY_KEYS = {"schedule": {"period", "jitter", "meter_budget", "retries", "clock_threshold"},
+                "retention": {"days"}}
+
+
+def merge_overlay(raw: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """The TOML document with ``overlay`` applied: ``schedule``/``retention`` keys
+    replace the file's; ``bus.<name>.meter`` replaces that bus's meter list.
+    Unknown sections, keys or bus names raise ``ConfigError`` naming them."""
+    out = {k: v for k, v in raw.items()}
+    for section, table in overlay.items():
+        where = "overlay.%s" % section
+        if not isinstance(table, dict):
+            raise ConfigError("%s must be a table" % where, key=where)
+        if section in OVERLAY_KEYS:
+            _check_known(table, OVERLAY_KEYS[section], where)
+            merged = dict(out.get(section, {}))
+            merged.update(table)
+            out[section] = merged
+        elif section == "bus":
+            buses = [dict(b) for b in out.get("bus", [])]
+            names = {str(b.get("name", "bus%d" % (i + 1))): b for i, b in enumerate(buses)}
+            for name, bt in table.items():
+                if name not in names:
+                    raise ConfigError("%s.%s: no such bus (known: %s)" % (
+                        where, name, ", ".join(sorted(names))), key="%s.%s" % (where, name))
+                if not isinstance(bt, dict):
+                    raise ConfigError("%s.%s must be a table" % (where, name),
+                                      key="%s.%s" % (where, name))
+                _check_known(bt, {"meter"}, "%s.%s" % (where, name))
+                names[name]["meter"] = bt["meter"]
+            out["bus"] = buses
+        else:
+            raise ConfigError("unknown key %s (a remote config may change: schedule, "
+                              "retention, bus)" % where, key=where)
+    return out
+
+
+def with_overlay(cfg: Config, overlay: dict[str, Any]) -> Config:
+    """``cfg`` re-parsed from its TOML with ``overlay`` applied (validated the same way)."""
+    return parse(merge_overlay(cfg.raw, overlay), Path(cfg.base) if cfg.base else None)
+
+
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
-    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time"},
-                 "config")
+    _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
+                        "commands"}, "config")
     tm = _get(data, "time", "config", dict, {})
     _check_known(tm, {"source"}, "time")
     time_source = _get(tm, "source", "time", str, "auto")
@@ -243,7 +352,9 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         retention_days=days, transport=transport, url=_get(u, "url", "uplink", str, ""),
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
-        log_file=_get(lg, "file", "log", str, ""), time_source=time_source)
+        log_file=_get(lg, "file", "log", str, ""), time_source=time_source,
+        commands=_commands(_get(data, "commands", "config", dict, {}), base),
+        raw=data, base=str(base) if base else "")
 
 
 def load(path: str | Path) -> Config:

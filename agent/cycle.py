@@ -21,7 +21,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -57,14 +57,17 @@ class BusCycle:
     """Reads one bus. ``stop`` is checked between meters (SIGTERM is clean)."""
 
     def __init__(self, bus: BusConfig, cfg: Config, archive: Archive, clock: SystemClock,
-                 stop: threading.Event | None = None, archive_lock: threading.Lock | None = None
-                 ) -> None:
+                 stop: threading.Event | None = None, archive_lock: threading.Lock | None = None,
+                 bus_lock: threading.Lock | None = None) -> None:
         self.bus = bus
         self.cfg = cfg
         self.archive = archive
         self.clock = clock
         self.stop = stop or threading.Event()
         self.lock = archive_lock or threading.Lock()
+        # Held while one meter is read: commands (agent.commands_exec) run on
+        # the bus between meters, never during a read.
+        self.bus_lock = bus_lock or threading.Lock()
 
     def run(self, cycle: int) -> list[MeterResult]:
         if self.bus.meters and all(m.protocol == "modbus" for m in self.bus.meters):
@@ -83,8 +86,25 @@ class BusCycle:
         for m in self.bus.meters:
             if self.stop.is_set():
                 break
-            results.append(self.read_meter(cycle, m))
+            with self.bus_lock:
+                results.append(self.read_meter(cycle, m))
         return results
+
+    @contextlib.contextmanager
+    def session(self, m: MeterConfig, mid: int) -> Iterator[Any]:
+        """An open client of meter ``m`` (archive id ``mid``), closed after,
+        with the DLMS invocation counter kept as a cycle keeps it. The caller
+        holds ``bus_lock``."""
+        client = self._open(m, mid)
+        try:
+            yield client
+        finally:
+            try:
+                client.close()
+                if m.protocol == "dlms" and m.ek:
+                    self._save_counter(mid, client)
+            except (DriverError, ArchiveError) as e:
+                log.debug("closing meter %s/%s: %s", self.bus.name, m.address, e)
 
     def _open(self, m: MeterConfig, mid: int) -> Any:
         opts: dict[str, Any] = {"timeout": self.bus.timeout, "retries": self.cfg.retries}

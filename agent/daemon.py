@@ -4,8 +4,10 @@ what a field engineer asks of it.
 Owns the hourly schedule (cycles aligned to the period boundary plus a
 random jitter, buses read concurrently in worker threads, meters on a bus one
 after another), the upload after each cycle, daily retention, and clean stop
-on SIGTERM/SIGINT between transactions. Must not know protocols (``cycle``)
-or wire formats (``uplink``).
+on SIGTERM/SIGINT between transactions, and wiring signed commands
+(``agent.commands*``: inbox, executor on the bus locks, delivery link) and
+the remote configuration overlay. Must not know protocols (``cycle``) or
+wire formats (``uplink``, ``command``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,26 @@ from typing import Any
 from agent import AgentError
 from agent.archive import Archive, ArchiveError
 from agent.clock import ScaledClock, SystemClock, clock_from_env
-from agent.config import Config, ConfigError, load
+from agent.config import Config, ConfigError, load, with_overlay
 from agent.cycle import BusCycle, MeterResult
 from agent.timefmt import parse_time
 from agent.timefmt import rfc3339 as _rfc3339
 from agent.timesync import CorrectedClock
 
 log = logging.getLogger(__name__)
+OVERLAY_KEY = "config_overlay"
+
+
+def merge_overlays(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A later remote ``config`` adds to earlier ones: keys of ``schedule`` and
+    ``retention`` and whole bus meter lists are replaced one by one."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in old.items()}
+    for section, table in new.items():
+        if isinstance(table, dict) and isinstance(out.get(section), dict):
+            out[section].update(table)
+        else:
+            out[section] = table
+    return out
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -84,9 +99,13 @@ class Daemon:
         self.cycles = 0
         self.retry_interval = 300.0   # simulated/real seconds between backlog retries
         self._last_retention_day = -1
+        self.file_cfg = cfg           # the TOML alone; ``cfg`` has the remote overlay on it
+        self.bus_locks: dict[str, threading.Lock] = {}
+        self.commands: Any = None     # agent.commands_daemon.Commands when enabled
 
     def open(self) -> Daemon:
         self.archive = open_archive(self.cfg.archive)
+        self._load_overlay()
         if not isinstance(self.clock, ScaledClock):
             # Real time: trust NTP when synchronised, else the HES (see agent.timesync).
             self.clock = CorrectedClock(self.clock, self._hes_offset, self.cfg.time_source)
@@ -94,7 +113,36 @@ class Daemon:
             from agent.uplink import Uplink
 
             self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock)
+        if self.uplink is not None and hasattr(self.uplink, "seal"):
+            from agent.commands_daemon import Commands
+
+            self.commands = Commands(self).start()
         return self
+
+    # -- remote configuration (docs/agent.md, "Remote configuration") ---------
+    def _load_overlay(self) -> None:
+        raw = self.archive.meta(OVERLAY_KEY)
+        if not raw:
+            return
+        try:
+            self.cfg = with_overlay(self.file_cfg, json.loads(raw.decode()))
+            log.info("remote configuration overlay in force: %s", raw.decode())
+        except (ValueError, ConfigError) as e:
+            log.error("stored remote configuration overlay unusable (%s): running on the TOML "
+                      "alone", e)
+
+    def apply_config(self, overlay: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``overlay`` into the stored one, validate it against the TOML,
+        persist it, and let the next cycle run on it. Raises ``ConfigError``."""
+        with self.lock:
+            raw = self.archive.meta(OVERLAY_KEY)
+        combined = merge_overlays(json.loads(raw.decode()) if raw else {}, overlay)
+        cfg = with_overlay(self.file_cfg, combined)
+        with self.lock:
+            self.archive.set_meta(OVERLAY_KEY, json.dumps(combined, sort_keys=True).encode())
+        self.cfg = cfg
+        log.warning("remote configuration applied: %s", json.dumps(combined, sort_keys=True))
+        return combined
 
     def _hes_offset(self) -> float | None:
         with self.lock:
@@ -110,22 +158,25 @@ class Daemon:
         started = self.clock.now()
         with self.lock:
             cid = self.archive.begin_cycle(started)
-        buses = [BusCycle(b, self.cfg, self.archive, self.clock, self.stop, self.lock)
+        buses = [BusCycle(b, self.cfg, self.archive, self.clock, self.stop, self.lock,
+                          self.bus_locks.setdefault(b.name, threading.Lock()))
                  for b in self.cfg.buses]
         per_bus = await asyncio.gather(*(asyncio.to_thread(b.run, cid) for b in buses))
         results = [r for rs in per_bus for r in rs]
+        finished = self.clock.now()     # not under the lock: now() may read the archive
         with self.lock:
-            self.archive.end_cycle(cid, self.clock.now())
+            self.archive.end_cycle(cid, finished)
         self.cycles += 1
         ok = sum(r.status == "read" for r in results)
         log.info("cycle %d: %d/%d meters read, %d rows", cid, ok, len(results),
                  sum(r.rows for r in results))
         if self.uplink is not None and not self.stop.is_set():
             await asyncio.to_thread(self.uplink.flush, self.stop)
-        day = int(self.clock.now()) // 86400
+        now = self.clock.now()
+        day = int(now) // 86400
         if day != self._last_retention_day:
             with self.lock:
-                self.archive.apply_retention(self.clock.now(), self.cfg.retention_days)
+                self.archive.apply_retention(now, self.cfg.retention_days)
             self._last_retention_day = day
         return results
 
@@ -163,6 +214,8 @@ class Daemon:
         self.stop.set()
 
     def close(self) -> None:
+        if self.commands is not None:
+            self.commands.close()
         if self.uplink is not None:
             self.uplink.close()
         self.archive.close()
@@ -209,6 +262,11 @@ def status(cfg: Config) -> dict[str, Any]:
             out["archive"][k] = rfc3339(out["archive"][k])
         hes_offset = a.meta("hes_clock_offset")
         out["clock"] = {"hes_offset": float(hes_offset.decode()) if hes_offset else None}
+        from agent.commands import CommandLog
+
+        out["commands"] = CommandLog(a, threading.Lock()).status(clock_from_env().now())
+        overlay = a.meta(OVERLAY_KEY)
+        out["config_overlay"] = json.loads(overlay.decode()) if overlay else None
         return out
     finally:
         a.close()
@@ -230,6 +288,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     b = st["backlog"]
     print("upload backlog: %d batches (%d bytes) pending, %d rows not yet batched" % (
         b["batches_pending"], b["bytes_pending"], b["rows_unbatched"]))
+    c = st["commands"]
+    print("commands: %d received, %d executed, %d failed, %d refused %s, %d results unsent" % (
+        c["received"], c["executed"], c["failed"], c["refused_total"],
+        json.dumps(c["refused"], sort_keys=True), c["results_pending"]))
     print("%-6s %-8s %-12s %-6s %-10s %-9s %-8s %s" % (
         "meter", "bus", "protocol", "addr", "serial", "status", "clock", "error"))
     for m in st["meters"]:

@@ -82,6 +82,10 @@ class Demo:
     def start_hes(self) -> None:
         subprocess.run([_bin("hes-lite"), "keys", "add", DEVICE, "--key", self.key,
                         "--db", self.hes_db], check=True, stdout=subprocess.DEVNULL)
+        # the API needs a token (issue 11): a viewer's, for the progress and the export
+        self.token = subprocess.run([_bin("hes-lite"), "tokens", "add", "demo", "--role",
+                                     "viewer", "--db", self.hes_db], check=True,
+                                    capture_output=True, text=True).stdout.strip()
         log = open(self.work / "hes.log", "wb")
         self.spawn([_bin("hes-lite"), "serve", "--db", self.hes_db, "--http",
                     "127.0.0.1:%d" % self.port], stdout=log, stderr=log)
@@ -161,17 +165,19 @@ class Demo:
             pass
         hes = 0
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/v1/health" % self.port,
-                                        timeout=2) as r:
+            with urllib.request.urlopen(self._api("/v1/health"), timeout=2) as r:
                 h = json.load(r)
             hes = int(h.get("readings_rows", h.get("rows", 0)))
         except (OSError, ValueError):
             pass
         return rows, hes
 
+    def _api(self, path: str) -> urllib.request.Request:
+        return urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path),
+                                      headers={"Authorization": "Bearer " + self.token})
+
     def hes_export(self) -> list[dict[str, Any]]:
-        url = "http://127.0.0.1:%d/v1/export?format=jsonl" % self.port
-        with urllib.request.urlopen(url, timeout=60) as r:
+        with urllib.request.urlopen(self._api("/v1/export?format=jsonl"), timeout=60) as r:
             return [json.loads(line) for line in r.read().decode().splitlines() if line.strip()]
 
     def verify(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ HES-side replay window. AES-128-CCM (RFC 3610) with a 13-byte nonce and an
 
     off  size  field
     0    1     version (1)
-    1    1     kind (1 = batch)
+    1    1     kind (1 batch, 2 command, 3 command result, 4 poll)
     2    2     key epoch, big-endian
     4    1     n = length of the device id (1..64)
     5    n     device id, UTF-8
@@ -24,9 +24,9 @@ stores keys (it hands in a ``Keyring``-like object).
 
 API (stable):
     derive_key(root, device_id, purpose="batch", epoch=0) -> 16 bytes
-    Sealer(device_id, root_key, store, key_epoch=0).seal(payload, kind=1) -> bytes
+    Sealer(device_id, root_key, store, key_epoch=0, purpose="batch").seal(payload, kind=1)
     peek(data) -> Header                       (parse only, no key needed)
-    Keyring().add(device_id, root_key, epoch=0, revoked=False) / .revoke(device_id, epoch)
+    Keyring(purpose="batch").add(device_id, root_key, epoch=0, revoked=False) / .revoke(...)
     open_envelope(data, keyring, window=None) -> Opened(header, payload)
     ReplayWindow(): check(boot, counter), accept(boot, counter), to_bytes(), from_bytes()
     EnvelopeError(AgentError) with .reason in REASONS
@@ -37,6 +37,11 @@ from agent.crypto import CryptoFailure, ccm_open, ccm_seal, hkdf
 
 VERSION = 1
 KIND_BATCH = 1
+KIND_COMMAND = 2        # HES -> agent: a signed command, sealed under purpose "downlink"
+KIND_RESULT = 3         # agent -> HES: a command result (JSON), purpose "batch"
+KIND_POLL = 4           # agent -> HES: an idle poll for pending commands, purpose "batch"
+PURPOSE_UPLINK = "batch"
+PURPOSE_DOWNLINK = "downlink"
 TAG_LEN = 8
 KEY_LEN = 16
 MAX_PAYLOAD = 0xFFFF
@@ -182,12 +187,13 @@ class Sealer:
     moves to a fresh boot epoch."""
 
     def __init__(self, device_id: str, root_key: bytes, store: "object",
-                 key_epoch: int = 0) -> None:
+                 key_epoch: int = 0, purpose: str = PURPOSE_UPLINK) -> None:
         if not 1 <= len(device_id.encode()) <= 64:
             raise ValueError("device id must be 1..64 bytes of UTF-8")
         self.device = device_id
         self.key_epoch = key_epoch
-        self._key = derive_key(root_key, device_id, "batch", key_epoch)
+        self.purpose = purpose
+        self._key = derive_key(root_key, device_id, purpose, key_epoch)
         self._store = store
         self.boot = 0
         self.counter = 0
@@ -218,9 +224,11 @@ class Sealer:
 
 class Keyring:
     """The HES's keys: per (device, key epoch) a root key and a revoked flag.
-    Derived keys are cached; nothing here is ever printed."""
+    Derived keys (for ``purpose``: "batch" at the HES, "downlink" on the agent
+    opening commands) are cached; nothing here is ever printed."""
 
-    def __init__(self) -> None:
+    def __init__(self, purpose: str = PURPOSE_UPLINK) -> None:
+        self.purpose = purpose
         self._keys: "dict[tuple[str, int], bytes]" = {}
         self._revoked: "set[tuple[str, int]]" = set()
 
@@ -228,7 +236,7 @@ class Keyring:
         return "Keyring(%d keys)" % len(self._keys)
 
     def add(self, device_id: str, root_key: bytes, epoch: int = 0, revoked: bool = False) -> None:
-        self._keys[(device_id, epoch)] = derive_key(root_key, device_id, "batch", epoch)
+        self._keys[(device_id, epoch)] = derive_key(root_key, device_id, self.purpose, epoch)
         if revoked:
             self._revoked.add((device_id, epoch))
         else:

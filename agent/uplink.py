@@ -9,6 +9,10 @@ source) in the same archive transaction. One batch is in flight at a time, so
 every batch is a delta against a state the HES holds; a retransmission sends
 the very same bytes and the HES acknowledges it as ``duplicate``.
 
+Its ``Sealer`` is the device's only one (the HES keeps one replay window per
+device): command results and polls are sealed through ``seal()`` too, and
+sealed commands an ack carries go to ``on_commands``.
+
 Must not know protocols or how the HES stores anything.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from agent.archive import Archive, Row
@@ -62,6 +67,10 @@ class Uplink:
         self.rows_per_batch = rows_per_batch
         self.timeout = timeout
         self.sealer = Sealer(device, root_key, ArchiveBootStore(archive, self.lock))
+        self._seal_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        # Sealed commands carried by batch acks (agent.commands.Inbox.receive).
+        self.on_commands: Callable[[bytes], object] | None = None
         self._keyring = Keyring()
         self._keyring.add(device, root_key)
         self.sent_bytes = 0
@@ -117,9 +126,10 @@ class Uplink:
             if len(payload) <= MAX_SEALED or limit <= 1:
                 break
             limit //= 2
-        sealed = self.sealer.seal(payload, KIND_BATCH)
+        sealed = self.seal(payload, KIND_BATCH)
+        now = self.clock.now()          # not under the lock: now() may read the archive
         with self.lock:
-            self.archive.store_batch(seq, sealed, rows, events, self.clock.now())
+            self.archive.store_batch(seq, sealed, rows, events, now)
         self._built = (seq, batch)
         log.info("batch %d sealed: %d rows, %d events, %d bytes", seq, len(rows), len(events),
                  len(sealed))
@@ -134,9 +144,24 @@ class Uplink:
                 out.append((serial[m], str(r["status"]), None if err is None else str(err)))
         return out
 
+    def seal(self, payload: bytes, kind: int) -> bytes:
+        """Seal with the device's one Sealer (thread-safe: batches, results, polls)."""
+        with self._seal_lock:
+            return self.sealer.seal(payload, kind)
+
+    def pending(self) -> bool:
+        """Whether a sealed batch waits for its ack."""
+        with self.lock:
+            return self.archive.pending_batch() is not None
+
     # -- sending -----------------------------------------------------------
     def flush(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        """Send pending and new batches, oldest first, within the byte budget."""
+        """Send pending and new batches, oldest first, within the byte budget
+        (one flush at a time: the daemon's and the command link's)."""
+        with self._flush_lock:
+            return self._flush(stop)
+
+    def _flush(self, stop: threading.Event | None) -> dict[str, Any]:
         sent = 0
         acked = 0
         while stop is None or not stop.is_set():
@@ -161,6 +186,9 @@ class Uplink:
             sent += len(sealed)
             self._acked(seq, sealed, ack.server_time, ack.need_keyframe)
             acked += 1
+            if ack.commands and self.on_commands is not None:
+                for cmd in ack.commands:
+                    self.on_commands(cmd)
         self.sent_bytes += sent
         self.acked += acked
         return {"sent_bytes": sent, "acked": acked}
@@ -188,8 +216,9 @@ class Uplink:
         # Against the uncorrected clock, so the correction does not chase itself.
         raw_clock: SystemClock = getattr(self.clock, "base", self.clock)
         offset = server_time - raw_clock.now()
+        now = self.clock.now()          # not under the lock: now() may read the archive
         with self.lock:
-            self.archive.ack_batch(seq, self.clock.now(), STATE_KEY,
+            self.archive.ack_batch(seq, now, STATE_KEY,
                                    state.to_bytes() if state is not None else b"")
             self.archive.set_meta("hes_clock_offset", ("%.3f" % offset).encode())
         self._state, self._state_loaded = state, True

@@ -9,11 +9,14 @@ reads, and the port's flight recorder. Must not know any protocol.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from drivers import DriverError, MeterTimeout
 from drivers.flight import FlightRecorder
+
+PTY_SLAVE_MAJORS = range(136, 144)      # Linux: Unix98 pty slaves (/dev/pts/N)
 
 
 class Link:
@@ -55,8 +58,11 @@ class Link:
         """Carry out a protocol's line-setting event (e.g. IEC 62056-21 baud switch).
 
         All-or-nothing: the settings are applied in one step, and a port that
-        refuses them (a pty refuses 7 data bits) keeps its previous settings
-        and raises ``DriverError``.
+        refuses them keeps its previous settings and raises ``DriverError``.
+        Refusing includes keeping other character framing than asked: a pty
+        (no wire, so no framing) and some USB adapters silently stay at 8 data
+        bits without parity, and glibc reports that as EINVAL only when the
+        speed did not change as well — so the framing is read back.
         """
         new = (baudrate or self.baudrate, bytesize or self.bytesize, parity or self.parity)
         if self._ser is not None:
@@ -64,11 +70,45 @@ class Link:
             try:
                 self._ser.apply_settings({"baudrate": new[0], "bytesize": new[1],
                                           "parity": new[2]})
+                kept = self._framing()
+                if kept is not None and new[2] in "NEO" and kept != (new[1], new[2]):
+                    raise ValueError("the port keeps %d%s" % kept)
             except Exception as e:  # termios.error, SerialException, ValueError
                 self._ser.apply_settings(old)
                 raise DriverError("%s refuses %d %d%s: %s" % (self.url, new[0], new[1], new[2], e),
                                   port=self.url) from e
         self.baudrate, self.bytesize, self.parity = new
+
+    def _framing(self) -> tuple[int, str] | None:
+        """(data bits, parity) the port really runs, read back from its termios;
+        None for ports without one (``socket://``, ``loop://``)."""
+        fd = getattr(self._ser, "fd", None)
+        if not isinstance(fd, int):
+            return None
+        import termios
+
+        try:
+            cflag = termios.tcgetattr(fd)[2]
+        except termios.error:
+            return None
+        sizes = {termios.CS5: 5, termios.CS6: 6, termios.CS7: 7, termios.CS8: 8}
+        parity = "N"
+        if cflag & termios.PARENB:
+            parity = "O" if cflag & termios.PARODD else "E"
+        return sizes[cflag & termios.CSIZE], parity
+
+    @property
+    def is_pty(self) -> bool:
+        """True when the port is a pseudo-terminal: bytes go to the other end as
+        written, with no wire and no character framing in between."""
+        fd = getattr(self._ser, "fd", None)
+        if not isinstance(fd, int):
+            return False
+        try:
+            return os.major(os.fstat(fd).st_rdev) in PTY_SLAVE_MAJORS or \
+                os.ttyname(fd).startswith("/dev/pts/")
+        except OSError:
+            return False
 
     def send(self, data: bytes) -> None:
         if self._ser is None:

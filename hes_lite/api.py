@@ -1,20 +1,24 @@
-"""The HTTP face of HES-lite: the uplink receiver and the read API (ASGI,
-Starlette). ``create_app(store, ingestor)`` returns the app; ``hes-lite
-serve`` runs it under uvicorn.
+"""The HTTP face of HES-lite (ASGI, Starlette). ``create_app(store,
+ingestor, ...)`` returns the app; ``hes-lite serve`` runs it under uvicorn.
 
-Uplink: ``PUT /v1/batches/{device_id}/{seq}``, body = sealed envelope; 200
-with the ack once the raw batch is durably stored, 4xx ``{"error": reason}``
-otherwise. API: concentrators, meters, readings, events, health, streamed
-exports, and the OpenAPI document at ``/openapi.json``.
+Owns routing and access: every route is declared in
+``hes_lite.api_schema.ROUTES`` with the role it needs, and wrapped here by
+``_guard`` — envelope-authenticated uplink routes pass straight through,
+``open`` ones answer anyone (more to a token), the rest need ``Authorization:
+Bearer <token>``: 401 (``WWW-Authenticate: Bearer``) without a valid one, 403
+for a role too low, each refusal audited. The read API and admin routes
+live here; the uplink and command routes in ``hes_lite.api_commands``.
+Key material never leaves through any route (fingerprints only).
 Must not know SQL or byte layouts.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,16 +29,19 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from hes_lite import export
-from hes_lite.api_schema import OPENAPI
-from hes_lite.ingest import Ingestor, Rejected
-from hes_lite.store import Store
+from hes_lite.api_schema import ENVELOPE, OPEN, OPENAPI, ROUTES
+from hes_lite.audit import Auditor
+from hes_lite.auth import Authenticator, AuthError
+from hes_lite.ingest import Ingestor
+from hes_lite.store import Store, fingerprint
 
-MAX_BODY = 4 << 20
-STATUS = {"unknown_key": 403, "revoked_key": 403, "replay": 409, "bad_length": 413}
+Endpoint = Callable[[Request], Response | Awaitable[Response]]
+Handlers = dict[tuple[str, str], Endpoint]
+REALM = 'Bearer realm="hes-lite"'
 
 
-def _error(reason: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
+def error(reason: str, status: int = 400, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": reason, **extra}, status_code=status)
 
 
 def _times(request: Request) -> tuple[int | None, int | None]:
@@ -44,24 +51,53 @@ def _times(request: Request) -> tuple[int | None, int | None]:
     return start, end
 
 
-def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Starlette:
-    async def put_batch(request: Request) -> Response:
-        device = request.path_params["device_id"]
-        seq = request.path_params["seq"]
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-            await run_in_threadpool(store.count_reject, device, "bad_length", clock())
-            return _error("bad_length", 413)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            await run_in_threadpool(store.count_reject, device, "bad_length", clock())
-            return _error("bad_length", 413)
-        try:
-            ack = await run_in_threadpool(ingestor.submit, body, device, seq)
-        except Rejected as r:
-            return _error(r.reason, STATUS.get(r.reason, 400))
-        return JSONResponse(ack.as_dict())
+def _int(request: Request, name: str, default: int | None) -> int | None:
+    text = request.query_params.get(name)
+    return default if not text else int(text)
 
+
+def _denied(e: AuthError) -> JSONResponse:
+    if e.status == 403:
+        return JSONResponse({"error": "forbidden", "need": e.fields.get("need")}, 403,
+                            headers={"www-authenticate": REALM + ', error="insufficient_scope"'})
+    challenge = REALM if e.reason == "missing" else REALM + ', error="invalid_token"'
+    return JSONResponse({"error": "unauthenticated"}, 401,
+                        headers={"www-authenticate": challenge})
+
+
+def _guard(auth: Authenticator, method: str, need: str, endpoint: Endpoint) -> Endpoint:
+    is_async = inspect.iscoroutinefunction(endpoint)
+
+    async def call(request: Request) -> Response:
+        header = request.headers.get("authorization")
+        request.state.principal = None
+        if need != ENVELOPE and not (need == OPEN and header is None):
+            remote = request.client.host if request.client else ""
+            try:
+                request.state.principal = await run_in_threadpool(
+                    auth.check, header, "viewer" if need == OPEN else need, request.url.path,
+                    method, remote)
+            except AuthError as e:
+                return _denied(e)
+        out = endpoint(request) if is_async else await run_in_threadpool(endpoint, request)
+        if inspect.isawaitable(out):
+            out = await out
+        assert isinstance(out, Response)
+        return out
+
+    return call
+
+
+def actor(request: Request) -> str:
+    p = request.state.principal
+    return p.actor if p is not None else "anonymous"
+
+
+def remote(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def read_routes(store: Store, clock: Callable[[], float]) -> Handlers:
     def concentrators(request: Request) -> Response:
         return JSONResponse([{
             "device": c.device, "first_seen": c.first_seen, "last_seen": c.last_seen,
@@ -69,18 +105,17 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
             "meters": c.meters} for c in store.concentrators()])
 
     def meters(request: Request) -> Response:
-        q = request.query_params
         try:
-            limit = int(q["limit"]) if q.get("limit") else None
+            limit = _int(request, "limit", None)
         except ValueError:
-            return _error("limit must be an integer")
-        return JSONResponse(store.meters(limit, q.get("after", "")))
+            return error("limit must be an integer")
+        return JSONResponse(store.meters(limit, request.query_params.get("after", "")))
 
     def readings(request: Request) -> Response:
         try:
             start, end = _times(request)
         except export.ExportError as e:
-            return _error(str(e))
+            return error(str(e))
         meter = request.path_params["meter_id"]
         rows = [{"obis": o, "ts": ts, "value": v, "unit": u}
                 for o, ts, v, u in store.readings(meter, start, end)]
@@ -89,9 +124,9 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
     def events(request: Request) -> Response:
         try:
             start, end = _times(request)
-            limit = int(request.query_params.get("limit", "1000"))
+            limit = _int(request, "limit", 1000) or 1000
         except (export.ExportError, ValueError) as e:
-            return _error(str(e))
+            return error(str(e))
         out = [{"meter": m, "ts": ts, "code": code, "name": name}
                for m, ts, code, name in store.events(request.query_params.get("meter"),
                                                       start, end, limit)]
@@ -99,6 +134,8 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
 
     def health(request: Request) -> Response:
         now = clock()
+        if request.state.principal is None:  # open: alive, and nothing about the fleet
+            return JSONResponse({"status": "ok", "server_time": now})
         conc = store.concentrators()
         return JSONResponse({
             "status": "ok", "server_time": now,
@@ -115,11 +152,11 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
         q = request.query_params
         fmt = q.get("format", "jsonl")
         if fmt not in export.FORMATS:
-            return _error("unknown format, one of " + ", ".join(export.FORMATS))
+            return error("unknown format, one of " + ", ".join(export.FORMATS))
         try:
             start, end = _times(request)
         except export.ExportError as e:
-            return _error(str(e))
+            return error(str(e))
         rows = store.rows(q.get("meter"), start, end)
         units = store.units()
         name = "readings." + fmt
@@ -133,16 +170,74 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time) -> Star
         body: Iterator[bytes] = export.chunks(fmt, rows, units)
         return StreamingResponse(body, media_type=export.MEDIA_TYPES[fmt], headers=disp)
 
+    return {("GET", "/v1/concentrators"): concentrators, ("GET", "/v1/meters"): meters,
+            ("GET", "/v1/meters/{meter_id}/readings"): readings, ("GET", "/v1/events"): events,
+            ("GET", "/v1/health"): health, ("GET", "/v1/export"): export_}
+
+
+def admin_routes(store: Store, auditor: Auditor, clock: Callable[[], float]) -> Handlers:
+    def tokens(request: Request) -> Response:
+        return JSONResponse([{"name": t.name, "role": t.role,
+                              "created": export.rfc3339(int(t.created)),
+                              "revoked": None if t.revoked is None else
+                              export.rfc3339(int(t.revoked))} for t in store.tokens()])
+
+    def revoke_token(request: Request) -> Response:
+        name = request.path_params["name"]
+        done = store.revoke_token(name, clock())
+        auditor.record(actor(request), "token.revoke", name, "ok" if done else "absent",
+                       remote(request))
+        if not done:
+            return error("unknown_token", 404)
+        return JSONResponse({"name": name, "revoked": True})
+
+    def keys(request: Request) -> Response:
+        return JSONResponse([{"device": k.device, "epoch": k.epoch,
+                              "fingerprint": fingerprint(k.root_key),
+                              "state": "revoked" if k.revoked else "active",
+                              "created": export.rfc3339(int(k.created))} for k in store.keys()])
+
+    def audit(request: Request) -> Response:
+        try:
+            since, _ = _times(request)
+            limit = _int(request, "limit", 1000)
+        except (export.ExportError, ValueError) as e:
+            return error(str(e))
+        return JSONResponse([e.as_dict() for e in store.audit_log(since, limit)])
+
+    return {("GET", "/v1/tokens"): tokens, ("DELETE", "/v1/tokens/{name}"): revoke_token,
+            ("GET", "/v1/keys"): keys, ("GET", "/v1/audit"): audit}
+
+
+def _starlette_path(path: str) -> str:
+    return path.replace("{seq}", "{seq:int}").replace("{counter}", "{counter:int}")
+
+
+def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time,
+               auditor: Auditor | None = None, commands: Any = None) -> Starlette:
+    """The app. ``commands``: the ``hes_lite.commands.CommandService`` the
+    receivers share (``hes-lite serve`` hooks the MQTT push to it); one is
+    made when not given."""
+    from hes_lite import api_commands
+    from hes_lite.commands import CommandService
+    from hes_lite.signing import CommandSigner
+
+    auditor = auditor if auditor is not None else Auditor(store, clock=clock)
+    if commands is None:
+        commands = CommandService(store, CommandSigner(store, auditor, clock=clock), auditor,
+                                  clock)
+    auth = Authenticator(store, auditor, clock)
+    handlers: Handlers = {**read_routes(store, clock), **admin_routes(store, auditor, clock),
+                          **api_commands.uplink_routes(store, ingestor, commands, clock),
+                          **api_commands.command_routes(commands)}
+    routes = []
+    for (method, path), endpoint in handlers.items():
+        need = ROUTES[(method, path)]   # a route missing from the table is a bug: KeyError
+        routes.append(Route(_starlette_path(path), _guard(auth, method, need, endpoint),
+                            methods=[method]))
+
     def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
-    return Starlette(routes=[
-        Route("/v1/batches/{device_id}/{seq:int}", put_batch, methods=["PUT"]),
-        Route("/v1/concentrators", concentrators),
-        Route("/v1/meters", meters),
-        Route("/v1/meters/{meter_id}/readings", readings),
-        Route("/v1/events", events),
-        Route("/v1/health", health),
-        Route("/v1/export", export_),
-        Route("/openapi.json", openapi),
-    ])
+    routes.append(Route("/openapi.json", openapi))
+    return Starlette(routes=routes)

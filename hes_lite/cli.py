@@ -1,8 +1,10 @@
-"""The ``hes-lite`` command line: serve, keys, ingest, export.
+"""The ``hes-lite`` command line: serve, keys, ingest, export (tokens and audit
+in ``hes_lite.cli_admin``, commands in ``hes_lite.cli_commands``).
 
 Owns argument parsing and printing; each command is a thin shell over the
 store, the ingest pipeline, the exports and the HTTP app. Keys are never
-printed (``keys list`` shows a fingerprint) and never logged.
+printed (``keys list`` shows a fingerprint; ``keys command-key`` the public
+command key only) and never logged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import time
 from collections.abc import Iterator
 
 from hes_lite import HesError, export
+from hes_lite.audit import cli_actor
+from hes_lite.cli_admin import add_parsers as add_admin_parsers
+from hes_lite.cli_admin import audit_file_option, auditor
+from hes_lite.cli_commands import add_parsers as add_command_parsers
+from hes_lite.cli_commands import cmd_command_key
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import fingerprint, open_store
 
@@ -47,18 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("serve", help="run the HTTP uplink receiver and API",
-                       description="Serve PUT /v1/batches/{device}/{seq} and the read API "
-                                   "(/v1/concentrators, /v1/meters, /v1/meters/{id}/readings, "
-                                   "/v1/events, /v1/health, /v1/export, /openapi.json).")
+    s = sub.add_parser(
+        "serve", help="run the HTTP uplink receiver and API",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the uplink, authenticated by the envelopes in its bodies:\n"
+                    "  PUT /v1/batches/{device}/{seq}, POST /v1/poll/{device},\n"
+                    "  PUT /v1/results/{device}/{counter}\n"
+                    "and the API, which needs 'Authorization: Bearer TOKEN' (hes-lite tokens "
+                    "add):\n  /v1/concentrators, /v1/meters, /v1/meters/{id}/readings, "
+                    "/v1/events,\n  /v1/export, /v1/commands, /v1/tokens, /v1/keys, /v1/audit "
+                    "(see /openapi.json);\n/v1/health answers anyone, with details for a "
+                    "token.",
+        epilog="TLS: listen on 127.0.0.1 (the default) behind a reverse proxy that "
+               "terminates TLS\n(nginx: 'proxy_pass http://127.0.0.1:8080;' with "
+               "'proxy_set_header X-Forwarded-For\n$remote_addr;' - uvicorn trusts "
+               "X-Forwarded-For from 127.0.0.1 only), or let hes-lite serve TLS\nitself with "
+               "--tls-cert and --tls-key. Tokens travel in every request: never expose\n"
+               "the API on a public address without TLS.")
     _db(s)
     s.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
-                   help="listen address (default 127.0.0.1:8080)")
+                   help="listen address (default 127.0.0.1:8080, this host only; "
+                        "0.0.0.0:PORT for every interface)")
+    s.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate "
+                                                      "(chain) file; needs --tls-key")
+    s.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     s.add_argument("--mqtt", metavar="URL",
                    help="also receive batches from an MQTT 5 broker: "
                         "mqtt(s)://[user:pass@]host[:port][?client_id=ID&group=NAME] "
                         "(shared subscription $share/NAME/wum/up/+/+, acks on wum/ack/DEVICE; "
                         "a client_id makes the session persistent)")
+    audit_file_option(s)
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keys", help="manage concentrator keys",
@@ -69,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--key", required=True, type=_key_hex, help="root key, 64 hex digits")
     a.add_argument("--epoch", type=int, default=0, help="key epoch (default 0)")
     _db(a)
+    audit_file_option(a)
     a.set_defaults(func=cmd_keys_add)
     ls = ks.add_parser("list", help="list keys (fingerprints only, never the key)")
     ls.add_argument("device", nargs="?")
@@ -77,13 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     r = ks.add_parser("revoke", help="revoke every key epoch of a device")
     r.add_argument("device")
     _db(r)
+    audit_file_option(r)
     r.set_defaults(func=cmd_keys_revoke)
     ro = ks.add_parser("rotate", help="add the next key epoch for a device (older epochs "
                                       "stay valid until revoked)")
     ro.add_argument("device")
     ro.add_argument("--key", required=True, type=_key_hex, help="new root key, 64 hex digits")
     _db(ro)
+    audit_file_option(ro)
     ro.set_defaults(func=cmd_keys_rotate)
+    ck = ks.add_parser("command-key", help="print the HES's public command key (64 hex; "
+                                           "created on first use), for the agents' "
+                                           "[commands] verify_key")
+    _db(ck)
+    audit_file_option(ck)
+    ck.set_defaults(func=cmd_command_key)
 
     i = sub.add_parser("ingest", help="ingest batch files as if uploaded",
                        description="Ingest envelope files (or every file under a directory). "
@@ -108,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="to this time (epoch seconds or RFC 3339), inclusive")
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, - = stdout")
     e.set_defaults(func=cmd_export)
+    add_admin_parsers(sub, _db)
+    add_command_parsers(sub, _db)
     return p
 
 
@@ -115,25 +151,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hes_lite.api import create_app
+    from hes_lite.commands import CommandService
+    from hes_lite.dispatch import Dispatcher
+    from hes_lite.signing import CommandSigner
     host, _, port = args.http.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("hes-lite: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if not args.tls_cert and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("serving plain HTTP on %s: API tokens cross the network in clear; "
+                    "use --tls-cert/--tls-key or a TLS reverse proxy", host)
     store = open_store(args.db)
+    audit = auditor(args, store)
     ingestor = Ingestor(store)
+    commands = CommandService(store, CommandSigner(store, audit), audit)
     n = ingestor.recover()
     if n:
         log.warning("decoded %d stored batches left undecoded by the last run", n)
     receiver = None
+    dispatcher = Dispatcher(commands)
     if args.mqtt:
         from hes_lite.mqtt_receiver import MqttReceiver, _endpoint
 
         def handle(device: str, seq: int, payload: bytes) -> dict[str, object]:
-            return ingestor.submit(payload, device, seq).as_dict()
+            ack = ingestor.submit(payload, device, seq).as_dict()
+            try:
+                dispatcher.redeliver(device)
+            except HesError as e:   # the batch is stored: its ack must go out anyway
+                log.warning("redelivery of commands to %s failed: %s", device, e)
+            return ack
 
         group = _endpoint(args.mqtt)["group"] or "hes-lite"
-        receiver = MqttReceiver(args.mqtt, handle, shared_group=group).start(timeout=30)
+        def result(device: str, counter: int, payload: bytes) -> dict[str, object]:
+            return commands.submit_result(payload, device, counter)
+
+        receiver = MqttReceiver(args.mqtt, handle, shared_group=group, results=result)
+        dispatcher = Dispatcher(commands, receiver)   # before start: handle uses it
+        receiver.start(timeout=30)
+    dispatcher.start()
     try:
-        uvicorn.run(create_app(store, ingestor), host=host.strip("[]") or "127.0.0.1",
-                    port=int(port), log_level="warning")
+        uvicorn.run(create_app(store, ingestor, auditor=audit, commands=commands), host=host,
+                    port=int(port), log_level="warning", ssl_certfile=args.tls_cert,
+                    ssl_keyfile=args.tls_key)
     finally:
+        dispatcher.stop()
         if receiver is not None:
             receiver.stop()
         store.close()
@@ -143,6 +205,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_keys_add(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     store.add_key(args.device, args.epoch, args.key, time.time())
+    auditor(args, store).record(cli_actor(), "key.add", args.device, epoch=args.epoch,
+                                fingerprint=fingerprint(args.key))
     print(f"{args.device} epoch {args.epoch} {fingerprint(args.key)}")
     return 0
 
@@ -156,7 +220,10 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    n = open_store(args.db).revoke(args.device)
+    store = open_store(args.db)
+    n = store.revoke(args.device)
+    auditor(args, store).record(cli_actor(), "key.revoke", args.device,
+                                "ok" if n else "absent", keys=n)
     print(f"{args.device}: {n} key(s) revoked")
     return 0 if n else 1
 
@@ -169,6 +236,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         return 1
     epoch = max(epochs) + 1
     store.add_key(args.device, epoch, args.key, time.time())
+    auditor(args, store).record(cli_actor(), "key.rotate", args.device, epoch=epoch,
+                                fingerprint=fingerprint(args.key))
     print(f"{args.device} epoch {epoch} {fingerprint(args.key)}")
     return 0
 

@@ -1,5 +1,8 @@
 """The MQTT receiver of HES-lite: batches in on ``wum/up/{device_id}/{seq}``,
-acknowledgements out on ``wum/ack/{device_id}``.
+acknowledgements out on ``wum/ack/{device_id}``; with a ``results`` handler
+also command results in on ``wum/result/{device_id}/{counter}``, answered on
+``wum/rack/{device_id}``; and ``publish`` for the command push
+(``wum/cmd/{device_id}``), calling back when the broker acknowledged it.
 
 Owns the broker connection (paho-mqtt 2.x, MQTT 5), the subscription (an
 MQTT 5 shared subscription ``$share/<group>/wum/up/+/+`` when several HES
@@ -11,6 +14,9 @@ payload)`` call and its outcome into the ack JSON:
     handle raises with a ``reason``  → ``{"device", "seq", "error": reason}``
     handle raises anything else      → no ack (a transient failure: the agent
                                        times out and retransmits)
+
+Results go the same way through ``results(device_id, counter, payload)``
+(``{"device", "counter", "status"}`` or ``{"device", "counter", "error"}``).
 
 ``handle`` runs in paho's network thread and the broker's PUBACK for the
 upload goes out only after it returns, so the ingest's durable write happens
@@ -47,6 +53,9 @@ from hes_lite import HesError
 log = logging.getLogger(__name__)
 
 UP_FILTER = "wum/up/+/+"
+RESULT_FILTER = "wum/result/+/+"
+RACK_TOPIC = "wum/rack/%s"
+CMD_TOPIC = "wum/cmd/%s"
 SESSION_EXPIRY = 3600  # s the broker keeps a named HES's session and its messages
 
 Handle = Callable[[str, int, bytes], dict[str, Any]]
@@ -63,10 +72,11 @@ def _endpoint(url: str) -> dict[str, Any]:
         raise ReceiverError(str(e), url=redact(url)) from None
 
 
-def parse_up_topic(topic: str) -> tuple[str, int] | None:
-    """``wum/up/{device}/{seq}`` → (device, seq), or None if it is not one."""
+def parse_up_topic(topic: str, kind: str = "up") -> tuple[str, int] | None:
+    """``wum/up/{device}/{seq}`` (or ``wum/<kind>/…``) → (device, seq), or None
+    if it is not one."""
     parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "wum" or parts[1] != "up" or not parts[2]:
+    if len(parts) != 4 or parts[0] != "wum" or parts[1] != kind or not parts[2]:
         return None
     if any(c in parts[2] for c in "+#\x00"):   # could not be answered on an ack topic
         return None
@@ -77,18 +87,27 @@ def parse_up_topic(topic: str) -> tuple[str, int] | None:
 
 class MqttReceiver:
     def __init__(self, url: str, handle: Handle, shared_group: str | None = None,
-                 qos: int = 1) -> None:
+                 qos: int = 1, results: Handle | None = None) -> None:
         self.endpoint = _endpoint(url)
         self.url = redact(url)          # what logs and errors show: no password
         self.handle = handle
+        self.results = results
         self.shared_group = shared_group
         self.qos = qos
-        self.topic = ("$share/%s/%s" % (shared_group, UP_FILTER)) if shared_group else UP_FILTER
+        filters = [UP_FILTER] + ([RESULT_FILTER] if results is not None else [])
+        self.topics = [("$share/%s/%s" % (shared_group, f)) if shared_group else f
+                       for f in filters]
+        self.topic = self.topics[0]
         self._client: mqtt.Client | None = None
         self._cond = threading.Condition()
         self._subscribed = False
         self._error = ""
+        self._pub_lock = threading.Lock()
+        self._on_acked: dict[int, Callable[[], None]] = {}
+        self._acked_early: set[int] = set()   # PUBACKs that beat their registration
+        self._registering = 0
         self.counts = {"received": 0, "acked": 0, "rejected": 0, "failed": 0, "malformed": 0}
+        self.command_counts = {"results": 0, "published": 0}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> MqttReceiver:
@@ -107,6 +126,7 @@ class MqttReceiver:
             client.on_disconnect = self._on_disconnect
             client.on_subscribe = self._on_subscribe
             client.on_message = self._on_message
+            client.on_publish = self._on_publish
             if ep["persistent"]:
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = SESSION_EXPIRY
@@ -124,7 +144,7 @@ class MqttReceiver:
                     raise ReceiverError("%s: not subscribed within %.1fs %s" % (
                         self.url, timeout, self._error), url=self.url, detail=self._error)
                 self._cond.wait(left)
-        log.info("mqtt receiver %s: listening on %s", self.url, self.topic)
+        log.info("mqtt receiver %s: listening on %s", self.url, ", ".join(self.topics))
         return self
 
     def stop(self) -> None:
@@ -149,7 +169,7 @@ class MqttReceiver:
             log.warning("mqtt receiver %s: broker refused connection: %s", self.url, rc)
             return
         no_delay(client)
-        client.subscribe(self.topic, qos=self.qos)
+        client.subscribe([(t, self.qos) for t in self.topics])
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        properties: Any = None) -> None:
@@ -160,7 +180,7 @@ class MqttReceiver:
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any,
                       properties: Any = None) -> None:
         with self._cond:
-            if codes and not codes[0].is_failure:
+            if codes and not any(c.is_failure for c in codes):
                 self._subscribed = True
             else:
                 self._error = "subscription refused: %s" % (codes,)
@@ -168,33 +188,87 @@ class MqttReceiver:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.counts["received"] += 1
-        where = parse_up_topic(msg.topic)
-        if where is None:
+        up = parse_up_topic(msg.topic)
+        res = parse_up_topic(msg.topic, "result") if up is None and self.results else None
+        if up is None and res is None:
             self.counts["malformed"] += 1
             log.warning("mqtt receiver %s: ignoring message on %r", self.url, msg.topic)
             return
-        device, seq = where
-        answer = self._ingest(device, seq, bytes(msg.payload))
+        if up is not None:
+            device, seq = up
+            answer = self._ingest(self.handle, "seq", device, seq, bytes(msg.payload))
+            topic = ACK_TOPIC % device
+        else:
+            assert res is not None and self.results is not None
+            device, seq = res
+            answer = self._ingest(self.results, "counter", device, seq, bytes(msg.payload))
+            topic = RACK_TOPIC % device
         if answer is None:
             return
         try:
-            client.publish(ACK_TOPIC % device, json.dumps(answer, separators=(",", ":")),
-                           qos=self.qos)
+            client.publish(topic, json.dumps(answer, separators=(",", ":")), qos=self.qos)
         except (ValueError, TypeError) as e:   # an unsendable ack: the agent will retry
             log.error("mqtt receiver: cannot acknowledge %s/%d: %s", device, seq, e)
 
-    def _ingest(self, device: str, seq: int, payload: bytes) -> dict[str, Any] | None:
+    def _ingest(self, handle: Handle, name: str, device: str, seq: int,
+                payload: bytes) -> dict[str, Any] | None:
         try:
-            ack = self.handle(device, seq, payload)
+            ack = handle(device, seq, payload)
             answer = dict(ack.as_dict() if hasattr(ack, "as_dict") else ack)
         except Exception as e:  # noqa: BLE001 - every failure is sorted below, none lost
             reason = getattr(e, "reason", None)
             if isinstance(reason, str) and reason:
                 self.counts["rejected"] += 1
                 log.info("mqtt receiver: %s/%d rejected: %s", device, seq, reason)
-                return {"device": device, "seq": seq, "error": reason}
+                return {"device": device, name: seq, "error": reason}
             self.counts["failed"] += 1
-            log.exception("mqtt receiver: ingest of %s/%d failed; not acknowledged", device, seq)
+            log.exception("mqtt receiver: %s %s/%d failed; not acknowledged", name, device, seq)
             return None
-        self.counts["acked"] += 1
+        if name == "seq":
+            self.counts["acked"] += 1
+        else:
+            self.command_counts["results"] += 1
         return answer
+
+    # -- publishing (the command push) --------------------------------------------
+    def publish(self, topic: str, payload: bytes,
+                on_acked: Callable[[], None] | None = None) -> None:
+        """Publish at the receiver's QoS; ``on_acked()`` runs (in paho's
+        network thread) once the broker acknowledged it. Raises
+        ``ReceiverError`` when not started or paho refuses the message."""
+        client = self._client
+        if client is None:
+            raise ReceiverError("%s: not started" % self.url, url=self.url)
+        with self._pub_lock:
+            self._registering += 1
+        try:
+            try:
+                info = client.publish(topic, payload, qos=self.qos)
+            except (ValueError, TypeError) as e:
+                raise ReceiverError("%s: cannot publish on %s: %s" % (self.url, topic, e),
+                                    url=self.url, topic=topic) from None
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                raise ReceiverError("%s: publish on %s refused: %s" % (self.url, topic, info.rc),
+                                    url=self.url, topic=topic)
+            # without a connection paho queues the message and sends it on reconnect
+            self.command_counts["published"] += 1
+            with self._pub_lock:   # the PUBACK may have come back before we got here
+                early = info.mid in self._acked_early
+                if not early and on_acked is not None:
+                    self._on_acked[info.mid] = on_acked
+        finally:
+            with self._pub_lock:
+                self._registering -= 1
+                if not self._registering:
+                    self._acked_early.clear()
+        if early and on_acked is not None:
+            on_acked()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any = None,
+                    properties: Any = None) -> None:
+        with self._pub_lock:
+            done = self._on_acked.pop(mid, None)
+            if done is None and self._registering:   # a publish() may not have registered yet
+                self._acked_early.add(mid)
+        if done is not None:
+            done()

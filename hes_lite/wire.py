@@ -20,7 +20,9 @@ from hes_lite.store import CycleResult, Event, MeterRow
 
 # Reasons the envelope gives, plus the HES's own.
 REASONS = ("bad_tag", "replay", "unknown_key", "revoked_key", "truncated", "bad_length",
-           "bad_version", "device_mismatch", "seq_mismatch", "bad_batch")
+           "bad_version", "device_mismatch", "seq_mismatch", "bad_batch",
+           # the command uplink (polls, results)
+           "bad_kind", "bad_result", "unknown_command")
 
 
 class WireError(HesError):
@@ -59,15 +61,30 @@ class Decoded:
     results: list[CycleResult] = field(default_factory=list)
 
 
-def header(sealed: bytes) -> Header:
-    """Parse the clear header; raises WireError(truncated|bad_length|bad_version)."""
+def header(sealed: bytes, kind: int = envelope.KIND_BATCH) -> Header:
+    """Parse the clear header of an uplink envelope of ``kind``; raises
+    WireError(truncated|bad_length|bad_version). Another kind than ``kind``
+    is ``bad_version`` for a batch (as it always was) and ``bad_kind`` for a
+    result or poll (they share the batches' key: the authenticated kind
+    keeps them apart)."""
     try:
         h = envelope.peek(sealed)
     except envelope.EnvelopeError as e:
         raise WireError(_reason(e)) from None
-    if h.kind != envelope.KIND_BATCH:
-        raise WireError("bad_version", kind=h.kind)
+    if h.kind != kind:
+        raise WireError("bad_version" if kind == envelope.KIND_BATCH else "bad_kind",
+                        kind=h.kind)
     return Header(h.device, h.key_epoch, h.boot, h.counter)
+
+
+def seal_command(root_key: bytes, device: str, epoch: int, boot: int, counter: int,
+                 signed: bytes) -> bytes:
+    """A signed command sealed for ``device`` (kind 2, the downlink key of
+    ``epoch``) at the nonce (``boot``, ``counter``) the caller reserved."""
+    sealer = envelope.Sealer(device, root_key, envelope.MemoryBootStore(boot - 1), epoch,
+                             purpose=envelope.PURPOSE_DOWNLINK)
+    sealer.counter = counter
+    return bytes(sealer.seal(signed, kind=envelope.KIND_COMMAND))
 
 
 class _Keys:
@@ -209,8 +226,8 @@ def encode(device: str, seq: int, rows: Rows,
 
 
 def seal(root_key: bytes, device: str, epoch: int, counter: int, payload: bytes,
-         boot: int = 1) -> bytes:
+         boot: int = 1, kind: int = envelope.KIND_BATCH) -> bytes:
     """Seal a payload with the agent's envelope at a given (boot, counter)."""
     sealer = envelope.Sealer(device, root_key, envelope.MemoryBootStore(boot - 1), epoch)
     sealer.counter = counter
-    return bytes(sealer.seal(payload))
+    return bytes(sealer.seal(payload, kind=kind))

@@ -1,7 +1,8 @@
 """The ``wum-hil`` command line: meter simulators on a serial port, and rigs.
 
 Owns: ``wum-hil simulate`` (N simulated meters of one protocol, or a mix, on
-one ``hil.bus.Bus`` served on a pty or a real port until SIGINT/SIGTERM) and
+one ``hil.bus.Bus`` served on a pty or a real port until SIGINT/SIGTERM),
+``wum-hil board`` (a simulated MicroPython board, ``hil.board``) and
 ``wum-hil rig`` (acceptance scenarios between two ports, see ``hil.rig``).
 The DLMS and IEC 62056-21 simulators are imported lazily so a missing one is
 a clear error, not an import crash.
@@ -23,7 +24,7 @@ from agent.clock import SystemClock
 from hil import HilError
 from hil.bus import Bus, FaultSpec
 from hil.model import MeterModel
-from hil.ports import open_port
+from hil.ports import PtyPort, open_port
 
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
 SIMULATORS = {  # protocol: (module, class)
@@ -56,7 +57,8 @@ def make_clock(spec: str | None = None, speed: float | None = None) -> SystemClo
 
 def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
                  profile: str = "generic", first: int = 1,
-                 dlms: dict[str, Any] | None = None) -> list[Any]:
+                 dlms: dict[str, Any] | None = None,
+                 iec: dict[str, Any] | None = None) -> list[Any]:
     """``count`` meters with addresses first..first+count-1; ``mix`` cycles the
     protocols (address 1 DLMS, 2 IEC, 3 Modbus, ...)."""
     meters = []
@@ -71,6 +73,8 @@ def build_meters(count: int, protocol: str, seed: int, clock: SystemClock,
         opts: dict[str, Any] = {"profile": profile} if proto == "modbus" else {}
         if proto == "dlms" and dlms:
             opts.update(dlms)
+        if proto == "iec62056-21" and iec:
+            opts.update(iec)
         meters.append(cls(model, str(i), clock.now, **opts))
     return meters
 
@@ -93,8 +97,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         dlms["password"] = args.password
     if args.ek:
         dlms["ek"], dlms["ak"] = bytes.fromhex(args.ek), bytes.fromhex(args.ak or args.ek)
-    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile, dlms=dlms)
     port = open_port(args.port, args.baud, link=args.link)
+    # IEC 62056-21 7E1 on a real port (which the bus runs 8N1): parity in bit 7.
+    iec = {"wire_parity": not isinstance(port, PtyPort)}
+    meters = build_meters(args.meters, args.protocol, args.seed, clock, args.profile, dlms=dlms,
+                          iec=iec)
     bus = Bus(port, meters, baud=args.baud, latency=args.latency_ms / 1000.0,
               faults=FaultSpec.parse(args.faults, args.seed))
     stop = threading.Event()
@@ -110,6 +117,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     finally:
         bus.stop()
         port.close()
+    return 0
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    from hil.board import SimBoard
+
+    if args.port != "pty":
+        raise HilError("the simulated board serves on pseudo-terminals only (--port pty)")
+    board = SimBoard(args.flash_kb, args.heap_kb, None if args.de_pin == "none" else args.de_pin,
+                     args.cryptolib).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(json.dumps(board.describe()), flush=True)
+    try:
+        while not stop.wait(0.2):
+            if not board.alive():
+                raise HilError("the simulated board stopped")
+    finally:
+        board.stop()
     return 0
 
 
@@ -144,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DLMS meters without the serial-number object 0.0.96.1.0.255 "
                         "(known by their logical device name 0.0.42.0.0.255 only)")
     s.set_defaults(func=cmd_simulate)
+    b = sub.add_parser(
+        "board", help="a simulated MicroPython board: REPL and RS-485 UART on two ptys",
+        description="Runs the WebAssembly MicroPython as a board until SIGINT/SIGTERM: its "
+                    "REPL (friendly, raw, raw-paste; what mpremote speaks) on one pseudo-terminal, "
+                    "its machine.UART on another (serve meters there with `wum-hil simulate "
+                    "--port PATH`), a /flash filesystem of --flash-kb. Prints one JSON line: "
+                    '{"repl": PATH, "uart": PATH, "flash_kb", "heap_kb", "de_pin", "cryptolib"}.')
+    b.add_argument("--port", default="pty", help="'pty' (the only kind)")
+    b.add_argument("--flash-kb", type=int, default=1024, help="flash filesystem size (KB)")
+    b.add_argument("--heap-kb", type=int, default=512, help="MicroPython heap (KB)")
+    b.add_argument("--de-pin", default="4",
+                   help="the RS-485 driver-enable pin ('none': an auto-direction transceiver)")
+    b.add_argument("--cryptolib", action="store_true",
+                   help="give the board a cryptolib (AES) module, as ESP32/RP2 firmware has")
+    b.set_defaults(func=cmd_board)
     r = sub.add_parser("rig", help="acceptance scenarios between two ports")
     r.add_argument("--agent-port", default=None, help="URL the drivers read through")
     r.add_argument("--sim-port", default=None, help="URL the simulator serves on")

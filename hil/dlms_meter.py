@@ -6,9 +6,12 @@ Owns: HDLC station behaviour (answers only its own physical address,
 SNRM/UA negotiation, DISC, duplicate I-frames answered again), the
 association (none / LLS / HLS-GMAC, suite-0 glo-ciphering), GET normal /
 with-list / data blocks, SET clock, ACTION disconnect control, Profile
-Generic buffers with selective access by range and by entry, the event log.
-``serial_number=False`` leaves out the serial-number object 0.0.96.1.0.255
-(a meter known only by its logical device name 0.0.42.0.0.255).
+Generic buffers with selective access by range and by entry, the event log;
+the disconnect control (class 70 state machine), activity calendar (class 20)
+and limiter (class 71) of ``hil.dlms_objects``, and a traffic log of every
+service asked (``traffic``). ``serial_number=False`` leaves out the
+serial-number object 0.0.96.1.0.255 (a meter known only by its logical
+device name 0.0.42.0.0.255).
 A bus device in the sense of ``hil.bus`` (``address``, ``feed``, ``reset``,
 ``corrupt_address``); ``feed`` never raises on any input.
 """
@@ -40,6 +43,7 @@ from drivers.dlms.axdr import (
 )
 from drivers.dlms.hdlc_conn import Connection
 from drivers.units import unit_code
+from hil.dlms_objects import CommandObjects
 from hil.model import DAY, HOUR, PROFILE, REGISTERS, MeterModel
 
 # OBIS C group -> (A-XDR type, scaler) of the value attribute; unit from the model
@@ -90,6 +94,11 @@ class DlmsMeter:
         self.client_counter = -1        # the highest client counter seen: replays refused
         self.ctx: security.SecurityContext | None = None
         self._drop_session()
+        # Classes 70/20/71 for signed commands (``objects.control_mode``: 0..6,
+        # ``objects.press_button()``), and every service asked of this meter:
+        # (service, class id, OBIS, attribute or method), for tests to inspect.
+        self.objects = CommandObjects(model, clock, model.clock)
+        self.traffic: list[tuple[str, int, str, int]] = []
 
     def _drop_session(self) -> None:
         if self.ctx is not None:
@@ -238,6 +247,7 @@ class DlmsMeter:
             return self._hls_reply(msg).to_bytes()
         if not self.associated:
             return xdlms.ExceptionResponse(1, 1).to_bytes()  # service-not-allowed
+        self._record(msg)
         if isinstance(msg, xdlms.GetRequest):
             return self._get(msg)
         if isinstance(msg, xdlms.SetRequest):
@@ -307,6 +317,9 @@ class DlmsMeter:
     def _read(self, d: xdlms.Descriptor) -> Any:
         obis = cosem.obis_text(d.obis)
         now = self._now()
+        if d.class_id in self.objects.classes:
+            return DENIED if d.access is not None else self.objects.get(d.class_id, obis,
+                                                                         d.attribute)
         try:
             if d.class_id == cosem.PROFILE_GENERIC:
                 return self._profile(obis, d.attribute, d.access, now)
@@ -333,9 +346,6 @@ class DlmsMeter:
             if self.serial_number:
                 table[cosem.SERIAL_NUMBER] = (OCTET_STRING, m.serial.encode())
             return table.get(obis, NO_SUCH) if attr == 2 else NO_SUCH
-        if class_id == cosem.DISCONNECT_CONTROL and obis == cosem.DISCONNECTOR:
-            on = m.relay_connected
-            return {2: (BOOLEAN, on), 3: (ENUM, 1 if on else 0), 4: (ENUM, 1)}.get(attr, NO_SUCH)
         if class_id in (cosem.REGISTER, cosem.EXTENDED_REGISTER) and obis in dict(REGISTERS):
             kind, scaler = register_format(obis)
             if attr == 3:
@@ -409,6 +419,8 @@ class DlmsMeter:
         return rows
 
     def _set(self, d: xdlms.Descriptor, value: Any) -> int:
+        if d.class_id in self.objects.classes:
+            return self.objects.set(d.class_id, cosem.obis_text(d.obis), d.attribute, value)
         if d.class_id != cosem.CLOCK or d.obis != cosem.obis_bytes(cosem.CLOCK_OBIS) \
                 or d.attribute != 2:
             return DENIED
@@ -421,12 +433,22 @@ class DlmsMeter:
 
     def _action(self, msg: xdlms.ActionRequest) -> xdlms.ActionResponse:
         d = msg.descriptor
-        if d.class_id != cosem.DISCONNECT_CONTROL or d.obis != cosem.obis_bytes(cosem.DISCONNECTOR):
-            return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
-        if d.attribute not in (cosem.REMOTE_DISCONNECT, cosem.REMOTE_RECONNECT):
-            return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
-        self.model.set_relay(d.attribute == cosem.REMOTE_RECONNECT, self._now())
-        return xdlms.ActionResponse(0, invoke_id=msg.invoke_id)
+        if d.class_id in self.objects.classes:      # disconnect control, calendar
+            return xdlms.ActionResponse(self.objects.action(
+                d.class_id, cosem.obis_text(d.obis), d.attribute), invoke_id=msg.invoke_id)
+        return xdlms.ActionResponse(NO_SUCH, invoke_id=msg.invoke_id)
+
+
+    def _record(self, msg: Any) -> None:
+        """The traffic log: what was asked of this meter, in order (bounded)."""
+        if isinstance(msg, xdlms.GetRequest):
+            for d in msg.descriptors:
+                self.traffic.append(("GET", d.class_id, cosem.obis_text(d.obis), d.attribute))
+        elif isinstance(msg, (xdlms.SetRequest, xdlms.ActionRequest)):
+            d = msg.descriptor
+            kind = "SET" if isinstance(msg, xdlms.SetRequest) else "ACTION"
+            self.traffic.append((kind, d.class_id, cosem.obis_text(d.obis), d.attribute))
+        del self.traffic[:-10000]
 
 
 def _last_sunday(year: int, month: int) -> int:

@@ -6,7 +6,9 @@ identification (only to ``/?<its address>!``, or ``/?!`` when
 of the full register set (EDIS codes such as ``1.8.0``, ``32.7.0``,
 ``0-0:96.3.10``), programming mode (P0 → P1 password → R1 reads, W1 writes of
 ``0.9.1``/``0.9.2`` clock and ``0-0:96.3.10`` relay, R5 ``P.01`` hourly load
-profile and ``P.98`` log book in partial blocks, B0 break, NAK → repeat), and the
+profile and ``P.98`` log book in partial blocks, B0 break, NAK → repeat), the
+``wire_parity`` framing (7E1 characters on a real 8N1 port: parity in bit 7;
+on a pty a byte with bit 7 set is not a character), and the
 ``honour_baud=False`` quirk: the meter proposes ``max_baud`` but keeps its UART
 at ``quirk_baud``. A master on a different speed then hears what a UART hears
 across a speed mismatch (``uart_view``), not clean bytes; what the master
@@ -142,7 +144,8 @@ class IecMeter:
                  honour_baud: bool = True, password: str = "00000000", mode: str = "C",
                  quirk_baud: int = INITIAL_BAUD, ident: str | None = None,
                  answer_empty: bool = True, block_size: int = 512,
-                 session_timeout: float = 60.0, line_speed=None) -> None:
+                 session_timeout: float = 60.0, line_speed=None,
+                 wire_parity: bool = False) -> None:
         self.model = model
         self.address = str(address)
         self.clock = clock
@@ -165,6 +168,11 @@ class IecMeter:
         # garbage). Sensing only clears garbling: on a pty the agent switches
         # speed the instant its bytes are written, before we hear them.
         self.line_speed = line_speed
+        # IEC 62056-21 §5 frames a character as 7 data bits + even parity. On a
+        # pty (no wire, no framing) a character is a byte with bit 7 clear, and
+        # a byte with bit 7 set is none: noise. On a real port the bus runs at
+        # 8N1, so bit 7 is the parity bit: stripped on receive, set on send.
+        self.wire_parity = wire_parity
         self.framer = Framer("meter")
         self.state = IDLE
         self.authed = False
@@ -186,7 +194,8 @@ class IecMeter:
         if self.state != IDLE and now - self.last_heard > self.session_timeout:
             self._idle()
         self.last_heard = now
-        data = bytes(b & 0x7F for b in data)        # a 7E1 UART strips the parity bit
+        if self.wire_parity:       # 8N1 hearing 7E1: bit 7 is the parity bit
+            data = bytes(b & 0x7F for b in data)
         if self.master_baud != self.own_baud and not (
                 self.line_speed is not None and self.line_speed() == self.own_baud):
             data = uart_view(data, self.master_baud, self.own_baud)
@@ -203,8 +212,15 @@ class IecMeter:
             except IecProtocolError:
                 continue
             if msg is None:
-                return out
+                return [(self._framed(p), b) for p, b in out]
             out.extend(self._handle(msg))
+
+    def _framed(self, payload: bytes) -> bytes:
+        """7-bit characters as our port carries them: even parity in bit 7 on a
+        real 8N1 port (``wire_parity``), the bytes themselves on a pty."""
+        if not self.wire_parity:
+            return payload
+        return bytes(b | ((bin(b).count("1") & 1) << 7) for b in payload)
 
     # -- protocol ----------------------------------------------------------------
     def _idle(self) -> None:

@@ -126,7 +126,10 @@ def _generic_read(protocol: str, sim: tuple[str, str], pkg: str) -> Callable[[Ri
             open_client = drv.open_client
         except (ImportError, AttributeError) as e:
             raise Skip("%s simulator or driver not available: %s" % (protocol, e)) from e
-        meters = [cls(MeterModel(a, rig.seed), str(a), rig.clock) for a in range(1, 5)]
+        opts: dict[str, Any] = {}
+        if protocol == "iec62056-21" and not isinstance(rig.sim_port, PtyPort):
+            opts["wire_parity"] = True       # 7E1 over the bus's 8N1: parity in bit 7
+        meters = [cls(MeterModel(a, rig.seed), str(a), rig.clock, **opts) for a in range(1, 5)]
         bus = rig.serve(meters)
         try:
             for a in range(1, 5):

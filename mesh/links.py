@@ -13,8 +13,9 @@ table, or what a simulator builds)::
     {"kind": "lora", "sf": 9, "bandwidth": 125000, "coding_rate": "4/5",
      "channel": 868100000, "preamble": 8, "mtu": 115, "ack_timeout_ms": ...}
 
-``bandwidth_khz`` may replace ``bandwidth``; ``coding_rate`` is "4/5".."4/8"
-or 1..4. ``"adaptive_sf": true`` (with ``min_sf``, default 7, and
+``bandwidth`` is in Hz (125, 250, 500 are read as kHz), or give
+``bandwidth_khz``; ``coding_rate`` is "4/5".."4/8" or 1..4; ``region``, if
+present, must be "EU868" (the duty-cycle rules ``mesh.duty`` models). ``"adaptive_sf": true`` (with ``min_sf``, default 7, and
 ``margin_db``, default 5) sends each unicast at the fastest SF the
 neighbour's measured SNR allows, down from ``sf`` (broadcasts stay at
 ``sf``); it assumes receivers demodulate every SF on the channel (gateway
@@ -81,9 +82,15 @@ class LinkSpec:
     @classmethod
     def from_dict(cls, d):
         kind = d.get("kind")
+        region = d.get("region", "EU868")
+        if region != "EU868":
+            raise MeshLocalError("only the EU868 duty-cycle rules are modelled",
+                                 reason="link", region=region)
         bw = d.get("bandwidth")
         if bw is None and "bandwidth_khz" in d:
             bw = int(d["bandwidth_khz"] * 1000)
+        elif bw in (125, 250, 500):
+            bw = bw * 1000                    # written in kHz
         return cls(kind, d.get("mtu"), d.get("sf", 9), bw if bw is not None else 125000,
                    _coding_rate(d.get("coding_rate", 1)), d.get("channel", 868100000),
                    d.get("preamble", 8), d.get("ack_timeout_ms"), d.get("adaptive_sf", False),

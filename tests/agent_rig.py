@@ -122,6 +122,10 @@ class HesProcess:
         self.log = db.with_suffix(".log")
         subprocess.run([HES, "keys", "add", device, "--key", key, "--db", self.db], check=True,
                        capture_output=True)
+        # a viewer token for the tests' API calls (the API needs one)
+        self.token = subprocess.run([HES, "tokens", "add", "rig-%d" % self.port, "--role",
+                                     "viewer", "--db", self.db], check=True, capture_output=True,
+                                    text=True).stdout.strip()
 
     @property
     def url(self) -> str:
@@ -143,6 +147,16 @@ class HesProcess:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("hes-lite did not start: %s" % self.log.read_text()[-2000:])
+
+    def get(self, path: str, timeout: float = 10):
+        """GET an API route with the viewer token; the decoded JSON."""
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path,
+                                     headers={"Authorization": "Bearer " + self.token})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.load(r)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

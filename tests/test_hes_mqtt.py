@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hes_lite import wire
+from hes_lite import auth, wire
 from hes_lite.store import open_store
 from tests.mqtt_broker import free_port
 
@@ -84,6 +84,7 @@ def test_mqtt_uplink_with_the_agent_transport(broker, tmp_path):
     db = tmp_path / "hes.db"
     s = open_store(str(db))
     s.add_key("mq-1", 1, KEY, 0.0)
+    viewer = {"authorization": "Bearer " + auth.create(s, "reader", "viewer", 0.0)}
     s.close()
     http_port = free_port()
     hes = start_hes(db, broker, http_port, "hes-test-1")
@@ -107,7 +108,8 @@ def test_mqtt_uplink_with_the_agent_transport(broker, tmp_path):
             assert e.value.reason == "rejected" and e.value.hes_reason == "bad_tag"
         with transport_for(broker + "?client_id=agent-1b") as t2:  # no remembered acks
             assert t2.send("mq-1", 1, batch(1), timeout=10).status == "duplicate"
-        h = httpx.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=5).json()
+        h = httpx.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=5,
+                      headers=viewer).json()
         assert h["concentrators"][0]["last_seq"] == 2 and h["rejects"] == {"bad_tag": 1}
     finally:
         stop(hes)
@@ -117,6 +119,7 @@ def test_batch_published_while_hes_is_down_arrives(broker, tmp_path):
     db = tmp_path / "hes.db"
     s = open_store(str(db))
     s.add_key("mq-1", 1, KEY, 0.0)
+    viewer = {"authorization": "Bearer " + auth.create(s, "reader", "viewer", 0.0)}
     s.close()
     http_port = free_port()
     stop(start_hes(db, broker, http_port, "hes-test-2"))  # makes the persistent session
@@ -136,7 +139,7 @@ def test_batch_published_while_hes_is_down_arrives(broker, tmp_path):
                 time.sleep(0.1)
             assert acks and acks[0]["status"] == "accepted" and acks[0]["seq"] == 7
             r = httpx.get(f"http://127.0.0.1:{http_port}/v1/meters/mq-meter/readings",
-                          timeout=5).json()
+                          timeout=5, headers=viewer).json()
             assert [x["value"] for x in r["readings"]] == [70]
         finally:
             stop(hes)

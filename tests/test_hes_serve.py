@@ -1,6 +1,6 @@
 """``hes-lite serve`` over real HTTP: uvicorn in a subprocess on a free port,
 spoken to with httpx — uplink acks, duplicates, rejections, the read API,
-streamed exports and the OpenAPI document."""
+streamed exports and the OpenAPI document (the API with a viewer token)."""
 
 import csv
 import io
@@ -15,7 +15,7 @@ import zipfile
 import httpx
 import pytest
 
-from hes_lite import wire
+from hes_lite import auth, wire
 from hes_lite.store import open_store
 from tests.mqtt_broker import free_port
 
@@ -37,6 +37,7 @@ def server(tmp_path_factory):
     db = tmp_path_factory.mktemp("serve") / "hes.db"
     s = open_store(str(db))
     s.add_key("conc-a", 1, KEY, 0.0)
+    token = auth.create(s, "reader", "viewer", 0.0)
     s.close()
     port = free_port()
     log = open(db.with_suffix(".log"), "w+")
@@ -55,7 +56,8 @@ def server(tmp_path_factory):
                 log.seek(0)
                 raise RuntimeError("server did not start: " + log.read()) from None
             time.sleep(0.1)
-    with httpx.Client(base_url=base, timeout=10) as client:
+    with httpx.Client(base_url=base, timeout=10,
+                      headers={"authorization": "Bearer " + token}) as client:
         yield client, db, log
     proc.terminate()
     proc.wait(10)

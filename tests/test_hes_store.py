@@ -106,3 +106,27 @@ def test_key_records_hide_key_material(tmp_path):
         s.add_key("d", 1, key, 0.0)
     assert key.hex() not in repr(s.keys()) and key.hex() not in str(s.keys())
     assert s.revoke("d") == 1 and s.revoke("d") == 0 and s.key("d", 1).revoked
+
+
+def test_migrates_v5_fixture_to_access_control_and_commands(tmp_path):
+    """The last schema before issue 11: nothing lost, the new tables work."""
+    from hes_lite.store import AuditEntry, NameTaken, TokenRecord
+
+    path = old_db(tmp_path, "schema_v5.sql")
+    s = open_store(str(path))
+    assert s.migrated_from == 5
+    assert list(s.rows()) == [("20000001", 1780272000, {"1.0.1.8.0.255": 4242})]
+    assert s.meters()[0]["last_result"] == {"status": "read", "error": None, "since": 1780272000}
+    assert s.keys()[0].root_key == bytes(range(32)) and s.rejects() == {"bad_tag": 1}
+    s.add_token(TokenRecord("t", "viewer", b"d" * 32, 1.0))
+    with pytest.raises(NameTaken):
+        s.add_token(TokenRecord("t", "admin", b"e" * 32, 2.0))
+    assert s.token(b"d" * 32).name == "t" and s.token(b"e" * 32) is None
+    assert s.revoke_token("t", 3.0) and not s.revoke_token("t", 4.0)
+    assert s.tokens()[0].revoked == 3.0
+    s.add_audit([AuditEntry(5.0, "cli:x", "token.add", "t", detail={"role": "viewer"}),
+                 AuditEntry(6.0, "anonymous", "auth", "/v1/meters", "unauthenticated")])
+    assert [e.action for e in s.audit_log()] == ["token.add", "auth"]
+    assert [e.action for e in s.audit_log(since=6.0)] == ["auth"]
+    assert [e.action for e in s.audit_log(limit=1)] == ["auth"]
+    assert s.audit_log()[0].detail == {"role": "viewer"}

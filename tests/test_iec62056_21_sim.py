@@ -43,9 +43,9 @@ SESSIONS = st.lists(st.sampled_from([
 
 
 @settings(max_examples=300, deadline=None)
-@given(SESSIONS, st.integers(1, 6), st.booleans())
-def test_feed_never_raises(pieces: list, step: int, honour: bool) -> None:
-    meter = _meter(honour_baud=honour)
+@given(SESSIONS, st.integers(1, 6), st.booleans(), st.booleans())
+def test_feed_never_raises(pieces: list, step: int, honour: bool, wire: bool) -> None:
+    meter = _meter(honour_baud=honour, wire_parity=wire)
     data = b"".join(pieces)
     for i in range(0, len(data), step):
         for reply, baud in meter.feed(data[i:i + step], float(i)):
@@ -85,6 +85,21 @@ def test_programming_errors_and_break() -> None:
     assert _replies(meter, b"\x15") == [Ack()]                 # NAK: repeat the last answer
     assert _replies(meter, Command("B", "0")) == []
     assert meter.state == "IDLE"
+
+
+def _with_parity(data: bytes) -> bytes:
+    return bytes(b | (bin(b).count("1") & 1) << 7 for b in data)
+
+
+def test_framing_on_a_pty_and_on_a_wire() -> None:
+    """IEC 62056-21 §5: 7 data bits + even parity. On a pty a character is a
+    byte with bit 7 clear (a parity bit there makes it noise); on a real 8N1
+    port bit 7 is the parity bit, stripped on receive and set on send."""
+    request = Request("42").to_bytes()
+    assert _meter().feed(_with_parity(request), 0.0) == []
+    ((ident, _),) = _meter(wire_parity=True).feed(_with_parity(request), 0.0)
+    plain = Identification("WUM", "5", "IEC-SIM").to_bytes()
+    assert ident == _with_parity(plain) != plain
 
 
 def test_edis_forms() -> None:

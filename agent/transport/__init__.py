@@ -18,6 +18,15 @@ Brokers are pipes: an MQTT ack that never comes (broker restarted, message
 dropped) is a ``timeout`` and costs one retransmission; the HES acknowledges a
 retransmitted ``(device, seq)`` as ``duplicate``.
 
+The same pipes carry signed commands back (docs/command-format.md): an
+``Ack`` lists the sealed commands pending for the device; ``poll`` asks for
+them when the agent is idle (HTTP ``POST /v1/poll/{device}``); ``listen``
+subscribes to pushed commands (MQTT ``wum/cmd/<device>``; HTTP has no push);
+``send_result`` delivers a sealed command result (HTTP ``PUT
+/v1/results/{device}/{counter}``, MQTT ``wum/result/<device>/<counter>``
+answered on ``wum/rack/<device>``). Errors are ``TransportError`` with the
+same reasons as for batches.
+
 Must not know what is inside a payload (batch codec, envelope) nor how the
 HES stores it. Never blocks longer than the ``timeout`` given to ``send``.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,6 +48,10 @@ REASONS = ("unreachable", "timeout", "rejected", "protocol")
 STATUSES = ("accepted", "duplicate")
 UP_TOPIC = "wum/up/%s/%d"
 ACK_TOPIC = "wum/ack/%s"
+CMD_TOPIC = "wum/cmd/%s"
+RESULT_TOPIC = "wum/result/%s/%d"
+RACK_TOPIC = "wum/rack/%s"
+MAX_COMMANDS = 64           # sealed commands taken from one answer (the HES sends <= 16)
 
 
 class TransportError(AgentError):
@@ -69,13 +83,80 @@ class Ack:
     # The HES holds the batch but lacks the codec state it is a delta of: the
     # next batch must be a keyframe.
     need_keyframe: bool = False
+    # Sealed commands pending for this device, oldest first (kind-2 envelopes).
+    commands: tuple[bytes, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = {"device": self.device, "seq": self.seq, "status": self.status,
                                 "server_time": self.server_time}
         if self.need_keyframe:
             d["need_keyframe"] = True
+        if self.commands:
+            d["commands"] = [c.hex() for c in self.commands]
         return d
+
+
+@dataclass(frozen=True)
+class Polled:
+    """The HES's answer to an idle poll."""
+    device: str
+    commands: tuple[bytes, ...]
+    server_time: float
+
+
+@dataclass(frozen=True)
+class ResultAck:
+    """The HES stored a command result (``accepted``) or had it (``duplicate``)."""
+    device: str
+    counter: int
+    status: str
+
+
+def parse_commands(answer: dict[str, Any], device: str) -> tuple[bytes, ...]:
+    """The ``commands`` list of an answer: hex strings of sealed commands. An
+    entry that is not hex is dropped with a warning (the batch it rides on was
+    still acknowledged)."""
+    raw = answer.get("commands")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        log.warning("HES answer for %s: commands is not a list; ignored", device)
+        return ()
+    out = []
+    for item in raw[:MAX_COMMANDS]:
+        try:
+            out.append(bytes.fromhex(item))
+        except (TypeError, ValueError):
+            log.warning("HES answer for %s: a command that is not hex; ignored: %r", device,
+                        str(item)[:80])
+    return tuple(out)
+
+
+def _refusal(answer: Any, what: str, device: str, url: str, **fields: object) -> None:
+    if isinstance(answer, dict) and "error" in answer:
+        reason = str(answer["error"])
+        raise TransportError("HES rejected %s of %s: %s" % (what, device, reason), "rejected",
+                             device=device, url=url, hes_reason=reason, **fields)
+
+
+def parse_polled(answer: Any, device: str, url: str) -> Polled:
+    _refusal(answer, "a poll", device, url)
+    if not isinstance(answer, dict) or answer.get("device") != device:
+        raise TransportError("bad poll answer from %s for %s" % (url, device), "protocol",
+                             device=device, url=url)
+    t = answer.get("server_time")
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        t = 0.0
+    return Polled(device, parse_commands(answer, device), float(t))
+
+
+def parse_result_ack(answer: Any, device: str, counter: int, url: str) -> ResultAck:
+    _refusal(answer, "result %d" % counter, device, url, counter=counter)
+    if not isinstance(answer, dict) or answer.get("device") != device or \
+            answer.get("counter") != counter or answer.get("status") not in STATUSES:
+        raise TransportError("bad result answer from %s for %s/%d" % (url, device, counter),
+                             "protocol", device=device, counter=counter, url=url)
+    return ResultAck(device, counter, str(answer["status"]))
 
 
 def parse_ack(answer: Any, device: str, seq: int, url: str) -> Ack:
@@ -98,7 +179,8 @@ def parse_ack(answer: Any, device: str, seq: int, url: str) -> Ack:
         raise bad("status %r" % (status,))
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise bad("server_time %r" % (t,))
-    return Ack(device, seq, str(status), float(t), answer.get("need_keyframe") is True)
+    return Ack(device, seq, str(status), float(t), answer.get("need_keyframe") is True,
+               parse_commands(answer, device))
 
 
 def check_device(device: str, seq: int, url: str) -> None:
@@ -108,12 +190,31 @@ def check_device(device: str, seq: int, url: str) -> None:
 
 
 class Transport:
-    """One way to the HES. ``send`` is blocking and thread-safe."""
+    """One way to the HES. ``send``, ``poll`` and ``send_result`` are blocking
+    and thread-safe. ``push`` says whether ``listen`` delivers commands at once
+    (then the agent need not poll)."""
 
     url = ""
+    push = False
 
     def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
         raise NotImplementedError
+
+    def poll(self, device_id: str, payload: bytes, timeout: float) -> Polled:
+        """Ask for pending commands with a sealed kind-4 envelope."""
+        raise TransportError("%s cannot poll" % type(self).__name__, "protocol",
+                             device=device_id, url=self.url)
+
+    def send_result(self, device_id: str, counter: int, payload: bytes,
+                    timeout: float) -> ResultAck:
+        """Deliver a sealed kind-3 command result; returns once the HES stored it."""
+        raise TransportError("%s cannot carry command results" % type(self).__name__,
+                             "protocol", device=device_id, url=self.url)
+
+    def listen(self, device_id: str, on_command: Callable[[bytes], object]) -> bool:
+        """Have pushed sealed commands handed to ``on_command`` (from another
+        thread). False when this transport has no push (poll instead)."""
+        return False
 
     def close(self) -> None:
         pass
@@ -188,5 +289,6 @@ try:
 except ImportError:  # pragma: no cover - an image without paho-mqtt has HTTP only
     pass
 
-__all__ = ["REASONS", "Ack", "HttpTransport", "MqttTransport", "Transport", "TransportError",
-           "mqtt_endpoint", "parse_ack", "redact", "transport_for"]
+__all__ = ["REASONS", "Ack", "HttpTransport", "MqttTransport", "Polled", "ResultAck",
+           "Transport", "TransportError", "mqtt_endpoint", "parse_ack", "parse_polled",
+           "parse_result_ack", "redact", "transport_for"]

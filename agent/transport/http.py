@@ -1,5 +1,8 @@
 """HTTP(S) uplink: ``PUT {base}/v1/batches/{device_id}/{seq}`` with the sealed
 envelope as body; the JSON answer is the acknowledgement (docs/INTERFACES.md).
+Commands come back in that answer, or in the answer to an idle ``POST
+{base}/v1/poll/{device_id}``; results go up as ``PUT
+{base}/v1/results/{device_id}/{counter}`` (docs/command-format.md).
 
 Owns one kept-alive ``http.client`` connection per transport (stdlib only:
 the agent image carries no web framework), HTTPS with the default ``ssl``
@@ -22,7 +25,18 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from agent.transport import Ack, Transport, TransportError, check_device, parse_ack, redact
+from agent.transport import (
+    Ack,
+    Polled,
+    ResultAck,
+    Transport,
+    TransportError,
+    check_device,
+    parse_ack,
+    parse_polled,
+    parse_result_ack,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +87,26 @@ class HttpTransport(Transport):
     def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
         check_device(device_id, seq, self.url)
         path = "%s/v1/batches/%s/%d" % (self.prefix, quote(device_id, safe=""), seq)
+        status, body = self._call("PUT", path, payload, timeout, device_id, seq)
+        return self._answer(status, body, device_id, seq)
+
+    def poll(self, device_id: str, payload: bytes, timeout: float) -> Polled:
+        check_device(device_id, 0, self.url)
+        path = "%s/v1/poll/%s" % (self.prefix, quote(device_id, safe=""))
+        status, body = self._call("POST", path, payload, timeout, device_id, 0)
+        doc = self._document(status, body, "poll", device_id, 0)
+        return parse_polled(doc, device_id, self.url)
+
+    def send_result(self, device_id: str, counter: int, payload: bytes,
+                    timeout: float) -> ResultAck:
+        check_device(device_id, counter, self.url)
+        path = "%s/v1/results/%s/%d" % (self.prefix, quote(device_id, safe=""), counter)
+        status, body = self._call("PUT", path, payload, timeout, device_id, counter)
+        doc = self._document(status, body, "result %d" % counter, device_id, counter)
+        return parse_result_ack(doc, device_id, counter, self.url)
+
+    def _call(self, method: str, path: str, payload: bytes, timeout: float, device_id: str,
+              seq: int) -> tuple[int, bytes]:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
@@ -86,11 +120,11 @@ class HttpTransport(Transport):
                 watchdog.daemon = True
                 watchdog.start()
                 try:
-                    status, body = self._exchange(conn, path, payload)
+                    status, body = self._exchange(conn, method, path, payload)
                     if expired.is_set():    # cut mid-answer: what we read is partial
                         self._drop()
                         raise TimeoutError("answer cut at the deadline")
-                    break
+                    return status, body
                 except (OSError, http.client.HTTPException) as e:
                     self._drop()
                     if expired.is_set():
@@ -103,7 +137,6 @@ class HttpTransport(Transport):
                     raise self._error(e, device_id, seq) from e
                 finally:
                     watchdog.cancel()
-        return self._answer(status, body, device_id, seq)
 
     @staticmethod
     def _expire(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
@@ -115,9 +148,9 @@ class HttpTransport(Transport):
             except OSError:
                 pass
 
-    def _exchange(self, conn: http.client.HTTPConnection, path: str,
+    def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str,
                   payload: bytes) -> tuple[int, bytes]:
-        conn.request("PUT", path, body=payload, headers={
+        conn.request(method, path, body=payload, headers={
             "Content-Type": "application/octet-stream", "Accept": "application/json"})
         resp = conn.getresponse()
         body = resp.read(MAX_ANSWER)
@@ -155,6 +188,24 @@ class HttpTransport(Transport):
             reason = "unreachable"  # 5xx, 429, or a status we do not know: retry later
         raise TransportError("HES answered %d for %s/%d" % (status, device, seq), reason,
                              device=device, seq=seq, url=self.url, status=status)
+
+    def _document(self, status: int, body: bytes, what: str, device: str, seq: int) -> Any:
+        """The JSON of a 200 answer; other statuses become errors as for batches."""
+        try:
+            doc: Any = json.loads(body.decode("utf-8")) if body else None
+        except (UnicodeDecodeError, ValueError):
+            doc = None
+        if status == 200:
+            return doc
+        if 400 <= status < 500 and status not in (408, 429):
+            hes = doc.get("error") if isinstance(doc, dict) else None
+            hes_reason = str(hes) if hes else "http_%d" % status
+            raise TransportError("HES rejected %s of %s: %s" % (what, device, hes_reason),
+                                 "rejected", device=device, seq=seq, url=self.url,
+                                 status=status, hes_reason=hes_reason)
+        raise TransportError("HES answered %d to %s of %s" % (status, what, device),
+                             "timeout" if status == 408 else "unreachable", device=device,
+                             seq=seq, url=self.url, status=status)
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,11 @@
 ``wum/ack/{device_id}`` (the same JSON as the HTTP answer, or
 ``{"device", "seq", "error": reason}`` for a refusal).
 
+Commands: the HES pushes each sealed command to ``wum/cmd/{device_id}``
+(QoS 1; ``listen`` subscribes and hands them over at once); results go to
+``wum/result/{device_id}/{counter}`` and the HES answers on
+``wum/rack/{device_id}`` like the HTTP result answer.
+
 Owns one broker connection kept open across sends (paho's network thread
 reconnects on its own), the ack subscriptions (re-made on every reconnect),
 and matching acks to ``(device, seq)``. The broker is only a pipe: a PUBACK
@@ -37,13 +42,18 @@ from paho.mqtt.properties import Properties
 
 from agent.transport import (
     ACK_TOPIC,
+    CMD_TOPIC,
+    RACK_TOPIC,
+    RESULT_TOPIC,
     UP_TOPIC,
     Ack,
+    ResultAck,
     Transport,
     TransportError,
     check_device,
     mqtt_endpoint,
     parse_ack,
+    parse_result_ack,
     redact,
 )
 
@@ -66,6 +76,8 @@ def no_delay(client: mqtt.Client) -> None:
 
 
 class MqttTransport(Transport):
+    push = True
+
     def __init__(self, url: str, qos: int = 1) -> None:
         self.endpoint = mqtt_endpoint(url)
         self.url = redact(url)          # what logs and errors show: no password
@@ -75,11 +87,14 @@ class MqttTransport(Transport):
         self._client: mqtt.Client | None = None
         self._connected = False
         self._connect_error = ""
-        self._devices: set[str] = set()       # ack topics we want
+        self._topics: set[str] = set()        # topics we want (acks, racks, commands)
         self._subscribed: set[str] = set()    # ... and have on this connection
         self._pending_sub: dict[int, str] = {}
         self._early_subacks: dict[int, bool] = {}
         self._acks: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._racks: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._listeners: dict[str, Callable[[bytes], object]] = {}    # cmd topic -> callback
+        self.commands_received = 0
         self.published = 0
         self.acks_received = 0
 
@@ -125,10 +140,10 @@ class MqttTransport(Transport):
             self._subscribed.clear()
             self._pending_sub.clear()
             self._early_subacks.clear()
-            devices = sorted(self._devices)
+            topics = sorted(self._topics)
             self._cond.notify_all()
-        for device in devices:      # paho's thread: SUBACKs cannot overtake these
-            self._subscribe(client, device)
+        for topic in topics:        # paho's thread: SUBACKs cannot overtake these
+            self._subscribe(client, topic)
         log.info("uplink %s: connected", self.url)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
@@ -139,48 +154,58 @@ class MqttTransport(Transport):
             self._cond.notify_all()
         log.info("uplink %s: disconnected (%s)", self.url, rc)
 
-    def _subscribe(self, client: mqtt.Client, device: str) -> None:
+    def _subscribe(self, client: mqtt.Client, topic: str) -> None:
         """Never called by ``send`` with ``_cond`` held: paho takes its callback
         lock inside ``subscribe`` while its thread may be waiting for ``_cond``."""
-        rc, mid = client.subscribe(ACK_TOPIC % device, qos=1)
+        rc, mid = client.subscribe(topic, qos=1)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return
         with self._cond:
             if mid in self._early_subacks:      # the SUBACK overtook us
                 if self._early_subacks.pop(mid):
-                    self._subscribed.add(device)
+                    self._subscribed.add(topic)
                 self._cond.notify_all()
             else:
-                self._pending_sub[mid] = device
+                self._pending_sub[mid] = topic
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any,
                       properties: Any = None) -> None:
         ok = bool(codes) and not codes[0].is_failure
         with self._cond:
-            device = self._pending_sub.pop(mid, None)
-            if device is None:
+            topic = self._pending_sub.pop(mid, None)
+            if topic is None:
                 self._early_subacks[mid] = ok
             elif ok:
-                self._subscribed.add(device)
+                self._subscribed.add(topic)
             else:
-                log.warning("uplink %s: ack subscription for %s refused: %s", self.url,
-                            device, codes)
+                log.warning("uplink %s: subscription to %s refused: %s", self.url, topic, codes)
             self._cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        listener = self._listeners.get(msg.topic)
+        if listener is not None:            # a pushed sealed command (raw bytes)
+            self.commands_received += 1
+            try:
+                listener(bytes(msg.payload))
+            except Exception:       # paho's network thread must survive any callback
+                log.exception("uplink %s: pushed command not taken", self.url)
+            return
+        rack = msg.topic.startswith(RACK_TOPIC % "")
         try:
             doc = json.loads(msg.payload.decode("utf-8"))
-            key = (str(doc["device"]), int(doc["seq"]))
+            key = (str(doc["device"]), int(doc["counter" if rack else "seq"]))
         except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-            log.warning("uplink %s: unreadable ack on %s: %r", self.url, msg.topic,
+            log.warning("uplink %s: unreadable answer on %s: %r", self.url, msg.topic,
                         msg.payload[:200])
             return
         with self._cond:
-            self._acks[key] = doc
-            self._acks.move_to_end(key)
-            while len(self._acks) > KEEP_ACKS:
-                self._acks.popitem(last=False)
-            self.acks_received += 1
+            table = self._racks if rack else self._acks
+            table[key] = doc
+            table.move_to_end(key)
+            while len(table) > KEEP_ACKS:
+                table.popitem(last=False)
+            if not rack:
+                self.acks_received += 1
             self._cond.notify_all()
 
     # -- sending -----------------------------------------------------------------
@@ -193,37 +218,47 @@ class MqttTransport(Transport):
             self._cond.wait(left)
         return True
 
-    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
-        check_device(device_id, seq, self.url)
-        deadline = time.monotonic() + timeout
+    def _ensure(self, topic: str, device_id: str, seq: int, deadline: float) -> mqtt.Client:
+        """Connected, and subscribed to ``topic`` (once; re-made on reconnects)."""
         self.connect()
         client = self._client
         assert client is not None
+        with self._cond:
+            if not self._wait(lambda: self._connected, deadline):
+                why = self._connect_error or "broker not reachable"
+                raise TransportError("%s: %s" % (self.url, why), "unreachable",
+                                     device=device_id, seq=seq, url=self.url)
+            new = topic not in self._topics
+            self._topics.add(topic)
+        if new:
+            self._subscribe(client, topic)
+        with self._cond:
+            if not self._wait(lambda: topic in self._subscribed or not self._connected,
+                              deadline) or topic not in self._subscribed:
+                raise TransportError("%s: no subscription to %s" % (self.url, topic),
+                                     "unreachable" if not self._connected else "timeout",
+                                     device=device_id, seq=seq, url=self.url)
+        return client
+
+    def _publish(self, client: mqtt.Client, topic: str, payload: bytes, device_id: str,
+                 seq: int) -> None:
+        info = client.publish(topic, payload, qos=self.qos)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError("%s: publish failed: %s" % (self.url, mqtt.error_string(info.rc)),
+                                 "unreachable", device=device_id, seq=seq, url=self.url)
+        self.published += 1
+
+    def send(self, device_id: str, seq: int, payload: bytes, timeout: float) -> Ack:
+        check_device(device_id, seq, self.url)
+        deadline = time.monotonic() + timeout
         key = (device_id, seq)
         with self._cond:
             if key in self._acks:
                 if "error" not in self._acks[key]:   # a late ack of an earlier copy came
                     return parse_ack(self._acks[key], device_id, seq, self.url)
                 del self._acks[key]                  # a refusal is asked again
-            if not self._wait(lambda: self._connected, deadline):
-                why = self._connect_error or "broker not reachable"
-                raise TransportError("%s: %s" % (self.url, why), "unreachable",
-                                     device=device_id, seq=seq, url=self.url)
-            new = device_id not in self._devices
-            self._devices.add(device_id)
-        if new:
-            self._subscribe(client, device_id)
-        with self._cond:
-            if not self._wait(lambda: device_id in self._subscribed or not self._connected,
-                              deadline) or device_id not in self._subscribed:
-                raise TransportError("%s: no ack subscription for %s" % (self.url, device_id),
-                                     "unreachable" if not self._connected else "timeout",
-                                     device=device_id, seq=seq, url=self.url)
-        info = client.publish(UP_TOPIC % (device_id, seq), payload, qos=self.qos)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            raise TransportError("%s: publish failed: %s" % (self.url, mqtt.error_string(info.rc)),
-                                 "unreachable", device=device_id, seq=seq, url=self.url)
-        self.published += 1
+        client = self._ensure(ACK_TOPIC % device_id, device_id, seq, deadline)
+        self._publish(client, UP_TOPIC % (device_id, seq), payload, device_id, seq)
         with self._cond:
             if not self._wait(lambda: key in self._acks, deadline):
                 raise TransportError("%s: no ack for %s/%d within %.1fs" % (
@@ -231,6 +266,50 @@ class MqttTransport(Transport):
                     url=self.url)
             doc = self._acks[key]
         return parse_ack(doc, device_id, seq, self.url)
+
+    def send_result(self, device_id: str, counter: int, payload: bytes,
+                    timeout: float) -> ResultAck:
+        check_device(device_id, counter, self.url)
+        deadline = time.monotonic() + timeout
+        key = (device_id, counter)
+        with self._cond:
+            doc = self._racks.pop(key, None)
+            if doc is not None and "error" not in doc:
+                return parse_result_ack(doc, device_id, counter, self.url)
+        client = self._ensure(RACK_TOPIC % device_id, device_id, counter, deadline)
+        self._publish(client, RESULT_TOPIC % (device_id, counter), payload, device_id, counter)
+        with self._cond:
+            if not self._wait(lambda: key in self._racks, deadline):
+                raise TransportError("%s: no answer to result %s/%d within %.1fs" % (
+                    self.url, device_id, counter, timeout), "timeout", device=device_id,
+                    seq=counter, url=self.url)
+            doc = self._racks.pop(key)
+        return parse_result_ack(doc, device_id, counter, self.url)
+
+    def listen(self, device_id: str, on_command: Callable[[bytes], object]) -> bool:
+        """Subscribe to ``wum/cmd/<device>``: each pushed command goes to
+        ``on_command`` from paho's thread. Returns at once (the subscription is
+        made when the broker is reachable, and again after every reconnect)."""
+        check_device(device_id, 0, self.url)
+        topic = CMD_TOPIC % device_id
+        self._listeners[topic] = on_command
+        self.connect()
+        client = self._client
+        assert client is not None
+        with self._cond:
+            new = topic not in self._topics
+            self._topics.add(topic)
+            connected = self._connected
+        if new and connected:
+            self._subscribe(client, topic)
+        return True
+
+    def listening(self, device_id: str, timeout: float) -> bool:
+        """Wait until the command subscription is in place (tests, start-up)."""
+        topic = CMD_TOPIC % device_id
+        with self._cond:
+            return self._wait(lambda: topic in self._subscribed,
+                              time.monotonic() + timeout)
 
     def close(self) -> None:
         with self._start_lock:

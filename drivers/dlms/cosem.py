@@ -19,6 +19,7 @@ from drivers.dlms.axdr import (
     NULL,
     OCTET_STRING,
     STRUCTURE,
+    UNSIGNED,
     DateTime,
 )
 from drivers.meter import ProfileRow, scaled
@@ -236,3 +237,67 @@ DEFAULT_REGISTERS = [
 # Standard event log codes (Blue Book "Standard event log" numbering)
 EVENT_NAMES = {1: "power_down", 2: "power_up", 40: "cover_open", 41: "cover_closed",
                47: "magnetic_tamper", 59: "relay_disconnected", 60: "relay_connected"}
+
+
+# -- what commands write: activity calendar (class 20, Blue Book 4.5.5) and
+# limiter (class 71, Blue Book 4.5.9); disconnect control states (4.5.8) ---------
+ACTIVITY_CALENDAR, LIMITER = 20, 71
+CALENDAR = "0.0.13.0.0.255"
+LIMITER_OBIS = "0.0.17.0.0.255"
+TARIFF_SCRIPTS = "0.0.10.0.100.255"      # the tariffication script table (Blue Book 4.4.6)
+CALENDAR_NAME_ACTIVE, SEASON_PROFILE_ACTIVE, WEEK_PROFILE_ACTIVE, DAY_PROFILE_ACTIVE = 2, 3, 4, 5
+CALENDAR_NAME_PASSIVE, SEASON_PROFILE_PASSIVE, WEEK_PROFILE_PASSIVE, DAY_PROFILE_PASSIVE = \
+    6, 7, 8, 9
+ACTIVATE_PASSIVE_TIME = 10
+ACTIVATE_PASSIVE_CALENDAR = 1            # its method
+PASSIVE_NAMES = {CALENDAR_NAME_PASSIVE: "calendar_name_passive",
+                 SEASON_PROFILE_PASSIVE: "season_profile_passive",
+                 WEEK_PROFILE_PASSIVE: "week_profile_table_passive",
+                 DAY_PROFILE_PASSIVE: "day_profile_table_passive",
+                 ACTIVATE_PASSIVE_TIME: "activate_passive_calendar_time"}
+MONITORED_VALUE, THRESHOLD_ACTIVE = 2, 3
+LIMITER_ATTRIBUTES = {"threshold_normal": 4, "threshold_emergency": 5,
+                      "min_over_threshold_duration": 6, "min_under_threshold_duration": 7}
+CONTROL_STATES = {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
+
+
+def season_start(month, day):
+    """A season's start: every year on month-day at 00:00 (year, day of week,
+    hundredths, deviation and status not specified)."""
+    return bytes((0xFF, 0xFF, month, day, 0xFF, 0, 0, 0, 0xFF, 0x80, 0x00, 0xFF))
+
+
+def day_time(text):
+    """'HH:MM:SS' -> COSEM time, 4 octets (hundredths 0)."""
+    h, m, s = (int(x) for x in text.split(":"))
+    return bytes((h, m, s, 0))
+
+
+def passive_calendar(spec, deviation=0):
+    """An activity-calendar spec (agent.command_args ``tariff``, normalised) ->
+    [(attribute, Data)] for attributes 6..10, in writing order."""
+    script = obis_bytes(TARIFF_SCRIPTS)
+    seasons = [(STRUCTURE, [(OCTET_STRING, s["name"].encode()),
+                            (OCTET_STRING, season_start(*(int(x) for x in s["start"].split("-")))),
+                            (OCTET_STRING, s["week"].encode())]) for s in spec["seasons"]]
+    weeks = [(STRUCTURE, [(OCTET_STRING, w["name"].encode())]
+              + [(UNSIGNED, d) for d in w["days"]]) for w in spec["weeks"]]
+    days = [(STRUCTURE, [(UNSIGNED, d["id"]), (ARRAY, [
+        (STRUCTURE, [(OCTET_STRING, day_time(a["start"])), (OCTET_STRING, script),
+                     (LONG_UNSIGNED, a["tariff"])]) for a in d["actions"]])])
+        for d in spec["days"]]
+    return [(CALENDAR_NAME_PASSIVE, (OCTET_STRING, spec["name"].encode())),
+            (SEASON_PROFILE_PASSIVE, (ARRAY, seasons)),
+            (WEEK_PROFILE_PASSIVE, (ARRAY, weeks)),
+            (DAY_PROFILE_PASSIVE, (ARRAY, days)),
+            (ACTIVATE_PASSIVE_TIME, date_time_data(spec["activate"], deviation))]
+
+
+def limiter_values(values):
+    """{threshold_normal, threshold_emergency, min_over_threshold_duration,
+    min_under_threshold_duration: int} (any of them) -> [(attribute, Data)].
+    Thresholds travel as double-long-unsigned (the unit of the monitored value,
+    W for active power), durations as double-long-unsigned seconds."""
+    return [(LIMITER_ATTRIBUTES[k], (DOUBLE_LONG_UNSIGNED, int(values[k])))
+            for k in ("threshold_normal", "threshold_emergency", "min_over_threshold_duration",
+                      "min_under_threshold_duration") if k in values]

@@ -26,6 +26,7 @@ from drivers import (
 from drivers.dlms import acse, cosem, security, xdlms
 from drivers.dlms import client as core
 from drivers.dlms.axdr import INTEGER, OCTET_STRING, VISIBLE_STRING
+from drivers.dlms.io_commands import CommandObjects
 from drivers.meter import MeterClient, MeterEvent, MeterIdentity, ProfileRow, RegisterValue
 from drivers.serialio import Link
 
@@ -66,7 +67,7 @@ def _text(data: Any) -> str:
     return str(value) if tag in (OCTET_STRING, VISIBLE_STRING) or value is not None else ""
 
 
-class DlmsClient(MeterClient):
+class DlmsClient(CommandObjects, MeterClient):
     protocol = "dlms"
 
     def __init__(self, link: Link, address: str, client: int = 16, logical_device: int = 1,

@@ -1,11 +1,23 @@
 """The IO loop around the sans-IO IEC 62056-21 core, over ``drivers.serialio.Link``.
 
 CPython only (pyserial). Owns the line: 7E1 at the speeds the core asks for
-(``BaudChange``), 7E1 carried over 8N1 with the parity in bit 7 on ports that
-refuse 7 data bits (ptys, some adapters), the meter's reaction time before
-each send, and reading until the core yields a message, with a silence
-timeout that tells a silent meter (``MeterTimeout``) from one talking noise
-(``GarbledAnswer``). Must not know sessions or the MeterClient verbs (io).
+(``BaudChange``), the meter's reaction time before each send, and reading
+until the core yields a message, with a silence timeout that tells a silent
+meter (``MeterTimeout``) from one talking noise (``GarbledAnswer``). Must not
+know sessions or the MeterClient verbs (io).
+
+Character framing (IEC 62056-21 §5: one start bit, 7 data bits, even parity,
+one stop bit), by what the port is:
+
+* a UART that does 7E1: it adds the parity bit on the wire and checks and
+  drops it on receive; we hand it 7-bit characters;
+* a UART that refuses 7 data bits (some USB adapters): 8N1 has the same ten
+  bit times, so we put the even parity into bit 7 ourselves and strip it
+  from what we receive;
+* a pseudo-terminal: no wire and no framing (the kernel keeps CS8 whatever
+  is asked). The other end reads exactly the bytes we write, so a character
+  is a byte with bit 7 clear: setting a parity bit there would hand a meter
+  ``\xaf?!\x8d\n`` for ``/?!`` CR LF — not characters it knows.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from drivers.serialio import Link
 log = logging.getLogger(__name__)
 MAX_ANSWER_S = 300.0        # hard cap on one answer, however slow the line
 GARBLED_MIN = 3             # noise bytes that make a silence a garbled answer (not a glitch)
-NO_7E1: set[str] = set()    # ports found to refuse 7 data bits (ptys): emulate at once
+UART_7E1, PARITY_BIT7, BYTES = "7E1", "8N1+parity", "bytes"    # framings, as above
+FRAMING: dict[str, str] = {}    # what ports that refuse 7E1 were found to need, by URL
 
 
 class IecLine:
@@ -39,33 +52,35 @@ class IecLine:
         self.link = link
         self._own_link = link is None
         self._last_rx = 0.0
-        self.emulate_7e1 = url in NO_7E1  # the port cannot do 7E1: parity in bit 7 of 8N1
+        self.framing = FRAMING.get(url, UART_7E1)
 
     # -- the line ----------------------------------------------------------------
     def _line(self, baud: int) -> None:
-        """Put the port at ``baud`` 7E1; ports that refuse 7 data bits (ptys, some
-        adapters) run 8N1 and carry the even parity in bit 7 instead."""
+        """Put the port at ``baud`` 7E1, or at 8N1 when it refuses 7 data bits
+        (the framing then decides what happens to bit 7, see above)."""
         assert self.link is not None
-        if not self.emulate_7e1:
+        if self.framing == UART_7E1:
             try:
                 self.link.configure(baudrate=baud, bytesize=7, parity="E")
                 return
             except (DriverError, OSError, ValueError, termios.error, serial.SerialException) as e:
-                log.info("%s refuses 7E1 (%s); emulating it over 8N1", self.url, e)
-                self.emulate_7e1 = True
-                NO_7E1.add(self.url)
+                self.framing = BYTES if self.link.is_pty else PARITY_BIT7
+                FRAMING[self.url] = self.framing
+                log.info("%s refuses 7E1 (%s); %s", self.url, e,
+                         "a pty: 7-bit characters as bytes" if self.framing == BYTES
+                         else "8N1 with the parity in bit 7")
         self.link.configure(baudrate=baud, bytesize=8, parity="N")
 
     def _write(self, data: bytes) -> None:
         assert self.link is not None
-        if self.emulate_7e1:
+        if self.framing == PARITY_BIT7:
             data = bytes(b | ((bin(b).count("1") & 1) << 7) for b in data)
         self.link.send(data)
 
     def _read(self, timeout: float) -> bytes:
         assert self.link is not None
         data = self.link.recv(timeout)
-        if self.emulate_7e1 and data:
+        if self.framing == PARITY_BIT7 and data:
             data = bytes(b & 0x7F for b in data)
         return data
 

@@ -1,8 +1,9 @@
 """The store interface of HES-lite: what the ingest pipeline, the API and the
 exports may ask of a database, and ``open_store(url)`` to get one.
 
-Owns the records that cross the interface (keys, acknowledged batches,
-decoded readings/events, health rows) and URL dispatch. Must not leak any
+Owns the records that cross the interface (keys, tokens, audit entries,
+acknowledged batches, decoded readings/events, health rows) and URL
+dispatch; the command queue's part is in ``hes_lite.store.commands``. Must not leak any
 SQL dialect: callers see Python values only (ids are strings, timestamps are
 integer/float epoch seconds UTC, values are ``int`` or ``float``), so a
 PostgreSQL store can implement the same class later.
@@ -14,6 +15,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hes_lite import HesError
+from hes_lite.store.commands import OPEN_STATES as OPEN_STATES  # re-exported
+from hes_lite.store.commands import STATES as STATES
+from hes_lite.store.commands import CommandKey as CommandKey
+from hes_lite.store.commands import CommandRecord as CommandRecord
+from hes_lite.store.commands import CommandStore
 
 Value = int | float
 # None: the meter answered the row without this register (kept, so exports
@@ -36,6 +42,10 @@ class StoreError(HesError):
     """A database could not be opened, migrated or written."""
 
 
+class NameTaken(StoreError):
+    """A named record (an API token) exists already under that name."""
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     device: str
@@ -53,6 +63,41 @@ def fingerprint(key: bytes) -> str:
     """A short, non-reversible name for a key (first 8 hex of SHA-256)."""
     import hashlib
     return hashlib.sha256(b"hes-lite key fingerprint\x00" + key).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: its name, role and the SHA-256 digest of the
+    token (never the token itself); ``revoked`` is when, or None."""
+
+    name: str
+    role: str
+    digest: bytes
+    created: float
+    revoked: float | None = None
+
+    def __repr__(self) -> str:  # the digest is not secret, but has no business in logs
+        return f"TokenRecord({self.name!r}, role={self.role}, revoked={self.revoked})"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what to what, when, from where, and how it ended. ``actor`` is
+    ``token:<name>``, ``cli:<user>``, ``device:<id>``, ``hes`` (the HES's own
+    doing, e.g. expiry) or ``anonymous``; ``detail`` is JSON-able."""
+
+    ts: float
+    actor: str
+    action: str
+    target: str = ""
+    outcome: str = "ok"
+    remote: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ts": self.ts, "actor": self.actor, "action": self.action,
+                "target": self.target, "outcome": self.outcome, "remote": self.remote,
+                "detail": self.detail}
 
 
 @dataclass
@@ -101,7 +146,7 @@ class ConcentratorInfo:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class Store:
+class Store(CommandStore):
     """The interface. Methods raise ``StoreError`` only."""
 
     url = ""
@@ -125,6 +170,32 @@ class Store:
 
     def revoke(self, device: str) -> int:
         """Revoke every epoch of ``device``; returns how many keys changed."""
+        raise NotImplementedError
+
+    # -- API tokens and the audit log --------------------------------------
+    def add_token(self, token: TokenRecord) -> None:
+        """Durably; ``NameTaken`` if a token (even revoked) has that name."""
+        raise NotImplementedError
+
+    def token(self, digest: bytes) -> TokenRecord | None:
+        """The token with this digest (revoked ones too: the caller decides)."""
+        raise NotImplementedError
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token by name, revoked ones included."""
+        raise NotImplementedError
+
+    def revoke_token(self, name: str, now: float) -> bool:
+        """Durably; False if there is no such active token."""
+        raise NotImplementedError
+
+    def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        raise NotImplementedError
+
+    def audit_log(self, since: float | None = None, limit: int | None = None,
+                  ) -> list[AuditEntry]:
+        """Entries with ts >= ``since`` in the order written (the last
+        ``limit`` of them when given)."""
         raise NotImplementedError
 
     # -- batches ------------------------------------------------------------

@@ -107,6 +107,65 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE meters ADD COLUMN result TEXT",
         "ALTER TABLE meters ADD COLUMN result_error TEXT",
     ],
+    # 5 -> 6: access control. API tokens are kept as SHA-256 digests only
+    # (revoked ones stay, so the audit log's names keep meaning something);
+    # the audit log is append-only.
+    [
+        """CREATE TABLE api_tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            digest BLOB NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            revoked REAL)""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            remote TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX audit_ts ON audit (ts)",
+    ],
+    # 6 -> 7: signed commands. The HES's Ed25519 command key(s); per
+    # concentrator the last command counter handed out; per device the
+    # downlink envelope nonces reserved so far (boot epoch, next counter);
+    # the command queue with each command's life cycle and its signed bytes.
+    [
+        """CREATE TABLE command_keys (
+            key_id BLOB PRIMARY KEY,
+            public BLOB NOT NULL,
+            private BLOB NOT NULL,
+            created REAL NOT NULL,
+            revoked REAL)""",
+        """CREATE TABLE command_counters (
+            device TEXT PRIMARY KEY,
+            last INTEGER NOT NULL)""",
+        """CREATE TABLE downlink_nonces (
+            device TEXT PRIMARY KEY,
+            boot INTEGER NOT NULL,
+            next INTEGER NOT NULL)""",
+        """CREATE TABLE commands (
+            id TEXT PRIMARY KEY,
+            device TEXT NOT NULL,
+            counter INTEGER NOT NULL,
+            meter TEXT,
+            op TEXT NOT NULL,
+            args TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT,
+            result TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            expires REAL NOT NULL,
+            signed BLOB NOT NULL,
+            actor TEXT NOT NULL,
+            UNIQUE (device, counter))""",
+        "CREATE INDEX commands_meter ON commands (meter, created)",
+        "CREATE INDEX commands_open ON commands (state, device, counter) "
+        "WHERE state IN ('queued', 'delivered')",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -24,6 +24,8 @@ from hes_lite.store import (
     StoreError,
 )
 from hes_lite.store.migrations import LATEST, MIGRATIONS
+from hes_lite.store.sqlite_auth import SqliteAuth
+from hes_lite.store.sqlite_commands import SqliteCommands
 from hes_lite.store.sqlite_queries import SqliteQueries, connect
 
 
@@ -48,7 +50,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-class SqliteStore(SqliteQueries, Store):
+class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
     def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
@@ -62,6 +64,7 @@ class SqliteStore(SqliteQueries, Store):
         self.migrated_from = migrate(self._conn)
         self._conc_ids: dict[str, int] = {}
         self._meter_ids: dict[str, int] = {}
+        self._meter_conc: dict[int, int | None] = {}   # meter id -> concentrator id
         self._obis_ids: dict[str, int] = {}
 
     def close(self) -> None:
@@ -77,6 +80,7 @@ class SqliteStore(SqliteQueries, Store):
     def _forget_ids(self) -> None:
         self._conc_ids.clear()
         self._meter_ids.clear()
+        self._meter_conc.clear()
         self._obis_ids.clear()
 
     # -- id maps (inside a write transaction) --------------------------------
@@ -105,31 +109,41 @@ class SqliteStore(SqliteQueries, Store):
             mid = int(row[0])
             c.execute("UPDATE meters SET concentrator_id = ? WHERE id = ?", (cid, mid))
         self._meter_ids[meter] = mid
+        self._meter_conc[mid] = cid
         return mid
 
     def _meters_bulk(self, decoded: Sequence[DecodedBatch]) -> None:
-        """Give every new meter of these batches an id in a few statements."""
-        known = self._meter_ids
+        """Give every new meter of these batches an id in a few statements, and
+        file each meter read under the concentrator that read it last (a meter
+        moved to another bus follows; commands go where it is now)."""
+        known, conc = self._meter_ids, self._meter_conc
         new: dict[str, int] = {}
+        reader: dict[str, int] = {}
         for d in decoded:
+            cid = self._concentrator(d.device, 0.0)
             for row in d.rows:
-                if row[0] not in known and row[0] not in new:
-                    new[row[0]] = self._concentrator(d.device, 0.0)
+                reader[row[0]] = cid
+                if row[0] not in known:
+                    new.setdefault(row[0], cid)
             for res in d.results:  # a meter never read yet is known by its failures
-                if res[0] not in known and res[0] not in new:
-                    new[res[0]] = self._concentrator(d.device, 0.0)
-        if not new:
-            return
+                if res[0] not in known:
+                    new.setdefault(res[0], cid)
         c = self._conn
-        c.executemany("INSERT OR IGNORE INTO meters (meter, concentrator_id) VALUES (?, ?)",
-                      new.items())
-        names = list(new)
-        for i in range(0, len(names), 500):
-            part = names[i:i + 500]
-            marks = ",".join("?" * len(part))
-            for mid, name in c.execute(f"SELECT id, meter FROM meters WHERE meter IN ({marks})",
-                                       part):
-                known[name] = int(mid)
+        if new:
+            c.executemany("INSERT OR IGNORE INTO meters (meter, concentrator_id) VALUES (?, ?)",
+                          new.items())
+            names = list(new)
+            for i in range(0, len(names), 500):
+                part = names[i:i + 500]
+                marks = ",".join("?" * len(part))
+                for mid, name, was in c.execute("SELECT id, meter, concentrator_id FROM meters "
+                                                f"WHERE meter IN ({marks})", part):
+                    known[name] = int(mid)
+                    conc[int(mid)] = was
+        moves = [(cid, known[m]) for m, cid in reader.items() if conc.get(known[m]) != cid]
+        if moves:
+            c.executemany("UPDATE meters SET concentrator_id = ? WHERE id = ?", moves)
+            conc.update((mid, cid) for cid, mid in moves)
 
     def _obis(self, obis: str, unit: str) -> int:
         c = self._conn

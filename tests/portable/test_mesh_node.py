@@ -37,6 +37,19 @@ def test_construction_errors():
     _raises(lambda: Node("A", "node", KEY, [{"kind": "ir"}], s), MeshLocalError, "link")
     _raises(lambda: Node("A", "node", KEY, udp, s, bogus=1), MeshLocalError, "option")
     _raises(lambda: Node("", "node", KEY, udp, s), MeshLocalError, "identity")
+    lora = {"kind": "lora", "region": "US915"}
+    _raises(lambda: Node("A", "node", KEY, [lora], s), MeshLocalError, "link")
+
+
+def test_link_descriptions_as_configs_write_them():
+    from mesh.links import LinkSpec
+    a = LinkSpec.from_dict({"kind": "lora", "sf": 8, "bandwidth": 250, "coding_rate": "4/6",
+                            "region": "EU868", "spi": {"bus": 0}, "channel": 869525000})
+    b = LinkSpec.from_dict({"kind": "lora", "sf": 8, "bandwidth_khz": 250, "coding_rate": 2,
+                            "channel": 869525000})
+    assert a.describe() == b.describe() and a.bw == 250000 and a.cr == 2 and a.mtu == 222
+    u = LinkSpec.from_dict({"kind": "udp", "listen": "0.0.0.0:47800", "peers": ["x:1"]})
+    assert u.mtu == 1200 and u.params(0) == {} and not u.duty_cycled
 
 
 def test_up_down_ping_across_hops():
