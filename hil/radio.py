@@ -319,7 +319,7 @@ class RadioMedium:
             for r in self._neighbours(node_id, threshold):
                 rn = self._nodes[r]
                 if (rn.up and rn.tx is None and rn.rx is not None and rn.rx.hears(params)
-                        and not (lock and rn.pending)):
+                        and not (lock and rn.pending and _locked(rn, params))):
                     tx.receivers.append(r)
                     rn.pending.add(tx)
             self._air.append(tx)
@@ -434,7 +434,7 @@ class RadioMedium:
         if self.fading_db:
             rssi += self.rng.gauss(0.0, self.fading_db)
         p = rn.rx
-        sens = p.sensitivity_dbm()
+        sens = tx.params.sensitivity_dbm()      # the receiver's own for a single-SF one
         loss = self.frame_loss
         if self._links is not None:
             loss, fixed = self._links[(tx.src, rn.id)]
@@ -443,7 +443,7 @@ class RadioMedium:
             elif rssi < sens + TABLE_LINK_MARGIN_DB:
                 rssi = sens + TABLE_LINK_MARGIN_DB
         snr = rssi - p.noise_dbm(rn.nf)
-        if rssi < sens or snr < p.snr_limit_db():
+        if rssi < sens or snr < tx.params.snr_limit_db():
             self.counters["below_sensitivity"] += 1
             return None
         if others and self._destroyed(tx, rn.id, rssi, others):
@@ -517,6 +517,18 @@ class RadioMedium:
                     raise MediumError("event action must be down or up", event=ev)
                 m.schedule(int(round(ev["at_h"] * 3600e6)), action, ev["node"])
         return m
+
+
+def _locked(rn, params):
+    """Is receiver ``rn`` (with frames pending) locked against a new frame
+    sent with ``params``? A single-SF receiver is; a multi-SF one only on
+    that frame's SF (each SF has its own demodulator)."""
+    if rn.rx.sfs is None:
+        return True
+    for t in rn.pending:
+        if t.params.sf == params.sf:
+            return True
+    return False
 
 
 def _finish_marker(tx):
