@@ -98,6 +98,7 @@ class RouteTable:
         self.retract = {}             # gw -> seq of a retraction to send once
         self.refused = 0              # adverts refused as infeasible or looping
         self.stale = False            # an input of the choice moved since _select_all
+        self._cands = {}              # gw -> _candidates(gw) while no input moves
 
     # -- input -------------------------------------------------------------
     def hear_frame(self, neighbour, adverts, now_ms):
@@ -147,6 +148,7 @@ class RouteTable:
         old = per.get(neighbour)
         if old is None or not _same(old[0], advert):
             self.stale = True
+            self._cands = {}
         per[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
@@ -156,11 +158,11 @@ class RouteTable:
 
     def _revive(self, neighbour, now_ms):
         link = self.links.get(neighbour)
-        if link is None:
-            link = self.links[neighbour] = Link(now_ms)
+        if link is None or link.dead():                # new, or heard again: usable again
+            if link is None:
+                link = self.links[neighbour] = Link(now_ms)
             self.stale = True
-        elif link.dead():
-            self.stale = True                          # heard again: usable again
+            self._cands = {}
         link.on_heard(now_ms)
 
     def refused_by(self, gw, neighbour):
@@ -207,6 +209,7 @@ class RouteTable:
             return False
         was = link.dead()
         link.on_tx(acked, now_ms)
+        self._cands = {}
         c = link.cost()
         if link.dead() == was and -RESELECT_DELTA < c - link.mark < RESELECT_DELTA:
             self.stale = True             # costs barely moved: the choice stands for now
@@ -250,7 +253,10 @@ class RouteTable:
     def _candidates(self, gw):
         """Feasible (cost via it, neighbour, advert) toward ``gw``, cheapest
         first: ``feasible``, ``Link.cost`` and ``budget_penalty`` inlined
-        (the node's hottest loop)."""
+        (the node's hottest loop), kept until an input moves."""
+        out = self._cands.get(gw)
+        if out is not None:
+            return out
         out = []
         links = self.links
         me = self.address
@@ -272,10 +278,12 @@ class RouteTable:
                 c += (64 - b) * 8
             out.append((min(c, INFINITE - 1), n, adv))
         out.sort()
+        self._cands[gw] = out
         return out
 
     def _select_all(self):
         self.stale = False
+        self._cands = {}
         before = self._summary()
         for gw in list(self.fd):
             if gw not in self.entries:                 # nobody left to ask
@@ -307,6 +315,7 @@ class RouteTable:
                     del self.requests[gw]              # answered
             elif cost < fd[1]:
                 fd[1] = cost
+        self._cands = {}
         return self._summary() != before
 
     def _lose(self, gw):
