@@ -57,9 +57,10 @@ RESELECT_DELTA = const(8)
 
 
 def _same(a, b):
-    """Two adverts that route alike (flags aside)."""
-    return (a.seq == b.seq and a.cost == b.cost and a.hops == b.hops and a.budget == b.budget
-            and a.parent == b.parent and a.uplink == b.uplink and a.load == b.load)
+    """Two adverts that route alike: flags aside, budgets alike above the
+    penalty's threshold (a busy neighbour's budget byte moves all the time)."""
+    return (a.seq == b.seq and a.cost == b.cost and a.hops == b.hops and a.parent == b.parent
+            and min(a.budget, 64) == min(b.budget, 64))
 
 
 def gateway_cost(uplink, load):
@@ -209,11 +210,9 @@ class RouteTable:
             return False
         was = link.dead()
         link.on_tx(acked, now_ms)
-        self._cands = {}
         c = link.cost()
         if link.dead() == was and -RESELECT_DELTA < c - link.mark < RESELECT_DELTA:
-            self.stale = True             # costs barely moved: the choice stands for now
-            return False
+            return False                  # costs barely moved: the choice stands
         link.mark = c
         return self._select_all()
 

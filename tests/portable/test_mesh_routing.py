@@ -144,15 +144,17 @@ def test_routes_rechosen_only_when_an_input_moved():
     assert me.choices == 1
     me.hear_frame(5, [Advert(1, 4, 255, 0, 200, 1, 255, 1)], 20)  # a new entry
     assert me.choices == 2
-    me.tx_result(1, True, 30)              # ETX nudged below the reselect threshold
-    me.hear_frame(1, [_gw_advert(1, seq=4)], 40)
-    assert me.choices == 3                 # ... taken into account at the next advert
+    me.tx_result(1, True, 30)              # ETX nudged below the reselect threshold,
+    me.hear_frame(1, [Advert(1, 4, 255, 0, 0, 0, 200)], 40)  # a busy gateway's budget byte:
+    assert me.choices == 2                 # neither re-chooses
+    me.hear_frame(1, [Advert(1, 4, 255, 0, 0, 0, 40)], 45)   # budget low enough to cost
+    assert me.choices == 3
     for _ in range(FAIL_LIMIT):
         me.tx_result(1, False, 50)
-    assert me.best() is None               # dead; 5's route is not feasible at seq 4
+    assert me.best()[1] == 5               # dead: the other neighbour carries it
     n = me.choices
-    me.hear_frame(1, [_gw_advert(1, seq=4)], 60)             # heard again: alive again
-    assert me.choices == n + 1 and me.best()[1] == 1
+    me.hear_frame(1, [Advert(1, 4, 255, 0, 0, 0, 40)], 60)   # the same advert, but heard
+    assert me.choices == n + 1             # again: alive again, so routes are re-chosen
 
 
 def test_gateway_answers_requests_with_a_new_seq():
