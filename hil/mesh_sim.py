@@ -31,8 +31,9 @@ from hil.mesh_sim_origin import Busy, Origin
 from hil.radio import AirParams, RadioMedium
 from mesh import MeshBusy, MeshLocalError
 from mesh.actions import Delivered, MessageAcked, MessageFailed, Transmit
+from mesh.links import LinkSpec
 from mesh.node import Node
-from mesh.packet import ACK, ADVERT
+from mesh.packet import ACK, ADVERT, BROADCAST
 from mesh.secure import MemoryCounterStore
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,9 @@ class MeshHost:
         self.origin = Origin(run.resend_ms, run.window_bytes)
         self.transport = MeshTransport(self)
         self.uplink = True
-        self.txing = False
+        self.txing = False                          # on the air, or holding for the channel
         self.txq: deque[tuple[bytes, AirParams]] = deque()
+        self.lbt_since = 0                          # first carrier sense of the head frame
         self.timer: list[Any] | None = None
         self.timer_at = 0
         self.hours_read = 0
@@ -221,6 +223,16 @@ class MeshHost:
             self.poll(now)
 
     # -- radio ---------------------------------------------------------------------
+    def accepts(self, frame: bytes) -> bool:
+        """The medium asks: a frame whose receiver field (docs/mesh.md §2.1)
+        names another node is dropped unread by ``Node.receive`` before any
+        crypto; skip working out its reception."""
+        node = self.node
+        if node is None or len(frame) < 6:
+            return True
+        rx = ((frame[2] & 0x0F) << 8) | frame[3]
+        return rx == node.address or rx == BROADCAST
+
     def on_frame(self, rec: Any) -> None:
         node = self.node
         if node is None or not rec.ok:
@@ -233,22 +245,47 @@ class MeshHost:
     def on_tx_done(self, end_us: int) -> None:
         self.txing = False
         if self.txq:
-            frame, params = self.txq.popleft()
-            self._start(frame, params)
+            self._next_frame()
         elif self.node is not None:
             now = end_us // 1000
             if self.node.next_deadline() <= now:
                 self.poll(now)
 
-    def _start(self, frame: bytes, params: AirParams) -> None:
+    def _send(self, frame: bytes, params: AirParams) -> None:
+        self.txq.append((frame, params))
+        if not self.txing:
+            self.lbt_since = self.run.medium.now_us
+            self._next_frame()
+
+    def _next_frame(self) -> None:
+        """Put the head of the queue on the air; on LoRa first listen before
+        talk as a CAD would (a frame it could demodulate on the air: back
+        off a random part of an MTU frame's time, at most one such time in
+        all, then send anyway, so the node's ack timer still holds)."""
         r = self.run
-        start = r.medium.now_us
-        end = r.medium.transmit(self.id, frame, params, relisten=True)
+        m = r.medium
+        if not self.txq or self.node is None:
+            return
+        now = m.now_us
+        if r.plan.kind == "lora" and now - self.lbt_since < r.lbt_max_us and \
+                m.activity(self.id, r.plan.listen, now, now + r.cad_us):
+            self.txing = True
+            r.stats["lbt_deferrals"] += 1
+            m.schedule(now + r.cad_us + self.rng.randrange(r.lbt_max_us // 4), self._after_cad)
+            return
+        frame, params = self.txq.popleft()
+        self.lbt_since = now
+        end = m.transmit(self.id, frame, params, relisten=True)
         if end is None:
             return
         self.txing = True
         ptype = frame[0] >> 5
-        r.metrics.tx(self.id, len(frame), ptype in (ACK, ADVERT), start, end, r.plan.channel)
+        r.metrics.tx(self.id, len(frame), ptype in (ACK, ADVERT), now, end, r.plan.channel)
+
+    def _after_cad(self) -> None:
+        self.txing = False
+        if self.node is not None:
+            self._next_frame()
 
     # -- the node -------------------------------------------------------------------
     def poll(self, now: int) -> None:
@@ -257,11 +294,7 @@ class MeshHost:
             return
         for a in node.poll(now):
             if isinstance(a, Transmit):
-                params = self.run.plan.for_transmit(a.params)
-                if self.txing:
-                    self.txq.append((a.frame, params))
-                else:
-                    self._start(a.frame, params)
+                self._send(a.frame, self.run.plan.for_transmit(a.params))
             elif isinstance(a, Delivered):
                 self._delivered(a, now)
             elif isinstance(a, MessageAcked):
@@ -367,7 +400,12 @@ class MeshRun:
         self.batches: RunBatches = source.run()
         self.hes = Hes(source.keyring(self.members))
         self.metrics = Metrics(sc)
-        self.stats = {"bad_acks": 0, "acks_waiting": 0}
+        self.stats = {"bad_acks": 0, "acks_waiting": 0, "lbt_deferrals": 0}
+        self.lbt_max_us = self.cad_us = 0
+        if lora:
+            mtu = LinkSpec.from_dict(self.plan.link).mtu
+            self.lbt_max_us = self.plan.air(self.plan.max_sf).toa_us(mtu)
+            self.cad_us = 2 * (1 << self.plan.max_sf) * 1000000 // self.plan.bw
         self.hosts = {n["id"]: MeshHost(self, n) for n in sc["nodes"]}
         self.reroute: dict[str, Any] = {}
         self.end_ms = int((sc["hours"] + sc["drain_h"]) * 3600000)

@@ -100,7 +100,10 @@ class RadioMedium:
     """The shared air. Every public method takes the medium's lock; listeners
     (``on_frame(Reception)``, ``on_tx_done(end_us)``, optional
     ``on_power(up)``) and ``schedule`` callbacks run outside it, in time
-    order, from ``run_until``.
+    order, from ``run_until``. A listener may also have ``accepts(frame)``:
+    a frame it would drop unread (a mesh frame addressed to another node)
+    is then not worked out for it at all (counted ``unread``); it still
+    held the receiver for its whole duration.
 
     ``path_loss``: ``exponent`` (n, 3.0), ``ref_loss_db`` (PL(d0), 40),
     ``ref_distance_m`` (d0, 1), ``shadowing_db`` (4), ``asymmetry_db`` (0),
@@ -127,7 +130,8 @@ class RadioMedium:
         self.now_us = 0
         self.rng = random.Random(seed)
         self.counters = {"frames": 0, "delivered": 0, "collisions": 0, "below_sensitivity": 0,
-                         "random_loss": 0, "interrupted": 0, "aborted": 0, "tx_while_down": 0}
+                         "random_loss": 0, "interrupted": 0, "aborted": 0, "tx_while_down": 0,
+                         "unread": 0}
         self._nodes = {}
         self._links = None
         self._budget = {}                 # (a, b) -> mean RSSI without the tx power
@@ -399,7 +403,7 @@ class RadioMedium:
                 if (tx.src != node_id and tx.start < end_us and tx.end > start_us
                         and params.hears(tx.params) and self.link_exists(tx.src, node_id)
                         and self.mean_rssi_dbm(tx.src, node_id, tx.power)
-                        >= params.sensitivity_dbm()):
+                        >= tx.params.sensitivity_dbm()):     # its SF's (multi-SF receivers)
                     return True
             return False
 
@@ -422,6 +426,10 @@ class RadioMedium:
         for r in tx.receivers:
             rn = self._nodes[r]
             rn.pending.discard(tx)
+            lst = rn.listener
+            if lst is not None and hasattr(lst, "accepts") and not lst.accepts(tx.frame):
+                self.counters["unread"] += 1
+                continue
             rec = self._receive(tx, rn, others)
             if rec is not None and rn.listener is not None:
                 notes.append((rn.listener.on_frame, (rec,)))
