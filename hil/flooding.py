@@ -54,6 +54,7 @@ from mesh.airtime import max_payload
 from mesh.duty import DutyCycleBudget
 
 HEADER = struct.Struct(">IIIBBBB")          # to, from, id, flags, channel, next hop, relay
+HEADER_KEY = struct.Struct(">III")
 APP_LEN = 6                                  # kind, batch id (3 bytes), index, count
 BROADCAST = 0xFFFFFFFF
 UP, DOWN, NODEINFO = 1, 2, 3
@@ -125,6 +126,7 @@ class FloodHost:
         self.pid = self.rng.randrange(1 << 31)
         self.seen: dict[tuple[int, int], int] = {}
         self.queue: list[_Queued] = []
+        self.relaying: dict[tuple[int, int], _Queued] = {}    # rebroadcasts waiting their turn
         self.order = 0
         self.txing = False
         self.timer: list[Any] | None = None
@@ -136,6 +138,7 @@ class FloodHost:
         self.acks_out: dict[str, list[int]] = {}
         self.ack_timer = False
         self.heard: deque[tuple[int, int]] = deque()          # (end ms, toa ms): utilisation
+        self.heard_ms = 0                                     # their sum
         self.hours_read = 0
         self.offset_ms = read_offset_ms(self.id)
 
@@ -171,7 +174,10 @@ class FloodHost:
             self.run.stats["queue_drops"] += 1
             return False
         self.order += 1
-        self.queue.append(_Queued(prio, self.order, key, frame, not_before, own))
+        q = _Queued(prio, self.order, key, frame, not_before, own)
+        self.queue.append(q)
+        if not own:
+            self.relaying[key] = q
         return True
 
     def slot_ms(self) -> float:
@@ -180,8 +186,8 @@ class FloodHost:
     def _util(self, now: int) -> float:
         h = self.heard
         while h and h[0][0] < now - 60000:
-            h.popleft()
-        return min(1.0, sum(t for _, t in h) / 60000.0)
+            self.heard_ms -= h.popleft()[1]
+        return min(1.0, self.heard_ms / 60000.0)
 
     def _service(self, now: int) -> None:
         if not self.up or self.txing:
@@ -215,6 +221,8 @@ class FloodHost:
                 return
             self.duty.record(r.plan.channel, toa_ms, now)
         self.queue.remove(best)
+        if not best.own:
+            self.relaying.pop(best.key, None)
         start = r.medium.now_us
         end = r.medium.transmit(self.id, best.frame, r.plan.listen, toa_us=toa_us, relisten=True)
         if end is None:
@@ -272,11 +280,23 @@ class FloodHost:
             self.batches[token] = left - 1
 
     # -- receiving ---------------------------------------------------------------
+    def accepts(self, frame: bytes) -> bool:
+        """The medium asks: a packet already seen, with no rebroadcast of
+        ours waiting and not ours, changes nothing here; skip working out
+        its reception (it still held the receiver)."""
+        if not self.up or len(frame) < HEADER.size:
+            return True
+        _, frm, pid = HEADER_KEY.unpack_from(frame)
+        key = (frm, pid)
+        return key not in self.seen or key in self.relaying or frm == self.num
+
     def on_frame(self, rec: Any) -> None:
         if not self.up:
             return
         now = self.run.now()
-        self.heard.append((now, (rec.end_us - rec.start_us) // 1000))
+        toa = (rec.end_us - rec.start_us) // 1000
+        self.heard.append((now, toa))
+        self.heard_ms += toa
         if not rec.ok or len(rec.frame) < HEADER.size + 1:
             return
         to, frm, pid, flags, _, _, _ = HEADER.unpack_from(rec.frame)
@@ -286,11 +306,10 @@ class FloodHost:
                 self._own_done(key)
             return
         if key in self.seen:
-            for q in self.queue:                      # duplicate cancel
-                if q.key == key and not q.own:
-                    self.queue.remove(q)
-                    self.run.stats["cancelled"] += 1
-                    break
+            q = self.relaying.pop(key, None)          # duplicate cancel
+            if q is not None:
+                self.queue.remove(q)
+                self.run.stats["cancelled"] += 1
             return
         self.seen[key] = now
         body = rec.frame[HEADER.size:]
@@ -453,6 +472,7 @@ class FloodRun:
             host.up = False
             self.medium.set_down(host.id)
             host.queue.clear()
+            host.relaying.clear()
             host.unacked.clear()
             host.batches.clear()
             host.parts.clear()

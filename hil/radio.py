@@ -81,14 +81,15 @@ class _Node:
 
 
 class _Tx:
-    __slots__ = ("src", "frame", "params", "power", "start", "end", "receivers", "event",
-                 "relisten")
+    __slots__ = ("src", "frame", "params", "power", "power_mw", "start", "end", "receivers",
+                 "event", "relisten")
 
     def __init__(self, src, frame, params, power, start, end):
         self.src = src
         self.frame = frame
         self.params = params
         self.power = power
+        self.power_mw = _mw(power)
         self.start = start
         self.end = end
         self.receivers = []
@@ -472,15 +473,21 @@ class RadioMedium:
         frame's energy over the interferers' energy in the overlap must reach
         the isolation of ``ISOLATION_DB`` (Wi-Fi: ``WIFI_CAPTURE_DB``)."""
         energy = {}
-        for o in others:
-            if o.src == r or not self.link_exists(o.src, r):
+        gains = self._budget_mw
+        links = self._links
+        t0, t1 = tx.start, tx.end
+        for o in others:                  # the simulator's hottest loop: inlined
+            src = o.src
+            if src == r or (links is not None and (src, r) not in links):
                 continue
-            overlap = min(o.end, tx.end) - max(o.start, tx.start)
+            overlap = (o.end if o.end < t1 else t1) - (o.start if o.start > t0 else t0)
             if overlap <= 0:
                 continue
+            g = gains.get((src, r))
+            if g is None:
+                g = self._gain_mw(src, r)
             sf = o.params.sf
-            e = self._gain_mw(o.src, r) * _mw(o.power) * overlap
-            energy[sf] = energy.get(sf, 0.0) + e
+            energy[sf] = energy.get(sf, 0.0) + g * o.power_mw * overlap
         if not energy:
             return False
         wanted = _mw(rssi) * (tx.end - tx.start)
