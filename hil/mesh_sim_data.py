@@ -32,7 +32,7 @@ import zlib
 from agent.batch import Batch, BatchError, CodecState, encode_batch, peek_batch
 from agent.envelope import EnvelopeError, Keyring, MemoryBootStore, ReplayWindow, Sealer
 from agent.envelope import open_envelope as _open
-from hil.model import ENERGY, HOUR, INSTANT, ORIGIN, STATUS, MeterModel
+from hil.model import ENERGY, HOUR, INSTANT, ORIGIN, STATUS, MeterModel, _u
 
 CLASSES = ("events", "energy", "instant")
 PRIORITY = {"events": 0, "energy": 1, "instant": 2}
@@ -78,19 +78,60 @@ class SimBatch:
 Encoded = tuple[int, str, bytes, int]          # (seq, class, payload, meters)
 
 
+class _Meter(MeterModel):
+    """``hil.model.MeterModel`` with its hourly event draws kept: the model
+    redraws 25 hours of them for every status word (a third of the cost of
+    building a district's batches). The same events (tests compare)."""
+
+    def __init__(self, index: int, seed: int) -> None:
+        super().__init__(index, seed)
+        self._draws: dict[int, tuple[int, int] | None] = {}
+
+    def _draw(self, hour: int) -> tuple[int, int] | None:
+        if hour in self._draws:
+            return self._draws[hour]
+        d = None
+        if _u(self.key, hour, 50) < 0.006:          # as MeterModel.events draws them
+            d = (hour * HOUR + int(_u(self.key, hour, 51) * HOUR),
+                 (1, 40, 47)[int(_u(self.key, hour, 52) * 3)])
+        self._draws[hour] = d
+        return d
+
+    def events(self, start: int, end: int) -> list[tuple[int, int]]:
+        out = []
+        for hour in range(int(start) // HOUR, int(end) // HOUR + 1):
+            d = self._draw(hour)
+            if d is not None and start <= d[0] <= end:
+                out.append(d)
+                if d[1] == 1 and start <= d[0] + 90 <= end:
+                    out.append((d[0] + 90, 2))
+        out.extend(e for e in self.relay_events if start <= e[0] <= end)
+        out.sort()
+        return out
+
+
 class _NodeData:
-    """One concentrator's meters, codec chains and sequence."""
+    """One concentrator's meters, codec chains and sequence.
+
+    A district has been running before the simulation starts: each node's
+    chains begin with a keyframe ``phase`` hours before hour 0 (``phase`` =
+    0..23, fixed per node), acknowledged and never sent (``warmup``), so the
+    daily keyframes of the district fall in different hours instead of all
+    at once."""
 
     def __init__(self, node: str, meters: int, seed: int, start: int) -> None:
-        base = (zlib.crc32(node.encode()) % 1000000) * 100
+        h = zlib.crc32(node.encode())
+        base = (h % 1000000) * 100
         self.node = node
-        self.models = [MeterModel(base + j, seed) for j in range(meters)]
+        self.models = [_Meter(base + j, seed) for j in range(meters)]
         self.start = start
         self.states: dict[str, CodecState | None] = dict.fromkeys(CLASSES)
         self.seq = 0
         self.hours: list[list[Encoded]] = []
+        self.phase = 1 + (h >> 8) % 23
+        self.warmup = [(cls, payload) for _, cls, payload, _ in self.build(-self.phase, True)]
 
-    def build(self, hour: int) -> list[Encoded]:
+    def build(self, hour: int, warmup: bool = False) -> list[Encoded]:
         ts = self.start + (hour + 1) * HOUR
         out = []
         events = []
@@ -100,17 +141,25 @@ class _NodeData:
                 events.append((m.serial, t, code))
                 with_events.add(m.serial)
         regs = [(m.serial, m.registers(ts)) for m in self.models]
-        if events:
+        if events or warmup:
             out.append(self._encode("events", Batch(self.node, self.seq + 1, ts, events=events),
-                                    len(with_events)))
+                                    len(with_events), warmup))
         if regs:
             for cls in ("energy", "instant"):
                 keys = KEYS[cls]
                 rows = [(serial, ts, {k: vals[k] for k in keys}) for serial, vals in regs]
-                out.append(self._encode(cls, Batch(self.node, self.seq + 1, ts, rows), len(regs)))
+                out.append(self._encode(cls, Batch(self.node, self.seq + 1, ts, rows), len(regs),
+                                        warmup))
         return out
 
-    def _encode(self, cls: str, batch: Batch, meters: int) -> Encoded:
+    def _encode(self, cls: str, batch: Batch, meters: int, warmup: bool = False) -> Encoded:
+        if warmup:
+            batch.seq = 0
+            payload = encode_batch(batch, None, keyframe=True)
+            state = CodecState(self.node)
+            state.advance(batch)
+            self.states[cls] = state
+            return (0, cls, payload, meters)
         state = self.states[cls]
         payload = encode_batch(batch, state)
         nxt = state if state is not None else CodecState(self.node)
