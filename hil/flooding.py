@@ -45,11 +45,9 @@ import zlib
 from collections import deque
 from typing import Any
 
-from hil.mesh_sim import PIPE_MS, RadioPlan, decode_ack, encode_ack, read_offset_ms
-from hil.mesh_sim_data import BatchSource, Hes, RunBatches
-from hil.mesh_sim_metrics import Metrics
-from hil.mesh_sim_origin import Busy, Origin
-from hil.radio import RadioMedium
+from hil.mesh_sim_data import BatchSource
+from hil.mesh_sim_origin import Busy
+from hil.mesh_sim_run import DistrictRun, Host, encode_ack
 from mesh.airtime import max_payload
 from mesh.duty import DutyCycleBudget
 
@@ -108,19 +106,16 @@ class FloodTransport:
         return self.host.send_batch(payload, priority, now_ms)
 
 
-class FloodHost:
+class FloodHost(Host):
     """One node of the baseline (see the module docstring)."""
 
-    def __init__(self, run: FloodRun, spec: dict[str, Any]) -> None:
-        self.run = run
-        self.id = spec["id"]
+    run: FloodRun
+
+    def __init__(self, run: DistrictRun, spec: dict[str, Any]) -> None:
+        super().__init__(run, spec)
         self.num = number(self.id)
-        self.meters = spec["meters"]
-        self.gateway = spec["gateway"]
         self.up = True
-        self.uplink = True
         self.rng = random.Random("flood|%s|%s" % (run.seed, self.id))
-        self.origin = Origin(run.resend_ms, run.window_bytes)
         self.transport = FloodTransport(self)
         self.duty = DutyCycleBudget()
         self.pid = self.rng.randrange(1 << 31)
@@ -135,12 +130,26 @@ class FloodHost:
         self.batches: dict[int, int] = {}                     # token -> fragments outstanding
         self.token = 0
         self.parts: dict[tuple[int, int], list[Any]] = {}     # gateway reassembly
-        self.acks_out: dict[str, list[int]] = {}
-        self.ack_timer = False
         self.heard: deque[tuple[int, int]] = deque()          # (end ms, toa ms): utilisation
         self.heard_ms = 0                                     # their sum
-        self.hours_read = 0
-        self.offset_ms = read_offset_ms(self.id)
+
+    @property
+    def alive(self) -> bool:
+        return self.up
+
+    def power(self, up: bool, now: int) -> None:
+        m = self.run.medium
+        self.up = up
+        if up:
+            m.set_up(self.id)
+            m.listen(self.id, self.run.plan.listen)
+            return
+        m.set_down(self.id)
+        for store in (self.queue, self.relaying, self.unacked, self.batches, self.parts,
+                      self.acks_out):
+            store.clear()
+        self.txing = False
+        self.origin.restart(now)
 
     # -- sending --------------------------------------------------------------
     def _next_pid(self) -> int:
@@ -317,10 +326,7 @@ class FloodHost:
         if kind == UP and self.gateway and self.uplink:
             self._reassemble(frm, body, now)
         elif kind == DOWN and to == self.num:
-            seqs = decode_ack(bytes(body[1:]))
-            if seqs is not None:
-                self.origin.acked(seqs)
-                self.origin.pump(self.transport, now)
+            self.acked_down(bytes(body[1:]), now)
             return
         hops = flags & 7
         if hops == 0 or to == self.num:
@@ -344,37 +350,18 @@ class FloodHost:
         p[2] = now
         if len(p[1]) == p[0]:
             del self.parts[k]
-            sealed = b"".join(p[1][i] for i in range(p[0]))
-            r = self.run
-            r.medium.schedule((now + PIPE_MS) * 1000, r.to_hes, self, sealed)
+            self.run.uplink(self, b"".join(p[1][i] for i in range(p[0])), now)
 
     # -- acks down -------------------------------------------------------------------
-    def queue_acks(self, origin: str, seqs: list[int], now: int) -> None:
-        if not self.up:
-            return
-        if origin == self.id:
-            self.origin.acked(seqs)
-            self.origin.pump(self.transport, now)
-            return
-        self.acks_out.setdefault(origin, []).extend(seqs)
-        if not self.ack_timer:
-            self.ack_timer = True
-            self.run.medium.schedule((now + self.run.ack_delay_ms) * 1000, self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        self.ack_timer = False
-        if not self.up:
-            return
-        now = self.run.now()
+    def send_acks(self, acks: dict[str, list[int]], now: int) -> None:
         chunk = self.run.mtu - HEADER.size - 1
-        for origin, seqs in self.acks_out.items():
+        for origin, seqs in acks.items():
             body = bytes((DOWN,)) + encode_ack(sorted(set(seqs)))
             if len(body) > chunk:
                 body = body[:chunk]               # what fits; the rest is acked again later
             pid = self._next_pid()
             frame = packet(number(origin), self.num, pid, HOP_LIMIT, False, self.num, body)
             self._enqueue(0, (self.num, pid), frame, now, True)
-        self.acks_out = {}
         self._service(now)
 
     def nodeinfo(self) -> None:
@@ -395,109 +382,29 @@ class FloodHost:
             del self.parts[k]
 
 
-class FloodRun:
-    """One scenario run of the baseline, measured like ``hil.mesh_sim.MeshRun``."""
+class FloodRun(DistrictRun):
+    """The baseline over a scenario, measured like ``hil.mesh_sim_host.MeshRun``."""
+
+    host_class = FloodHost
+    hosts: dict[str, FloodHost]
 
     def __init__(self, sc: dict[str, Any], seed: int, source: BatchSource) -> None:
-        self.sc = sc
-        self.seed = seed
-        self.plan = RadioPlan(sc)
-        lora = self.plan.kind == "lora"
-        if lora:
-            self.mtu = max_payload(self.plan.max_sf)
-            self.slot_ms = 8.5 * (1 << self.plan.max_sf) / (self.plan.bw / 1000) + 7.6
-            self.plan.listen = self.plan.air(self.plan.max_sf)      # one SF: a broadcast mesh
+        super().__init__(sc, seed, source)
+        plan = self.plan
+        if plan.kind == "lora":
+            self.mtu = max_payload(plan.max_sf)
+            self.slot_ms = 8.5 * (1 << plan.max_sf) / (plan.bw / 1000) + 7.6
+            plan.listen = plan.air(plan.max_sf)      # one SF: every packet is a broadcast
         else:
             self.mtu = WIFI_MTU
             self.slot_ms = UDP_SLOT_MS
-        self.resend_ms = 1800000 if lora else 300000
-        self.window_bytes = 8192 if lora else 65536
-        self.ack_delay_ms = 20000 if lora else 1000
-        self.medium = RadioMedium.from_scenario(sc, seed, schedule_events=False)
-        ids = [n["id"] for n in sc["nodes"]]
-        self.batches: RunBatches = source.run()
-        self.hes = Hes(source.keyring(ids))
-        self.metrics = Metrics(sc)
-        self.stats = {"queue_drops": 0, "cancelled": 0, "retransmissions": 0,
-                      "duty_deferrals": 0}
-        self.hosts = {n["id"]: FloodHost(self, n) for n in sc["nodes"]}
-        self.end_ms = int((sc["hours"] + sc["drain_h"]) * 3600000)
+        self.stats.update({"queue_drops": 0, "cancelled": 0, "retransmissions": 0,
+                           "duty_deferrals": 0})
 
-    def now(self) -> int:
-        return self.medium.now_us // 1000
-
-    def to_hes(self, gw: FloodHost, sealed: bytes) -> None:
-        now = self.now()
-        key = self.hes.receive(sealed, now, gw.id)
-        if key is not None:
-            self.medium.schedule((now + PIPE_MS) * 1000, self._ack_at_gateway, gw, key)
-
-    def _ack_at_gateway(self, gw: FloodHost, key: tuple[str, int]) -> None:
-        if gw.up and gw.uplink:
-            gw.queue_acks(key[0], [key[1]], self.now())
-
-    def _hour(self, host: FloodHost) -> None:
-        now = self.now()
-        if host.up:
-            self._catch_up(host, now)
-        if host.hours_read < self.sc["hours"]:
-            nxt = (host.hours_read + 1) * 3600000 + host.offset_ms
-            self.medium.schedule(max(nxt, now + 1) * 1000, self._hour, host)
-
-    def _catch_up(self, host: FloodHost, now: int) -> None:
-        while host.hours_read < self.sc["hours"] and \
-                (host.hours_read + 1) * 3600000 + host.offset_ms <= now:
-            h = host.hours_read
-            batches = self.batches.batches(host.id, host.meters, h)
-            self.metrics.hour_read(host.id, h, batches, now)
-            host.origin.add(batches, now)
-            host.hours_read += 1
-        host.origin.pump(host.transport, now)
-
-    def _sweep(self) -> None:
-        now = self.now()
+    def start(self) -> None:
         for host in self.hosts.values():
-            if host.up:
-                host.housekeeping(now)
-                if host.origin.sweep(now):
-                    host.origin.pump(host.transport, now)
-        if now + 300000 < self.end_ms:
-            self.medium.schedule((now + 300000) * 1000, self._sweep)
-
-    def _event(self, ev: dict[str, Any]) -> None:
-        host = self.hosts[ev["node"]]
-        now = self.now()
-        action = ev["action"]
-        if action == "down" and host.up:
-            host.up = False
-            self.medium.set_down(host.id)
-            host.queue.clear()
-            host.relaying.clear()
-            host.unacked.clear()
-            host.batches.clear()
-            host.parts.clear()
-            host.acks_out.clear()
-            host.txing = False
-            host.origin.restart(now)
-        elif action == "up" and not host.up:
-            host.up = True
-            self.medium.set_up(host.id)
             self.medium.listen(host.id, self.plan.listen)
-            self._catch_up(host, now)
-        elif action in ("uplink_down", "uplink_up"):
-            host.uplink = action == "uplink_up"
+            self.medium.schedule(host.rng.randrange(0, NODEINFO_MS) * 1000, host.nodeinfo)
 
-    def run(self) -> None:
-        m = self.medium
-        for host in self.hosts.values():
-            m.attach(host.id, host)
-            m.listen(host.id, self.plan.listen)
-            m.schedule((3600000 + host.offset_ms) * 1000, self._hour, host)
-            m.schedule(host.rng.randrange(0, NODEINFO_MS) * 1000, host.nodeinfo)
-        for ev in self.sc["events"]:
-            m.schedule(int(ev["at_h"] * 3600e6), self._event, ev)
-        m.schedule(300000 * 1000, self._sweep)
-        m.run_until(self.end_ms * 1000)
-
-    def result(self) -> dict[str, Any]:
-        return self.metrics.result(self.hes.first, self.end_ms)
+    def housekeeping(self, host: Any, now: int) -> None:
+        host.housekeeping(now)

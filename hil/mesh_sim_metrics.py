@@ -122,7 +122,7 @@ class Metrics:
         """The contract's keys (``CONTRACT``)."""
         sc = self.sc
         lat = []
-        for key, (b, born) in self.created.items():
+        for key, (_b, born) in self.created.items():
             got = first.get(key)
             if got is not None and got[0] <= end_ms:
                 lat.append((got[0] - born) / 1000.0)
