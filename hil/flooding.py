@@ -323,6 +323,8 @@ class FloodHost(Host):
         self.seen[key] = now
         body = rec.frame[HEADER.size:]
         kind = body[0]
+        if kind == UP and len(body) <= APP_LEN:
+            return                                    # not one of ours: nothing to relay
         if kind == UP and self.gateway and self.uplink:
             self._reassemble(frm, body, now)
         elif kind == DOWN and to == self.num:

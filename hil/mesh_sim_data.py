@@ -187,6 +187,11 @@ class BatchSource:
             nd.hours.append(nd.build(len(nd.hours)))
         return nd.hours[hour]
 
+    def warmup(self, node: str) -> list[tuple[str, bytes]]:
+        """(class, keyframe payload) each chain of ``node`` starts from: what
+        the HES holds before the run (to decode the run's deltas)."""
+        return list(self._nodes[node].warmup)
+
     def run(self) -> RunBatches:
         return RunBatches(self)
 

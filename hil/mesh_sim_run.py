@@ -225,7 +225,9 @@ class DistrictRun:
             host.catch_up(now)
         if host.hours_read < self.sc["hours"]:
             nxt = (host.hours_read + 1) * 3600000 + host.offset_ms
-            self.medium.schedule(max(nxt, now + 1) * 1000, self._hour, host)
+            if nxt <= now:                  # down: it catches up when it comes back
+                nxt = ((now - host.offset_ms) // 3600000 + 1) * 3600000 + host.offset_ms
+            self.medium.schedule(nxt * 1000, self._hour, host)
 
     def _sweep(self) -> None:
         now = self.now()
