@@ -2,12 +2,20 @@
 
 Owns the SQLite (WAL) file: meters, load-profile rows and register snapshots
 (compact rows, ``agent.rowcodec``), meter events, cycle results, batches and
-their acknowledgements, and small persistent values (boot epoch, codec
-state). Versioned with ``PRAGMA user_version``: one migration per step, each in
-one transaction; old schemas are kept as test fixtures.
+their acknowledgements, and small persistent values (codec state, …).
+Versioned with ``PRAGMA user_version``: one migration per step
+(``agent.archive_schema``), each in one transaction.
 
-Rules it enforces: a reading is identified by (meter, kind, slot) and stored
-once (INSERT OR IGNORE); nothing is deleted before the HES acknowledged it and
+A reading row is stored as up to two parts of one key: its energy and
+status registers under its kind, its instantaneous values under
+``kind | INSTANT`` (``agent.priority`` classes them), so the uplink can send
+every hour's energy before any hour's instantaneous values; ``rows()`` joins
+them again. The counters that must never go back (boot and mesh epochs, the
+last batch seq) are also kept in ``<archive>.epochs`` (``agent.epochs``),
+written before use, so a quarantined archive cannot make them repeat.
+
+Rules it enforces: a reading row is identified by (meter, kind, slot) and
+stored once (a key stored already is left as it is); nothing is deleted before the HES acknowledged it and
 it aged out of the retention window; unacknowledged rows past the window are
 kept and counted as ``overdue``. Must not know protocols or transports.
 """
@@ -18,81 +26,35 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
-from agent import AgentError
+from agent.archive_batches import BatchQueue
+from agent.archive_schema import (
+    INSTANT,
+    MIGRATIONS,
+    PROFILE,
+    SNAPSHOT,
+    ArchiveError,
+    Row,
+)
+from agent.epochs import SUFFIX as EPOCHS_SUFFIX
+from agent.epochs import EpochFile
+from agent.priority import split
 from agent.rowcodec import RowCodecError, Value, decode_row, encode_row
 from drivers.meter import meter_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-PROFILE = 0   # a load-profile row: slot = ts (an interval boundary)
-SNAPSHOT = 1  # a register snapshot: slot = ts // period (one per meter per cycle)
+__all__ = ["MIGRATIONS", "PROFILE", "SNAPSHOT", "INSTANT", "Archive", "ArchiveError", "Row"]
 
 
-class ArchiveError(AgentError):
-    """The archive cannot be opened, is corrupt, or the disk is full."""
-
-
-MIGRATIONS: list[str] = [
-    # 0 -> 1
-    """
-    CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
-    CREATE TABLE meter(
-        id INTEGER PRIMARY KEY, bus TEXT NOT NULL, protocol TEXT NOT NULL,
-        address TEXT NOT NULL, serial TEXT, manufacturer TEXT, model TEXT,
-        UNIQUE(bus, protocol, address));
-    CREATE TABLE obis(id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, unit TEXT);
-    CREATE TABLE reading(
-        meter INTEGER NOT NULL, kind INTEGER NOT NULL, slot INTEGER NOT NULL,
-        ts INTEGER NOT NULL, payload BLOB NOT NULL, batch INTEGER,
-        PRIMARY KEY(meter, kind, slot)) WITHOUT ROWID;
-    CREATE INDEX reading_unbatched ON reading(batch, ts);
-    CREATE TABLE event(
-        meter INTEGER NOT NULL, ts INTEGER NOT NULL, code INTEGER NOT NULL,
-        batch INTEGER, PRIMARY KEY(meter, ts, code)) WITHOUT ROWID;
-    CREATE TABLE cycle(
-        id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL,
-        ok INTEGER DEFAULT 0, partial INTEGER DEFAULT 0, failed INTEGER DEFAULT 0);
-    CREATE TABLE cycle_result(
-        cycle INTEGER NOT NULL, meter INTEGER NOT NULL, status TEXT NOT NULL,
-        error TEXT, duration REAL, clock_offset REAL, rows INTEGER,
-        PRIMARY KEY(cycle, meter)) WITHOUT ROWID;
-    CREATE TABLE batch(
-        seq INTEGER PRIMARY KEY, created REAL NOT NULL, payload BLOB NOT NULL,
-        rows INTEGER NOT NULL, events INTEGER NOT NULL, acked REAL);
-    """,
-    # 1 -> 2: signed commands (agent/commands.py owns these tables)
-    """
-    CREATE TABLE command(
-        counter INTEGER PRIMARY KEY, id TEXT NOT NULL, op TEXT NOT NULL, meter TEXT NOT NULL,
-        digest BLOB NOT NULL, body BLOB NOT NULL, received REAL NOT NULL, state TEXT NOT NULL,
-        reason TEXT, result TEXT, throttled INTEGER NOT NULL DEFAULT 0, started REAL,
-        finished REAL, acked REAL);
-    CREATE INDEX command_unacked ON command(acked, state);
-    CREATE TABLE command_refusal(
-        id INTEGER PRIMARY KEY, ts REAL NOT NULL, reason TEXT NOT NULL, detail TEXT);
-    CREATE TABLE command_stat(key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-    """,
-]
-
-
-@dataclass(frozen=True)
-class Row:
-    meter: int
-    kind: int
-    ts: int
-    values: dict[str, Value]
-
-
-class Archive:
+class Archive(BatchQueue):
     def __init__(self, path: str) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
         self._obis: dict[str, int] = {}
         self._obis_code: dict[int, str] = {}
+        self.epochs = EpochFile(path + EPOCHS_SUFFIX)
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> Archive:
@@ -183,17 +145,6 @@ class Archive:
         self._write(lambda db: db.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
 
-    def next_boot_epoch(self) -> int:
-        """Increment and persist the boot epoch (the envelope's counter prefix)."""
-        def step(db: sqlite3.Connection) -> int:
-            r = db.execute("SELECT value FROM meta WHERE key='boot_epoch'").fetchone()
-            n = int(bytes(r[0]).decode()) + 1 if r else 1
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('boot_epoch', ?)",
-                       (str(n).encode(),))
-            return n
-        n: int = self._write(step)
-        return n
-
     # -- meters --------------------------------------------------------------
     def meter_id(self, bus: str, protocol: str, address: str) -> int:
         db = self.conn
@@ -240,19 +191,27 @@ class Archive:
     def store_meter_read(self, meter: int, period: int, snapshot: tuple[int, dict[str, Value]] | None,
                          profile: Iterable[tuple[int, dict[str, Value]]],
                          events: Iterable[tuple[int, int]]) -> int:
-        """Store one meter's cycle in one transaction; returns new rows stored."""
+        """Store one meter's cycle in one transaction; returns new rows stored.
+        A row whose key (meter, kind, slot) is stored already is left as it is."""
         def tx(db: sqlite3.Connection) -> int:
             n = 0
             rows = []
             if snapshot is not None:
                 ts, vals = snapshot
-                rows.append((meter, SNAPSHOT, ts // period, ts, self._payload(db, vals)))
-            for ts, vals in profile:
-                rows.append((meter, PROFILE, ts, ts, self._payload(db, vals)))
-            for r in rows:
-                cur = db.execute("INSERT OR IGNORE INTO reading(meter, kind, slot, ts, payload) "
-                                 "VALUES (?, ?, ?, ?, ?)", r)
-                n += cur.rowcount
+                rows.append((SNAPSHOT, ts // period, ts, vals))
+            rows.extend((PROFILE, ts, ts, vals) for ts, vals in profile)
+            for kind, slot, ts, vals in rows:
+                if db.execute("SELECT 1 FROM reading WHERE meter=? AND kind IN (?, ?) AND slot=?",
+                              (meter, kind, kind | INSTANT, slot)).fetchone():
+                    continue
+                energy, instant = split(vals)
+                parts = [(kind, energy)] if energy or not instant else []
+                if instant:
+                    parts.append((kind | INSTANT, instant))
+                db.executemany("INSERT INTO reading(meter, kind, slot, ts, payload) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               [(meter, k, slot, ts, self._payload(db, part)) for k, part in parts])
+                n += 1
             for ts, code in events:
                 cur = db.execute("INSERT OR IGNORE INTO event(meter, ts, code) VALUES (?, ?, ?)",
                                  (meter, ts, code))
@@ -272,8 +231,8 @@ class Archive:
         return {self._obis_code[oid]: v for oid, v in items}
 
     def last_profile_ts(self, meter: int) -> int | None:
-        r = self.conn.execute("SELECT MAX(slot) FROM reading WHERE meter=? AND kind=0",
-                              (meter,)).fetchone()
+        r = self.conn.execute("SELECT MAX(slot) FROM reading WHERE meter=? AND kind IN (?, ?)",
+                              (meter, PROFILE, PROFILE | INSTANT)).fetchone()
         return None if r[0] is None else int(r[0])
 
     def last_event_ts(self, meter: int) -> int | None:
@@ -282,15 +241,27 @@ class Archive:
 
     def rows(self, meter: int | None = None, start: int | None = None, end: int | None = None,
              kind: int | None = None) -> Iterator[Row]:
+        """Whole rows (a row's energy and instantaneous parts joined), by meter
+        and ts; ``kind`` is PROFILE or SNAPSHOT."""
         q = "SELECT meter, kind, ts, payload FROM reading WHERE 1=1"
         args: list[object] = []
-        for cond, val in (("meter=?", meter), ("ts>=?", start), ("ts<=?", end), ("kind=?", kind)):
+        for cond, val in (("meter=?", meter), ("ts>=?", start), ("ts<=?", end),
+                          ("kind & 1=?", kind)):
             if val is not None:
                 q += " AND " + cond
                 args.append(val)
-        q += " ORDER BY meter, ts, kind"
+        q += " ORDER BY meter, ts, kind & 1, kind"
+        row: Row | None = None
         for m, k, ts, payload in self.conn.execute(q, args):
-            yield Row(m, k, ts, self._values(bytes(payload)))
+            vals = self._values(bytes(payload))
+            if row is not None and (row.meter, row.ts, row.kind) == (m, ts, k & 1):
+                row.values.update(vals)
+                continue
+            if row is not None:
+                yield row
+            row = Row(m, k & 1, ts, vals)
+        if row is not None:
+            yield row
 
     def events(self, meter: int | None = None) -> list[tuple[int, int, int]]:
         q = "SELECT meter, ts, code FROM event"
@@ -333,77 +304,6 @@ class Archive:
                 "error", "duration", "clock_offset", "rows")
         return [dict(zip(keys, r, strict=True)) for r in self.conn.execute(q)]
 
-    # -- batches -------------------------------------------------------------
-    def pending_batch(self) -> tuple[int, bytes] | None:
-        r = self.conn.execute(
-            "SELECT seq, payload FROM batch WHERE acked IS NULL ORDER BY seq LIMIT 1").fetchone()
-        return None if r is None else (int(r[0]), bytes(r[1]))
-
-    def next_seq(self) -> int:
-        r = self.conn.execute("SELECT MAX(seq) FROM batch").fetchone()
-        stored = int(r[0]) if r[0] is not None else 0
-        m = self.meta("last_seq")
-        return max(stored, int(m.decode()) if m else 0) + 1
-
-    def unbatched(self, limit_rows: int) -> tuple[list[Row], list[tuple[int, int, int]]]:
-        """Rows and events not yet in a batch: all events first (they jump the
-        queue), then the oldest rows."""
-        db = self.conn
-        events = [(int(m), int(t), int(c)) for m, t, c in db.execute(
-            "SELECT meter, ts, code FROM event WHERE batch IS NULL ORDER BY ts LIMIT ?",
-            (limit_rows * 4,))]
-        rows = [Row(m, k, ts, self._values(bytes(p))) for m, k, ts, p in db.execute(
-            "SELECT meter, kind, ts, payload FROM reading WHERE batch IS NULL "
-            "ORDER BY ts, meter, kind LIMIT ?", (limit_rows,))]
-        return rows, events
-
-    def store_batch(self, seq: int, payload: bytes, rows: list[Row],
-                    events: list[tuple[int, int, int]], created: float) -> None:
-        """Store a sealed batch and mark its rows as carried, atomically."""
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO batch(seq, created, payload, rows, events) VALUES (?,?,?,?,?)",
-                       (seq, created, payload, len(rows), len(events)))
-            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=0 AND slot=?",
-                           [(seq, r.meter, r.ts) for r in rows if r.kind == PROFILE])
-            db.executemany("UPDATE reading SET batch=? WHERE meter=? AND kind=1 AND ts=?",
-                           [(seq, r.meter, r.ts) for r in rows if r.kind == SNAPSHOT])
-            db.executemany("UPDATE event SET batch=? WHERE meter=? AND ts=? AND code=?",
-                           [(seq, m, t, c) for m, t, c in events])
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)",
-                       (str(seq).encode(),))
-        self._write(tx)
-
-    def ack_batch(self, seq: int, when: float, state_key: str = "", state: bytes = b"") -> None:
-        """Mark ``seq`` acknowledged, and persist the codec state in the same transaction."""
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE batch SET acked=? WHERE seq=?", (when, seq))
-            if state_key:
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                           (state_key, state))
-        self._write(tx)
-
-    def backlog(self) -> dict[str, int]:
-        db = self.conn
-        return {
-            "batches_pending": db.execute(
-                "SELECT COUNT(*) FROM batch WHERE acked IS NULL").fetchone()[0],
-            "rows_unbatched": db.execute(
-                "SELECT COUNT(*) FROM reading WHERE batch IS NULL").fetchone()[0],
-            "events_unbatched": db.execute(
-                "SELECT COUNT(*) FROM event WHERE batch IS NULL").fetchone()[0],
-            "bytes_pending": db.execute(
-                "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM batch WHERE acked IS NULL"
-            ).fetchone()[0],
-        }
-
-    def unbatch(self, seq: int) -> None:
-        """Forget an unacknowledged batch: its rows become unbatched again."""
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE reading SET batch=NULL WHERE batch=?", (seq,))
-            db.execute("UPDATE event SET batch=NULL WHERE batch=?", (seq,))
-            db.execute("DELETE FROM batch WHERE seq=? AND acked IS NULL", (seq,))
-        self._write(tx)
-
     # -- retention -----------------------------------------------------------
     def apply_retention(self, now: float, days: int) -> dict[str, int]:
         """Delete whole days older than the window whose data the HES acknowledged.
@@ -433,7 +333,9 @@ class Archive:
 
     def stats(self) -> dict[str, object]:
         db = self.conn
-        r = db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM reading").fetchone()
+        r = db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM reading r WHERE kind < ? OR NOT "
+                       "EXISTS (SELECT 1 FROM reading t WHERE t.meter = r.meter AND "
+                       "t.kind = r.kind - ? AND t.slot = r.slot)", (INSTANT, INSTANT)).fetchone()
         size = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
                    if os.path.exists(p))
         return {"path": self.path, "bytes": size, "rows": r[0], "oldest": r[1], "newest": r[2],

@@ -1,17 +1,21 @@
 """The batch codec: one hour of a concentrator's readings, events and cycle
 results as a few hundred bytes, delta-coded against what the HES acknowledged.
 
-Portable (CPython and MicroPython). Owns ``Batch``, ``CodecState`` and the
-format (docs/batch-format.md): a byte header naming the base state, then one
-bit stream: meter and OBIS tables as deltas of the state's tables, row shapes,
+Portable (CPython and MicroPython). Owns ``Batch`` and the format
+(docs/batch-format.md): a byte header naming the base state, then one bit
+stream: meter and OBIS tables as deltas of the state's tables, row shapes,
 timestamps against the hourly grid, one column per register (exact decimal
 mantissas, residuals against the acknowledged state, Rice or fixed-width
-codes; ``agent.batch_columns``), events and cycle results. Must not know the
+codes; ``agent.batch_columns``), events and cycle results. The body's writer
+is ``agent.batch_encode``, its reader ``agent.batch_sections``;
+``CodecState`` lives in ``agent.batch_codecstate``. Must not know the
 envelope, the transport or how the HES stores anything.
 
 API (stable):
     Batch(device, seq, created, readings=(), events=(), statuses=())
-        readings: (meter, ts, {obis: int | float | None}); events: (meter, ts, code);
+        readings: (meter, ts, {obis: int | float | None}) rows (copied), or a
+        ``Readings`` (kept: the same rows column by column, ``rows.add(meter,
+        ts, values)``; what a board builds); events: (meter, ts, code);
         statuses: (meter, status, error | None); ``keyframe`` is set by the codec.
     encode_batch(batch, base, keyframe=False) -> bytes
         base: the CodecState both ends hold (None: a keyframe). A keyframe is also
@@ -24,35 +28,22 @@ API (stable):
         .seq, .digest(), .to_bytes(), CodecState.from_bytes(data), .copy()
 """
 
-import hashlib
-
 from agent.batch_bits import BATCH_REASONS, BatchError, BitReader, BitWriter
-from agent.batch_columns import step
-from agent.batch_sections import (
-    _put_text,
-    _text,
-    read_body,
-    write_body,
-)
+from agent.batch_codecstate import CodecState
+from agent.batch_encode import write_body
+from agent.batch_readings import Readings, name, values
+from agent.batch_sections import _put_text, _text, read_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
     from typing import Any
 
-__all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", "decode_batch",
-           "encode_batch", "peek_batch"]
+__all__ = ["BATCH_REASONS", "Batch", "BatchError", "BatchHeader", "CodecState", "Readings",
+           "decode_batch", "encode_batch", "peek_batch"]
 
 FORMAT = 1
 DAY = 86400
-
-
-def _values(vals: "dict[str, Any]") -> "dict[str, Any]":
-    """A row's values, bools as ints (MicroPython's bool is no int subclass)."""
-    out = dict(vals)
-    for k, v in out.items():
-        if v is True or v is False:
-            out[k] = int(v)
-    return out
+_NUMBER = (int, float)   # built once: MicroPython builds a literal tuple at every use
 
 
 class Batch:
@@ -64,11 +55,13 @@ class Batch:
         self.device = device
         self.seq = int(seq)
         self.created = int(created)
-        self.readings = [(str(m), int(ts), _values(vals))
-                         for m, ts, vals in readings]  # type: ignore[attr-defined]
-        self.events = [(str(m), int(ts), int(c))
+        # a Readings is kept as it is (a board's hour, column by column);
+        # other rows are copied as (meter, ts, {obis: value})
+        self.readings: "Any" = readings if isinstance(readings, Readings) else [
+            (name(m), int(ts), values(vals)) for m, ts, vals in readings]  # type: ignore[attr-defined]
+        self.events = [(name(m), int(ts), int(c))
                        for m, ts, c in events]  # type: ignore[attr-defined]
-        self.statuses = [(str(m), str(s), None if e is None else str(e))
+        self.statuses = [(name(m), name(s), None if e is None else str(e))
                          for m, s, e in statuses]  # type: ignore[attr-defined]
         self.keyframe: "bool | None" = None
         # (base state or None for a keyframe, its token, {(meter, obis): entry
@@ -77,14 +70,30 @@ class Batch:
 
     def canonical(self) -> "tuple[list[Any], list[Any], list[Any]]":
         """Rows by (meter, ts), events by (meter, ts, code), statuses by meter
-        (stable): the order ``decode_batch`` returns."""
-        return (sorted(self.readings, key=lambda r: (r[0], r[1])), sorted(self.events),
-                sorted(self.statuses, key=lambda s: s[0]))
+        (stable): the order ``decode_batch`` returns. Sorted on (key, position)
+        tuples: stable on MicroPython too (its sort is not), and without a key
+        function (MicroPython calls it at every comparison: garbage)."""
+        rows = self.readings
+        if isinstance(rows, Readings):
+            readings = [rows[i] for i in rows.order()]
+        else:
+            order = [(r[0], r[1], i) for i, r in enumerate(rows)]
+            order.sort()
+            readings = [rows[i] for _, _, i in order]
+        return readings, sorted(self.events), self.statuses_in_order()
+
+    def statuses_in_order(self) -> "list[Any]":
+        """The statuses by meter, stable (as ``canonical``)."""
+        sts = self.statuses
+        by = [(x[0], i) for i, x in enumerate(sts)]
+        by.sort()
+        return [sts[i] for _, i in by]
 
     def meters(self) -> "list[str]":
-        s = set(r[0] for r in self.readings)
-        s.update(e[0] for e in self.events)
-        s.update(x[0] for x in self.statuses)
+        rows = self.readings
+        s = set(rows.meters if isinstance(rows, Readings) else [r[0] for r in rows])
+        s.update([e[0] for e in self.events])
+        s.update([x[0] for x in self.statuses])
         return sorted(s)
 
     def __eq__(self, other: object) -> bool:
@@ -175,97 +184,6 @@ def peek_batch(data: bytes) -> BatchHeader:
     return BatchHeader(keyframe, seq, created, base_seq, digest, pos, device)
 
 
-class CodecState:
-    """What the HES acknowledged, identical at both ends: the meter and OBIS
-    tables, per meter the last row's ts and OBIS set and the last cycle result,
-    per (meter, OBIS) the last value and step. Both ends call ``advance`` with
-    each acknowledged batch, in order."""
-
-    def __init__(self, device: str = "") -> None:
-        self.device = device
-        self.seq = -1
-        self.keyframe_ts = -1
-        self.meters: "list[str]" = []
-        self.obis: "list[str]" = []
-        self.cells: "dict[tuple[str, str], tuple[Any, ...]]" = {}
-        self.last_ts: "dict[str, int]" = {}
-        self.schema: "dict[str, tuple[Any, ...]]" = {}
-        self.status: "dict[str, tuple[Any, ...]]" = {}
-        self._digest: "bytes | None" = None
-        # The bytes this state was loaded from while it has not moved since:
-        # to_bytes() returns them and digest() hashes them, without
-        # re-serializing (the HES loads a state per batch and checks its
-        # digest). A non-canonical input thus names itself, not the state an
-        # encoder would name: a delta against it is refused (base_mismatch),
-        # never decoded against the wrong base.
-        self._source: "bytes | None" = None
-        # Changes on every advance(); a Batch decoded or encoded against this
-        # state carries the state's entries after it, valid while this holds.
-        self._token: "object" = object()
-
-    def __repr__(self) -> str:
-        return "CodecState(%r, seq=%d, %d meters, %d registers)" % (
-            self.device, self.seq, len(self.meters), len(self.obis))
-
-    def copy(self) -> "CodecState":
-        return CodecState.from_bytes(self.to_bytes())
-
-    def advance(self, batch: Batch) -> None:
-        """Apply an acknowledged batch (``batch.keyframe`` set by the codec)."""
-        if batch.keyframe is None:
-            raise BatchError("bad_value", "advance() needs a batch that was encoded or decoded")
-        after = batch._after
-        fast = after is not None and (
-            after[0] is None if batch.keyframe else after[0] is self and after[1] is self._token)
-        if batch.keyframe:
-            self.__init__(batch.device)  # type: ignore[misc]
-            self.keyframe_ts = batch.created
-        readings, _, statuses = batch.canonical()
-        known = set(self.meters)
-        self.meters.extend(m for m in batch.meters() if m not in known)
-        ko = set(self.obis)
-        self.obis.extend(sorted(set(o for r in readings for o in r[2] if o not in ko)))
-        if fast:
-            # the entries the codec computed cell by cell while coding the batch
-            self.cells.update(after[2])  # type: ignore[index]
-        for m, ts, vals in readings:
-            if not fast:
-                for o in sorted(vals):
-                    v = vals[o]
-                    if v is not None:
-                        self.cells[(m, o)] = step(self.cells.get((m, o)), v)
-            self.last_ts[m] = ts
-            self.schema[m] = tuple(sorted(vals))
-        for m, s, e in statuses:
-            self.status[m] = (s, e)
-        self.seq = batch.seq
-        self._digest = None
-        self._source = None
-        self._token = object()
-
-    def digest(self) -> bytes:
-        """4 bytes naming this exact state (SHA-256 of ``to_bytes``)."""
-        if self._digest is None:
-            self._digest = bytes(hashlib.sha256(self.to_bytes()).digest()[:4])
-        return self._digest
-
-    def to_bytes(self) -> bytes:
-        """Canonical serialization (docs/batch-format.md §5); the HES persists it."""
-        if self._source is not None:
-            return self._source
-        from agent.batch_state import state_to_bytes
-        return state_to_bytes(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "CodecState":
-        from agent.batch_state import state_from_bytes
-        st = cls()
-        data = bytes(data)
-        state_from_bytes(st, data)
-        st._source = data
-        return st
-
-
 def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False) -> bytes:
     """Encode ``batch`` as a delta against ``base`` (not modified), or as a
     keyframe when ``keyframe``, ``base`` is None, has never seen a keyframe, is
@@ -282,14 +200,21 @@ def encode_batch(batch: Batch, base: "CodecState | None", keyframe: bool = False
     w = BitWriter()
     if kf:
         _put_text(w, batch.device)
-    for _, _, vals in batch.readings:
-        for v in vals.values():
-            if v is not None and not isinstance(v, (int, float)):
-                raise BatchError("bad_value", "values must be int, float or None, not %s"
-                                 % type(v).__name__)
-    after = write_body(w, batch, st)
+    rows = batch.readings
+    if not isinstance(rows, Readings):
+        rows = Readings.of(rows)        # the encoder works on columns
+    for col in rows.cols:
+        if type(col) is list:           # (an array holds floats only)
+            for v in col:
+                if v is not None and not isinstance(v, _NUMBER):
+                    raise BatchError("bad_value", "values must be int, float or None, not %s"
+                                     % type(v).__name__)
+    write_body(w, batch, st, rows)
+    del rows
     batch.keyframe = kf
-    batch._after = (None, None, after) if kf else (st, st._token, after)
+    # no entries kept for advance(): it steps the values itself (a board
+    # advances right after sealing and has no room for a second state)
+    batch._after = None
     return head + w.getvalue()
 
 

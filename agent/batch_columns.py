@@ -1,11 +1,13 @@
 """Value columns of the batch codec: exact decimal mantissas, residuals against
 the acknowledged state, and the per-column choice of predictor.
 
-Portable (CPython and MicroPython). Owns how one register's cells (all its
-values in one batch, meter by meter, row by row) become bits and back, and the
-per-(meter, register) state step that encoder, decoder and
-``CodecState.advance`` share so both ends predict identically. Must not know
-the batch header, meters' identities or the envelope.
+Portable (CPython and MicroPython). Owns a column's type and exponent, the
+mantissas, predictors and raw values of one register's cells (all its values
+in one batch, meter by meter, row by row), reading them back from bits, and
+the per-(meter, register) state step that encoder, decoder and
+``CodecState.advance`` share so both ends predict identically (the encoder's
+column writer is ``agent.batch_encode``). Must not know the batch header,
+meters' identities or the envelope.
 
 A cell entry (what the state remembers per meter and register) is a tuple
 ``(value, dm, dk)``: the last non-null value and the last step between two
@@ -15,14 +17,13 @@ consecutive values as an integer mantissa ``dm`` at decimal exponent ``dk``
 # ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
 
 import struct
+import sys
 
 from agent.batch_bits import (
     BatchError,
     BitReader,
     BitWriter,
-    column_cost,
     read_column,
-    write_column,
 )
 
 TYPE_CHECKING = False
@@ -43,6 +44,10 @@ def _negzero(v: float) -> bool:
 
 
 _memo: "dict[float, int]" = {}
+# The memo serves the HES, which decodes thousands of batches whose floats
+# repeat; a board codes one batch an hour and has no heap for it (up to
+# 8192 floats: ~200 KB on MicroPython).
+MEMO_MAX = 0 if sys.implementation.name == "micropython" else 8192
 
 
 def exponent(v: "int | float") -> int:
@@ -50,11 +55,13 @@ def exponent(v: "int | float") -> int:
     -1 when no k <= 15 works (nan, inf, -0.0, 0.1 + 0.2, huge floats)."""
     if isinstance(v, int):
         return 0
+    if not MEMO_MAX:
+        return _exponent(v)
     e = _memo.get(v)
     if e is not None and not (v == 0 and _negzero(v)):
         return e
     e = _exponent(v)
-    if len(_memo) > 8192:
+    if len(_memo) > MEMO_MAX:
         _memo.clear()
     if v == v and not (v == 0):
         _memo[v] = e
@@ -151,40 +158,6 @@ def _read_raw(r: BitReader) -> "int | float":
 P_REL = 3           # a relation to other registers of the row (agent.batch_relations)
 
 
-def _modes(cells: "list[Any]", entries: "list[Any]", t: int, k: int,
-           rel: "tuple[Any, ...] | None") -> "list[Any]":
-    """Per predictor mode, (fresh mantissas, residuals); a mode is None when
-    it does not apply. The fresh/known split follows from state, nulls and the
-    relation's availability alone, never from the cell's own value."""
-    out: "list[Any]" = [([], []), ([], []), ([], []), None]
-    kind, preds = (rel[0], rel[1](t, k)) if rel is not None else ("", None)
-    if preds is not None:
-        out[3] = ([], [])
-    for mi, (vs, entry) in enumerate(zip(cells, entries)):
-        for ci, v in enumerate(vs):
-            if v is None:
-                continue
-            m: "Any" = mantissa(v, k, t)     # never None: v decides the column's type
-            a = mantissa(entry[0], k, t) if entry is not None else None
-            if a is None:
-                for p in (0, 1, 2):
-                    out[p][0].append(m)
-            else:
-                out[0][1].append(m)
-                out[1][1].append(m - a)
-                out[2][1].append(m - a - _prev_step(entry, k))
-            if preds is not None:
-                pr = _rel_pred(kind, preds[mi][ci], a)
-                if pr is not None:
-                    out[3][1].append(m - pr)
-                elif a is not None:
-                    out[3][1].append(m - a)
-                else:
-                    out[3][0].append(m)
-            entry = step(entry, v)
-    return out
-
-
 def _cell_kind(kind: str, pr: "Any") -> str:
     """A cell's prediction is an int of the relation's kind or (kind, int)."""
     return str(pr[0]) if isinstance(pr, tuple) else kind
@@ -199,44 +172,6 @@ def _rel_pred(kind: str, pr: "Any", a: "int | None") -> "int | None":
         return None
     v: int = a + pr if kind == "step" else pr
     return v
-
-
-def encode_column(w: BitWriter, cells: "list[Any]", entries: "list[Any]",
-                  rel: "tuple[Any, ...] | None" = None) -> "tuple[list[Any], list[Any]]":
-    """Write one register's cells. ``cells``: per meter, its list of values
-    (None = null) in row order; ``entries``: per meter its state entry (or
-    None); ``rel``: (kind, preds(t, k)) from ``agent.batch_relations`` or None.
-    Returns (per meter the list of previous values (None if none) of its
-    cells, per meter its state entry after them)."""
-    flat = [v for vs in cells for v in vs]
-    nulls = [v is None for v in flat]
-    present = [v for v in flat if v is not None]
-    t, k = column_type(present)
-    w.bits(t, 2)
-    if t == T_DEC:
-        w.bits(k, 4)
-    if any(nulls):
-        w.bits(1, 1)
-        for n in nulls:
-            w.bits(1 if n else 0, 1)
-    else:
-        w.bits(0, 1)
-    if t == T_RAW:
-        for v in present:
-            _write_raw(w, v)
-        return _walk(cells, entries)
-    if present:
-        modes = _modes(cells, entries, t, k, rel)
-        best, cost = 0, -1
-        for p, mode in enumerate(modes):
-            if mode is not None:
-                c = column_cost(mode[0]) + column_cost(mode[1])
-                if cost < 0 or c < cost:
-                    best, cost = p, c
-        w.bits(best, 2)
-        write_column(w, modes[best][0])
-        write_column(w, modes[best][1])
-    return _walk(cells, entries)
 
 
 def _walk(cells: "list[Any]", entries: "list[Any]") -> "tuple[list[Any], list[Any]]":
@@ -257,7 +192,8 @@ def _walk(cells: "list[Any]", entries: "list[Any]") -> "tuple[list[Any], list[An
 def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
                   rel: "tuple[Any, ...] | None" = None, prevs: bool = True
                   ) -> "tuple[list[Any], Any, list[Any]]":
-    """Inverse of ``encode_column``: ``shape`` is the number of cells per meter.
+    """One register's cells as ``agent.batch_encode`` wrote them: ``shape`` is
+    the number of cells per meter.
     Returns (cells, previous values per cell — None unless ``prevs`` —, state
     entries after them)."""
     t = r.bits(2)

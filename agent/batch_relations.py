@@ -63,7 +63,7 @@ def relation(o: str, used: "set[str]") -> "tuple[Any, ...] | None":
 def order(table: "list[str]", used: "set[str]") -> "list[tuple[Any, ...]]":
     """Columns to code, sources before the registers they predict: a list of
     (obis, relation or None) in (depth, table position) order."""
-    rels = dict((o, relation(o, used)) for o in table if o in used)
+    rels = {o: relation(o, used) for o in table if o in used}
     depth: "dict[str, int]" = {}
 
     def level(o: str, seen: int) -> int:
@@ -92,13 +92,15 @@ def _ratio(v: "Any") -> "tuple[int, int] | None":
     return round(v * POW10[e]), e
 
 
-def predictor(rel: "tuple[Any, ...]", rows: "list[Any]") -> "tuple[Any, ...]":
-    """(kind, preds(t, k)) for ``agent.batch_columns``: ``rows`` is, per meter,
-    per cell of the target column, a dict {source: (value, previous value)}."""
+def predictor(rel: "tuple[Any, ...]", cells: "Any", n: int) -> "tuple[Any, ...]":
+    """(kind, preds(t, k)) for ``agent.batch_columns``, for ``n`` meters:
+    ``cells(i)`` gives, per cell of meter i in the target column, per source
+    of ``rel`` (in order) its (value, previous value) or None — asked for
+    one meter at a time, so no context of the whole column is held."""
     kind, name, srcs = rel
 
     def preds(t: int, k: int) -> "list[Any]":
-        return [[_one(name, srcs, cell, t, k) for cell in cells] for cells in rows]
+        return [[_one(name, srcs, got, t, k) for got in cells(i)] for i in range(n)]
     return (kind, preds)
 
 
@@ -118,8 +120,7 @@ def _tariff(got: "list[Any]", t: int, k: int) -> "Any":
     return step if step is not None else (ABS, total)
 
 
-def _one(name: str, srcs: "list[Any]", cell: "dict[Any, Any]", t: int, k: int) -> "Any":
-    got: "list[Any]" = [cell.get(s) for s in srcs]
+def _one(name: str, srcs: "list[Any]", got: "list[Any]", t: int, k: int) -> "Any":
     if any(x is None or x[0] is None for x in got):
         return None
     if name == "tariff":

@@ -1,16 +1,18 @@
-"""The body of a batch, section by section (docs/batch-format.md §3): meter
-table, OBIS table, row counts, row shapes, timestamps, register columns,
-events, cycle results.
+"""The body of a batch, section by section (docs/batch-format.md §3), as the
+decoder reads it: meter table, OBIS table, row counts, row shapes,
+timestamps, register columns, events, cycle results; and the small
+string/OBIS codes both sides use.
 
-Portable (CPython and MicroPython). Owns the order of the sections and the
-small string/OBIS codes; value columns are ``agent.batch_columns``. Reads
-the state (never changes it: ``CodecState.advance`` does, after an ack). Must
-not know the byte header or the envelope.
+Portable (CPython and MicroPython). Owns the order of the sections; value
+columns are ``agent.batch_columns``; the encoder's side is
+``agent.batch_encode`` (same sections, from a ``Readings``). Reads the state
+(never changes it: ``CodecState.advance`` does, after an ack). Must not know
+the byte header or the envelope.
 """
 # ruff: noqa: B905 (MicroPython's zip() has no strict= argument)
 
-from agent.batch_bits import BatchError, BitReader, BitWriter, read_column, write_column
-from agent.batch_columns import decode_column, encode_column
+from agent.batch_bits import BatchError, BitReader, BitWriter, read_column
+from agent.batch_columns import decode_column
 from agent.batch_relations import order, predictor
 
 TYPE_CHECKING = False
@@ -70,92 +72,26 @@ def _group(items: "list[Any]", meters: "list[Any]") -> "dict[Any, Any]":
     return out
 
 
-def write_body(w: BitWriter, batch: "object", st: "object") -> "dict[Any, Any]":
-    """Write the body; returns the state's cell entries after it (``_columns``)."""
-    readings, events, statuses = batch.canonical()  # type: ignore[attr-defined]
-    # 1. meters: the state's table (presence), then new ones, sorted.
-    present = set(batch.meters())  # type: ignore[attr-defined]
-    old = st.meters  # type: ignore[attr-defined]
-    if old:
-        flags = [m in present for m in old]
-        w.bits(1 if all(flags) else 0, 1)
-        if not all(flags):
-            _bitmap(w, flags)
-    known = set(old)
-    new = sorted(m for m in present if m not in known)
-    w.count(len(new))
-    for m in new:
-        _put_text(w, m)
-    meters = [m for m in old if m in present] + new
-    # 2. OBIS codes new to the state's table, sorted.
-    ko = set(st.obis)  # type: ignore[attr-defined]
-    new_obis = sorted(set(o for r in readings for o in r[2] if o not in ko))
-    w.count(len(new_obis))
-    for o in new_obis:
-        _put_obis(w, o)
-    table = st.obis + new_obis  # type: ignore[attr-defined]
-    by_meter = _group(readings, meters)
-    rows = [r for m in meters for r in by_meter.get(m, [])]
-    # 3. rows per meter.
-    counts = [len(by_meter.get(m, [])) for m in meters]
-    if meters:
-        one = all(c == 1 for c in counts)
-        w.bits(1 if one else 0, 1)
-        if not one:
-            write_column(w, counts)
-    after: "dict[Any, Any]" = {}
-    if rows:
-        _write_rows(w, rows, table, st, batch.created)  # type: ignore[attr-defined]
-        after = _write_columns(w, meters, by_meter, table, st)
-    _write_events(w, events, meters, batch.created)  # type: ignore[attr-defined]
-    _write_statuses(w, statuses, meters, st)
-    return after
-
-
-def _write_rows(w: BitWriter, rows: "list[Any]", table: "list[Any]", st: "object",
-                created: int) -> None:
-    # 4. row shapes: the set of OBIS codes of each row.
-    prev = dict(st.schema)  # type: ignore[attr-defined]
-    same = []
-    for m, _, vals in rows:
-        s = tuple(sorted(vals))
-        same.append(prev.get(m) == s)
-        prev[m] = s
-    w.bits(1 if all(same) else 0, 1)
-    if not all(same):
-        for (_, _, vals), sm in zip(rows, same):
-            w.bits(1 if sm else 0, 1)
-            if not sm:
-                _bitmap(w, [o in vals for o in table])
-    # 5. timestamps against the hourly grid.
-    last = dict(st.last_ts)  # type: ignore[attr-defined]
-    grid = created - created % HOUR
-    res = []
-    for m, ts, _ in rows:
-        t0 = last.get(m)
-        res.append(ts - (grid if t0 is None else t0 + HOUR))
-        last[m] = ts
-    write_column(w, res)
-
-
 def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]", st: "object",
-             code: "object") -> "dict[Any, Any]":
+             code: "object") -> "tuple[Any, Any] | None":
     """Visit the register columns in coding order (agent.batch_relations.order),
     giving each its cells' rows, state entries and relation predictor;
-    ``code(o, rows, entries, rel, keep) -> (values, prevs, finals)`` codes one
-    column (``prevs`` needed only when ``keep``: the column is a relation's
-    source). Returns the state's entries after the batch, {(meter, obis): entry}
-    for every cell that moved (what ``CodecState.advance`` would compute)."""
+    ``code(o, rows, entries, rel)`` decodes one column and returns the
+    column's entries after it, per meter. Returns (meters, [(obis, entries
+    after)]): what ``CodecState.advance`` would compute.
+
+    A relation's sources are read from the rows themselves (their columns are
+    coded first: the decoder has filled them in by then) and their previous
+    values from earlier rows or the state, so nothing but the current column
+    is held while coding. (``agent.batch_encode`` visits the same order.)"""
     per_meter = [by_meter.get(m, []) for m in meters]
     used = set(o for rs in per_meter for r in rs for o in r[2])
-    cells_of = st.cells  # type: ignore[attr-defined]
-    seen: "dict[Any, Any]" = {}     # obis -> {(meter index, row index): (value, previous value)}
-    after: "dict[Any, Any]" = {}
     cols = order(table, used)
-    sources = set(s for _, rel in cols if rel is not None for s in rel[2])
     single = all(len(rs) == 1 for rs in per_meter)  # the hourly batch: one row per meter
     one: "list[int]" = [0]
     none: "list[Any]" = []                           # (shared, never mutated)
+    done: "set[str]" = set()                         # columns coded so far
+    after: "list[Any]" = []
     for o, rel in cols:
         if single:
             where = [one if o in rs[0][2] else none for rs in per_meter]
@@ -163,72 +99,53 @@ def _columns(meters: "list[Any]", by_meter: "dict[Any, Any]", table: "list[Any]"
             where = [[ri for ri, row in enumerate(rs) if o in row[2]] for rs in per_meter]
         pred = None
         if rel is not None:
-            srcs = rel[2]
-            ctx = [[{s: seen[s].get((mi, ri)) for s in srcs} for ri in ris]
-                   for mi, ris in enumerate(where)]
-            pred = predictor(rel, ctx)
+            pred = predictor(rel, _context(rel[2], meters, per_meter, where, st, done),
+                             len(meters))
         if single:
             rows = [rs if ris else none for rs, ris in zip(per_meter, where)]
         else:
             rows = [[rs[ri] for ri in ris] for rs, ris in zip(per_meter, where)]
-        entries = [cells_of.get((m, o)) for m in meters]
-        keep = o in sources
-        values, prevs, finals = code(o, rows, entries, pred, keep)  # type: ignore[operator]
-        if keep:
-            mine = {}
-            for mi, ris in enumerate(where):
-                for ri, v, p in zip(ris, values[mi], prevs[mi]):
-                    mine[(mi, ri)] = (v, p)
-            seen[o] = mine
-        for m, e in zip(meters, finals):
-            if e is not None:
-                after[(m, o)] = e
-    return after
+        finals = code(o, rows, st.entries(o, meters), pred)  # type: ignore[operator,attr-defined]
+        if finals is not None:
+            after.append((o, finals))
+        done.add(o)
+    return (meters, after) if after else None
 
 
-def _write_columns(w: BitWriter, meters: "list[Any]", by_meter: "dict[Any, Any]",
-                   table: "list[Any]",
-                   st: "object") -> "dict[Any, Any]":
-    # 6. one column per register used in this batch.
-    def code(o: str, rows: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None", keep: bool) -> "tuple[Any, ...]":
-        cells = [[row[2][o] for row in rs] for rs in rows]
-        return (cells,) + encode_column(w, cells, entries, pred)
-    return _columns(meters, by_meter, table, st, code)
+def _context(srcs: "list[str]", meters: "list[Any]", per_meter: "list[Any]",
+             where: "list[Any]", st: "object", done: "set[str]") -> "Any":
+    """``cells(i)``: per cell of meter i in the target column, per source:
+    (value, previous value) or None (no value, or a source not coded yet)."""
+    ready = [s in done for s in srcs]
+
+    def cells(mi: int) -> "list[Any]":
+        rs = per_meter[mi]
+        out = []
+        for ri in where[mi]:
+            row = rs[ri][2]
+            got: "list[Any]" = []
+            for s, ok in zip(srcs, ready):
+                v = row.get(s) if ok else None
+                got.append(None if v is None else (v, _before(rs, ri, s, meters[mi], st)))
+            out.append(got)
+        return out
+    return cells
 
 
-def _write_events(w: BitWriter, events: "list[Any]", meters: "list[Any]", created: int) -> None:
-    # 7. events: meter index, ts - created, code.
-    w.count(len(events))
-    if events:
-        idx = dict((m, i) for i, m in enumerate(meters))
-        write_column(w, [idx[e[0]] for e in events])
-        write_column(w, [e[1] - created for e in events])
-        write_column(w, [e[2] for e in events])
+def _before(rs: "list[Any]", ri: int, s: str, meter: str, st: "object") -> "Any":
+    """The last value of ``s`` before row ``ri`` of a meter: an earlier row's,
+    else the state's (None if none)."""
+    while ri:
+        ri -= 1
+        v = rs[ri][2].get(s)
+        if v is not None:
+            return v
+    return st.value(meter, s)  # type: ignore[attr-defined]
 
 
-def _write_statuses(w: BitWriter, statuses: "list[Any]", meters: "list[Any]", st: "object") -> None:
-    # 8. cycle results: one bit when every meter repeats its acknowledged one.
-    by = _group(statuses, meters)
-    held = st.status  # type: ignore[attr-defined]
-    fast = bool(meters) and all(
-        len(by.get(m, [])) == 1 and held.get(m) == by[m][0][1:] for m in meters)
-    w.bits(1 if fast else 0, 1)
-    if fast:
-        return
-    strings = sorted(set([s[1] for s in statuses] + [s[2] for s in statuses if s[2] is not None]))
-    w.count(len(strings))
-    for s in strings:
-        _put_text(w, s)
-    si = dict((s, i) for i, s in enumerate(strings))
-    write_column(w, [len(by.get(m, [])) for m in meters])
-    entries = [e for m in meters for e in by.get(m, [])]
-    write_column(w, [si[e[1]] for e in entries])
-    write_column(w, [0 if e[2] is None else si[e[2]] + 1 for e in entries])
-
-
-def read_body(r: BitReader, batch: "object", st: "object") -> "dict[Any, Any]":
-    """Fill ``batch`` from the body; returns the state's cell entries after it."""
+def read_body(r: BitReader, batch: "object", st: "object") -> "tuple[Any, Any] | None":
+    """Fill ``batch`` from the body; returns the state's entries after it
+    (``_columns``)."""
     old = st.meters  # type: ignore[attr-defined]
     if old and not r.bit():
         keep = [r.bit() for _ in old]
@@ -248,12 +165,14 @@ def read_body(r: BitReader, batch: "object", st: "object") -> "dict[Any, Any]":
     if any(c < 0 for c in counts) or sum(counts) > MAX_ROWS:
         raise BatchError("bad_value", "row counts")
     rows: "list[Any]" = []
-    after: "dict[Any, Any]" = {}
+    after = None
     if sum(counts):
         rows = _read_rows(r, meters, counts, table, st, batch.created)  # type: ignore[attr-defined]
         after = _read_columns(r, meters, rows, table, st)
-    batch.readings = [(m, ts, vals) for m, ts, vals in rows]  # type: ignore[attr-defined]
-    batch.readings.sort(key=lambda x: (x[0], x[1]))  # type: ignore[attr-defined]
+    # sorted on (key, position): stable on MicroPython too (its sort is not)
+    order = [(x[0], x[1], i) for i, x in enumerate(rows)]
+    order.sort()
+    batch.readings = [rows[i] for _, _, i in order]  # type: ignore[attr-defined]
     batch.events = _read_events(r, meters, batch.created)  # type: ignore[attr-defined]
     batch.statuses = _read_statuses(r, meters, st)  # type: ignore[attr-defined]
     return after
@@ -288,14 +207,14 @@ def _read_rows(r: BitReader, meters: "list[Any]", counts: "list[Any]", table: "l
 
 
 def _read_columns(r: BitReader, meters: "list[Any]", rows: "list[Any]", table: "list[Any]",
-                  st: "object") -> "dict[Any, Any]":
+                  st: "object") -> "tuple[Any, Any] | None":
     def code(o: str, rs: "list[Any]", entries: "list[Any]",
-             pred: "tuple[Any, ...] | None", keep: bool) -> "tuple[Any, ...]":
-        out = decode_column(r, [len(x) for x in rs], entries, pred, keep)
-        for rows_m, vs in zip(rs, out[0]):
+             pred: "tuple[Any, ...] | None") -> "list[Any]":
+        cells, _, finals = decode_column(r, [len(x) for x in rs], entries, pred, False)
+        for rows_m, vs in zip(rs, cells):
             for row, v in zip(rows_m, vs):
                 row[2][o] = v
-        return out
+        return finals
     return _columns(meters, _group(rows, meters), table, st, code)
 
 
@@ -333,5 +252,7 @@ def _read_statuses(r: BitReader, meters: "list[Any]", st: "object") -> "list[Any
     if any(s < 0 or s >= len(strings) for s in si) or any(e < 0 or e > len(strings) for e in ei):
         raise BatchError("bad_value", "status string index")
     out = [(m, strings[s], None if e == 0 else strings[e - 1]) for m, s, e in zip(owners, si, ei)]
-    out.sort(key=lambda x: x[0])
+    order = [(x[0], i) for i, x in enumerate(out)]
+    order.sort()                    # stable on MicroPython too, as above
+    out = [out[i] for _, i in order]
     return out

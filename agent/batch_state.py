@@ -10,6 +10,10 @@ import struct
 
 from agent.batch_bits import BatchError, bit_length
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
+    from typing import Any
+
 MAGIC = b"WCS\x02"
 LIMIT = 1 << 20
 
@@ -38,7 +42,13 @@ def _val(out: bytearray, v: "object") -> None:
         out.extend(struct.pack(">d", v))
 
 
-def state_to_bytes(st: "object") -> bytes:
+CHUNK = 2048          # write_state hands its bytes on in pieces of about this size
+
+
+def write_state(st: "object", sink: "object") -> None:
+    """The canonical bytes of ``st``, fed to ``sink(bytes)`` a piece at a time
+    (about ``CHUNK`` bytes each: a board hashes or writes its state without
+    holding it whole)."""
     out = bytearray(MAGIC)
     _tx(out, st.device)  # type: ignore[attr-defined]
     _uv(out, st.seq + 1)  # type: ignore[attr-defined]
@@ -51,9 +61,9 @@ def state_to_bytes(st: "object") -> bytes:
     _uv(out, len(obis))
     for o in obis:
         _tx(out, o)
-    oi = dict((o, i) for i, o in enumerate(obis))
-    cells = st.cells  # type: ignore[attr-defined]
-    for m in meters:
+    oi = st._oi  # type: ignore[attr-defined]
+    cols = (st._vals, st._dms, st._dks)  # type: ignore[attr-defined]
+    for i, m in enumerate(meters):
         _val(out, st.last_ts.get(m))  # type: ignore[attr-defined]
         sch = st.schema.get(m)  # type: ignore[attr-defined]
         _uv(out, 0 if sch is None else len(sch) + 1)
@@ -62,8 +72,8 @@ def state_to_bytes(st: "object") -> bytes:
             if max(idx) < 0x80:
                 out.extend(bytes(idx))
             else:
-                for i in idx:
-                    _uv(out, i)
+                for j in idx:
+                    _uv(out, j)
         s = st.status.get(m)  # type: ignore[attr-defined]
         if s is None:
             out.append(0)
@@ -72,26 +82,35 @@ def state_to_bytes(st: "object") -> bytes:
             _tx(out, s[0])
             if s[1] is not None:
                 _tx(out, s[1])
-        _put_cells(out, cells, m, obis)
-    return bytes(out)
+        _put_cells(out, cols, i)
+        if len(out) >= CHUNK:
+            sink(bytes(out))  # type: ignore[operator]
+            out = bytearray()
+    sink(bytes(out))  # type: ignore[operator]
 
 
-def _put_cells(out: bytearray, cells: "dict[tuple[str, str], tuple[object, ...]]", m: str,
-               obis: "list[str]") -> None:
-    """One meter's cells and the 0 after them (the hot path of saving a state:
-    small indices, ints and floats inline, the rest through ``_val``/``_uv``)."""
-    get = cells.get
+def state_to_bytes(st: "object") -> bytes:
+    parts: "list[bytes]" = []
+    write_state(st, parts.append)
+    return b"".join(parts)
+
+
+def _put_cells(out: bytearray, cols: "tuple[Any, Any, Any]", i: int) -> None:
+    """Meter ``i``'s entries in register order and the 0 after them (the hot
+    path of saving a state: small indices, ints and floats inline, the rest
+    through ``_val``/``_uv``)."""
+    vals, dms, dks = cols
     append = out.append
     pack = struct.pack
-    for i, o in enumerate(obis):
-        e = get((m, o))
-        if e is None:
+    for j in range(len(vals)):
+        v0 = vals[j][i]
+        if v0 is None:
             continue
-        if i < 0x7F:
-            append(i + 1)
+        if j < 0x7F:
+            append(j + 1)
         else:
-            _uv(out, i + 1)
-        for v in (e[0], e[1]):
+            _uv(out, j + 1)
+        for v in (v0, dms[j][i]):
             if v is None:
                 append(0)
             elif type(v) is int:
@@ -106,11 +125,7 @@ def _put_cells(out: bytearray, cells: "dict[tuple[str, str], tuple[object, ...]]
                 out.extend(pack(">d", v))
             else:
                 _val(out, v)
-        dk: int = e[2]  # type: ignore[assignment]
-        if 0 <= dk <= 0x7F:
-            append(dk)
-        else:
-            _uv(out, dk)
+        append(dks[j][i])      # dk <= 64: one byte
     append(0)
 
 
@@ -214,9 +229,9 @@ def _fill(st: "object", r: _In) -> None:
     st.keyframe_ts = r.uv() - 1  # type: ignore[attr-defined]
     meters = [r.tx() for _ in range(r.uv(LIMIT))]
     obis = [r.tx() for _ in range(r.uv(LIMIT))]
-    st.meters, st.obis = meters, obis  # type: ignore[attr-defined]
-    cells = st.cells  # type: ignore[attr-defined]
-    for m in meters:
+    st.add_tables(meters, obis)  # type: ignore[attr-defined]
+    cols = (st._vals, st._dms, st._dks)  # type: ignore[attr-defined]
+    for i, m in enumerate(meters):
         ts = r.val()
         if ts is not None:
             st.last_ts[m] = int(ts)  # type: ignore[attr-defined,call-overload]
@@ -227,7 +242,7 @@ def _fill(st: "object", r: _In) -> None:
         if t:
             s = r.tx()
             st.status[m] = (s, None if t == 1 else r.tx())  # type: ignore[attr-defined]
-        r.p = _cells(r, cells, m, obis)
+        r.p = _cells(r, cols, i, len(obis))
 
 
 def _shape(r: _In, n: int, obis: "list[str]") -> "tuple[str, ...]":
@@ -241,16 +256,15 @@ def _shape(r: _In, n: int, obis: "list[str]") -> "tuple[str, ...]":
     return tuple([obis[r.uv(LIMIT)] for _ in range(n)])
 
 
-def _cells(r: _In, cells: "dict[tuple[str, str], tuple[object, ...]]", m: str,
-           obis: "list[str]") -> int:
-    """One meter's cell list, up to its 0 terminator; returns the position
-    after it. The hot path of loading a state (a few thousand cells per
-    concentrator, one state per batch at the HES): one-byte varints, small
-    ints and floats inline; anything else through ``_In`` (same values, same
-    limits, same errors)."""
+def _cells(r: _In, cols: "tuple[Any, Any, Any]", mi: int, nob: int) -> int:
+    """Meter ``mi``'s entry list, up to its 0 terminator, into the state's
+    columns; returns the position after it. The hot path of loading a state
+    (a few thousand entries per concentrator, one state per batch at the
+    HES): one-byte varints, small ints and floats inline; anything else
+    through ``_In`` (same values, same limits, same errors)."""
     d, p = r.d, r.p
     end = len(d)
-    nob = len(obis)
+    vcol, dcol, kcol = cols
     unpack = struct.unpack_from
     most = _most(_BIG)
     try:
@@ -305,6 +319,10 @@ def _cells(r: _In, cells: "dict[tuple[str, str], tuple[object, ...]]", m: str,
                 r.p = p
                 dk = r.uv(64)
                 p = r.p
-            cells[(m, obis[i - 1])] = (vals[0], vals[1], dk)
+            if vals[0] is None:
+                raise BatchError("bad_value", "codec state entry without a value")
+            vcol[i - 1][mi] = vals[0]
+            dcol[i - 1][mi] = vals[1]
+            kcol[i - 1][mi] = dk
     except IndexError:
         raise BatchError("truncated", "codec state ends early") from None

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "agent.daemon",      # run, status, archive
     "agent.field",       # scan, read, dissect
     "agent.uplink_cli",  # uplink simulate
+    "agent.mesh_cli",    # mesh neighbours|routes|ping|stats
     "firmware.cli",      # firmware build, flash
 ]
 

@@ -176,8 +176,40 @@ def _config(args: "dict[str, object]") -> "dict[str, object]":
     return dict(args)            # the agent's config parser validates the values
 
 
+UPDATE_KEYS = ("package", "version", "sha256", "size", "target", "board")
+
+
+def _hex(v: object, field: str, n: int) -> str:
+    if not isinstance(v, str) or len(v) != n or any(c not in "0123456789abcdef" for c in v):
+        raise ArgsError(field, "must be %d lowercase hex digits" % n)
+    return v
+
+
+def _update(args: "dict[str, object]") -> "dict[str, object]":
+    """A signed update package announced (docs/firmware.md, "The update command")."""
+    _obj(args, "", UPDATE_KEYS)
+    for k in UPDATE_KEYS:
+        if k not in args:
+            raise ArgsError(k, "missing")
+    digest = _hex(args["sha256"], "sha256", 64)
+    if _hex(args["package"], "package", 16) != digest[:16]:
+        raise ArgsError("package", "must be the first 16 hex digits of sha256")
+    version = args["version"]
+    if not isinstance(version, str) or not 1 <= len(version) <= 32 or any(
+            not p.isdigit() for p in version.split(".")):
+        raise ArgsError("version", "must be dotted integers")
+    if args["target"] not in ("linux", "micropython"):
+        raise ArgsError("target", "must be linux or micropython")
+    board = args["board"]
+    if not isinstance(board, str) or not 1 <= len(board) <= 64:
+        raise ArgsError("board", "must be a board name")
+    return {"package": args["package"], "version": version, "sha256": digest,
+            "size": _int(args["size"], "size", 1, MAX_U32), "target": args["target"],
+            "board": board}
+
+
 CHECKS = {"disconnect": _empty, "reconnect": _empty, "read": _read, "tariff": _tariff,
-          "limit": _limit, "time": _empty, "config": _config, "update": lambda a: dict(a)}
+          "limit": _limit, "time": _empty, "config": _config, "update": _update}
 
 
 def check_args(op: str, args: "dict[str, object]") -> "dict[str, object]":
@@ -188,4 +220,4 @@ def check_args(op: str, args: "dict[str, object]") -> "dict[str, object]":
         raise ArgsError("op", "unknown op %r" % (op,))
     if not isinstance(args, dict):
         raise ArgsError("args", "must be an object")
-    return check(args)  # type: ignore[no-untyped-call]
+    return check(args)

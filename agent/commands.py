@@ -303,12 +303,16 @@ class Inbox:
         self.log.refuse(reason, detail, self.clock.now())
         return "refused:" + reason
 
-    def resume(self) -> list[Command]:
+    def resume(self, keep: Callable[[int], bool] = lambda counter: False) -> list[Command]:
         """After a restart: commands committed but never started are executed
         now (they never touched a meter); one that was running when the agent
-        stopped fails as ``interrupted`` — it is never run twice."""
+        stopped fails as ``interrupted`` — it is never run twice — unless
+        ``keep(counter)`` says its outcome is still to come (an update on
+        trial, ``agent.update``)."""
         out = []
         for counter, state, body in self.log.unfinished():
+            if state == RUNNING and keep(counter):
+                continue
             if state == RUNNING:
                 self.log.finish(counter, FAILED, "interrupted", None, self.clock.now())
                 log.warning("command counter %d was running when the agent stopped: "

@@ -30,6 +30,7 @@ from agent.command_args import ArgsError, check_args
 from agent.commands import EXECUTED, FAILED, CommandLog
 from agent.config import BusConfig, Config, ConfigError, MeterConfig
 from agent.cycle import BusCycle
+from agent.update import Deferred, UpdateFailed
 from drivers import DriverError, Unsupported
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class Executor:
                  clock: SystemClock, log_: CommandLog, bus_locks: dict[str, threading.Lock],
                  on_result: Callable[[], None] = lambda: None,
                  apply_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 update: Callable[[Command], dict[str, Any]] | None = None) -> None:
         self.config = config
         self.archive = archive
         self.lock = lock
@@ -86,6 +88,7 @@ class Executor:
         self.bus_locks = bus_locks
         self.on_result = on_result
         self.apply_config = apply_config
+        self.update = update          # agent.update.Updater.run when updates are possible
         self.stop = stop or threading.Event()
         self._queue: queue.Queue[Command | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -125,6 +128,10 @@ class Executor:
         state, reason, result = EXECUTED, None, None
         try:
             result = self._execute(cmd)
+        except Deferred:        # an update on trial: the new version reports the outcome
+            return {}
+        except UpdateFailed as e:
+            state, reason = FAILED, e.reason
         except Failed as e:
             state, reason = FAILED, e.reason
         except ArgsError as e:
@@ -144,7 +151,10 @@ class Executor:
         if self.clock.now() > cmd.expires:       # waited in the queue past its expiry
             raise Failed("expired")
         if cmd.op == "update":
-            raise Failed("unsupported: firmware updates are not implemented by this agent")
+            if self.update is None:
+                raise Failed("unsupported: updates need the command link and [update] settings")
+            self.log.mark_running(cmd.counter, self.clock.now())
+            return self.update(cmd)
         args = check_args(cmd.op, cmd.args)
         if cmd.op == "config":
             return self._config(cmd, args)

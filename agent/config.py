@@ -22,10 +22,11 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     source = "auto"      # auto: the system clock when NTP-synchronised, else the HES's
 
     [uplink]
-    transport = "http"   # or "mqtt"
+    transport = "http"   # or "mqtt", or "mesh" (a node without its own uplink)
     url = "http://hes.example:8080"
     key = "…64 hex…"     # the device root key (or key_file = "/etc/wum/key")
     max_bytes_per_cycle = 200000
+    max_batch_bytes = 2048   # a sealed batch's size cap (default: 2048 on a LoRa mesh, else 60000)
 
     [[bus]]
     name = "bus1"
@@ -38,6 +39,10 @@ Owns parsing and validation only. Example (see docs/agent.toml.example)::
     address = "17"
     protocol = "modbus"  # overrides the bus default
     profile = "eastron-sdm630"
+
+    [mesh]               # optional: agent.mesh_config (role, network key, links)
+
+    [update]             # optional: signed updates (agent.update_config, docs/firmware.md)
 
     [commands]           # signed commands from the HES (docs/command-format.md)
     verify_key = "…64 hex…"   # the HES's Ed25519 public command key (or a list,
@@ -55,11 +60,22 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import AgentError
 
+if TYPE_CHECKING:
+    from agent.mesh_config import MeshConfig
+    from agent.update_config import UpdateConfig
+
 PROTOCOLS = ("dlms", "iec62056-21", "modbus")
+# [uplink] max_batch_bytes: a sealed batch's size cap. The envelope carries at most
+# 65535 payload bytes; on a LoRa mesh (SF9, 1 % duty cycle: ~7 kB per node and
+# hour, spent again on every hop) a batch of 2 kB is ~21 frames, ~13 s of air.
+MAX_BATCH_BYTES = 60000
+LORA_BATCH_BYTES = 2048
+MIN_BATCH_BYTES = 512       # one row of a meter's registers in a keyframe fits
+LORA_MTU = 255              # a [mesh] mtu at or below this is a LoRa district's
 
 
 class ConfigError(AgentError):
@@ -112,11 +128,14 @@ class Config:
     url: str = ""
     key_hex: str = ""
     max_bytes_per_cycle: int = 1_000_000
+    max_batch_bytes: int = MAX_BATCH_BYTES
     initial_backfill: int = 86400
     time_source: str = "auto"
     buses: tuple[BusConfig, ...] = field(default_factory=tuple)
     log_file: str = ""
+    mesh: MeshConfig | None = None
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    update: UpdateConfig | None = None      # [update] (agent.update_config); parse fills it
     # What it was parsed from (a remote ``config`` command overlays it).
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     base: str = field(default="", compare=False, repr=False)
@@ -199,6 +218,26 @@ def _bus(t: dict[str, Any], i: int) -> BusConfig:
                      port=_get(t, "port", where, str), baud=_get(t, "baud", where, int, 9600),
                      protocol=proto, discover=discover,
                      timeout=_get(t, "timeout", where, float, 1.0), meters=meters)
+
+
+def _uplink_key(u: dict[str, Any], base: Path | None) -> str:
+    key_hex: str = _get(u, "key", "uplink", str, "")
+    if "key_file" in u:
+        kf = Path(_get(u, "key_file", "uplink", str))
+        if base and not kf.is_absolute():
+            kf = base / kf
+        try:
+            key_hex = kf.read_text().strip()
+        except OSError as e:
+            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
+    if key_hex:
+        try:
+            if len(bytes.fromhex(key_hex)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
+                              key="uplink.key") from None
+    return key_hex
 
 
 def _hex_key(v: object, where: str, sizes: tuple[int, ...]) -> bytes:
@@ -290,7 +329,7 @@ def with_overlay(cfg: Config, overlay: dict[str, Any]) -> Config:
 
 def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     _check_known(data, {"concentrator", "schedule", "retention", "uplink", "bus", "log", "time",
-                        "commands"}, "config")
+                        "mesh", "commands", "update"}, "config")
     tm = _get(data, "time", "config", dict, {})
     _check_known(tm, {"source"}, "time")
     time_source = _get(tm, "source", "time", str, "auto")
@@ -307,7 +346,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     r = _get(data, "retention", "config", dict, {})
     _check_known(r, {"days"}, "retention")
     u = _get(data, "uplink", "config", dict, {})
-    _check_known(u, {"transport", "url", "key", "key_file", "max_bytes_per_cycle"}, "uplink")
+    _check_known(u, {"transport", "url", "key", "key_file", "max_bytes_per_cycle",
+                     "max_batch_bytes"}, "uplink")
     lg = _get(data, "log", "config", dict, {})
     _check_known(lg, {"file"}, "log")
     days = _get(r, "days", "retention", int, 45)
@@ -315,24 +355,10 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         raise ConfigError("retention.days must be between 30 and 45, got %d" % days,
                           key="retention.days")
     transport = _get(u, "transport", "uplink", str, "http")
-    if transport not in ("http", "mqtt", "none"):
-        raise ConfigError("uplink.transport must be http, mqtt or none", key="uplink.transport")
-    key_hex = _get(u, "key", "uplink", str, "")
-    if "key_file" in u:
-        kf = Path(_get(u, "key_file", "uplink", str))
-        if base and not kf.is_absolute():
-            kf = base / kf
-        try:
-            key_hex = kf.read_text().strip()
-        except OSError as e:
-            raise ConfigError("uplink.key_file unreadable: %s" % e, key="uplink.key_file") from e
-    if key_hex:
-        try:
-            if len(bytes.fromhex(key_hex)) != 32:
-                raise ValueError
-        except ValueError:
-            raise ConfigError("uplink.key must be 64 hex digits (a 256-bit key)",
-                              key="uplink.key") from None
+    if transport not in ("http", "mqtt", "mesh", "none"):
+        raise ConfigError("uplink.transport must be http, mqtt, mesh or none",
+                          key="uplink.transport")
+    key_hex = _uplink_key(u, base)
     period = _get(s, "period", "schedule", int, 3600)
     if period < 60:
         raise ConfigError("schedule.period must be at least 60 s", key="schedule.period")
@@ -342,6 +368,17 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
     archive = _get(c, "archive", "concentrator", str)
     if base and not Path(archive).is_absolute():
         archive = str(base / archive)
+    mesh = None
+    from agent.mesh_config import check_uplink, parse_mesh
+
+    if "mesh" in data:
+        mesh = parse_mesh(data, base, concentrator_id)
+    url = _get(u, "url", "uplink", str, "")
+    check_uplink(transport, url, key_hex, mesh)
+    from agent.update_config import parse_update
+    update = parse_update(_get(data, "update", "config", dict, {}), base, archive,
+                          _get(u, "url", "uplink", str, ""), period,
+                          _get(s, "jitter", "schedule", float, 0.0))
     return Config(
         concentrator_id=concentrator_id, archive=archive, period=period,
         jitter=_get(s, "jitter", "schedule", float, 0.0),
@@ -349,12 +386,27 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Config:
         retries=_get(s, "retries", "schedule", int, 2),
         initial_backfill=_get(s, "initial_backfill", "schedule", int, 86400),
         clock_threshold=_get(s, "clock_threshold", "schedule", float, 10.0),
-        retention_days=days, transport=transport, url=_get(u, "url", "uplink", str, ""),
+        retention_days=days, transport=transport, url=url, mesh=mesh,
         key_hex=key_hex, max_bytes_per_cycle=_get(u, "max_bytes_per_cycle", "uplink", int, 1_000_000),
+        max_batch_bytes=_max_batch_bytes(u, mesh),
         buses=tuple(_bus(b, i) for i, b in enumerate(buses_t)),
         log_file=_get(lg, "file", "log", str, ""), time_source=time_source,
-        commands=_commands(_get(data, "commands", "config", dict, {}), base),
+        commands=_commands(_get(data, "commands", "config", dict, {}), base), update=update,
         raw=data, base=str(base) if base else "")
+
+
+def _max_batch_bytes(u: dict[str, Any], mesh: MeshConfig | None) -> int:
+    """``uplink.max_batch_bytes``, or its default: LORA_BATCH_BYTES when this
+    concentrator's own batches may travel a LoRa mesh (role node or auto, a
+    LoRa link or a LoRa-sized ``mesh.mtu``), else MAX_BATCH_BYTES."""
+    lora = mesh is not None and mesh.role in ("node", "auto") and (
+        any(lc.kind == "lora" for lc in mesh.links) or (mesh.mtu or LORA_MTU + 1) <= LORA_MTU)
+    n: int = _get(u, "max_batch_bytes", "uplink", int, LORA_BATCH_BYTES if lora
+                  else MAX_BATCH_BYTES)
+    if not MIN_BATCH_BYTES <= n <= MAX_BATCH_BYTES:
+        raise ConfigError("uplink.max_batch_bytes must be between %d and %d, got %d"
+                          % (MIN_BATCH_BYTES, MAX_BATCH_BYTES, n), key="uplink.max_batch_bytes")
+    return n
 
 
 def load(path: str | Path) -> Config:

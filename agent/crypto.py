@@ -28,6 +28,10 @@ try:  # MicroPython boards
 except ImportError:
     _cryptolib = None
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true at run time: MicroPython has no typing
+    from typing import Any
+
 
 class CryptoFailure(Exception):
     """The tag did not verify (the only error a caller may see; no detail)."""
@@ -70,11 +74,7 @@ def block_cipher(key: bytes, backend: str = "") -> "object":
     return AES(key)
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b))
-
-
-def equal(a: bytes, b: bytes) -> bool:
+def equal(a: "bytes | bytearray", b: "bytes | bytearray") -> bool:
     """Constant-time comparison (no early exit)."""
     if len(a) != len(b):
         return False
@@ -92,46 +92,79 @@ def _ccm_check(nonce: bytes, tag_len: int) -> int:
     return 15 - len(nonce)   # L
 
 
-def _ccm_mac(enc: "object", nonce: bytes, aad: bytes, msg: bytes, tag_len: int) -> bytes:
+def _absorb(eb: "object", x: "bytearray", parts: "tuple[Any, ...]") -> None:
+    """CBC-MAC: run the state ``x`` (16 bytes, updated in place) over the
+    concatenation of ``parts`` zero-padded to a whole block, byte by byte
+    into ``x`` itself (nothing joined: a board seals without copies)."""
+    n = 0
+    for part in parts:
+        for b in part:
+            x[n] ^= b
+            n += 1
+            if n == 16:
+                _put(x, eb(x))  # type: ignore[operator]
+                n = 0
+    if n:
+        _put(x, eb(x))  # type: ignore[operator]
+
+
+def _put(x: "bytearray", s: bytes, at: int = 0) -> None:
+    # x[at:at + len(s)] = s, without slice assignment (not in every MicroPython build)
+    for j in range(len(s)):
+        x[at + j] = s[j]
+
+
+def _ccm_mac(enc: "object", nonce: bytes, aad: bytes, msg: "Any", tag_len: int) -> bytearray:
+    """The CBC-MAC T of RFC 3610 §2.2 (its first ``tag_len`` bytes)."""
     L = _ccm_check(nonce, tag_len)
     if len(msg) >= 1 << (8 * L):
         raise ValueError("CCM message too long for the nonce size")
     flags = (0x40 if aad else 0) | (((tag_len - 2) // 2) << 3) | (L - 1)   # RFC 3610 §2.2
-    b = bytes((flags,)) + nonce + len(msg).to_bytes(L, "big")
-    if aad:
-        if len(aad) < 0xFF00:
-            a = len(aad).to_bytes(2, "big") + aad
-        else:
-            a = b"\xff\xfe" + len(aad).to_bytes(4, "big") + aad
-        b += a + bytes(-len(a) % 16)
-    b += msg + bytes(-len(msg) % 16)
-    x = bytes(16)
     eb = enc.encrypt_block  # type: ignore[attr-defined]
-    for i in range(0, len(b), 16):
-        x = eb(_xor(x, b[i:i + 16]))
+    x = bytearray(eb(bytes((flags,)) + nonce + len(msg).to_bytes(L, "big")))     # B0
+    if aad:
+        size = len(aad).to_bytes(2, "big") if len(aad) < 0xFF00 else \
+            b"\xff\xfe" + len(aad).to_bytes(4, "big")
+        _absorb(eb, x, (size, aad))
+    _absorb(eb, x, (msg,))
     return x[:tag_len]
 
 
-def _ccm_ctr(enc: "object", nonce: bytes, data: bytes, first: int) -> bytes:
+def _ccm_ctr(enc: "object", nonce: bytes, buf: bytearray, start: int, end: int,
+             first: int) -> None:
+    """XOR the CTR key stream, counter ``first`` on, into ``buf[start:end]``
+    in place (RFC 3610 §2.3: A_i = flags L' | nonce | i)."""
     L = 15 - len(nonce)
     eb = enc.encrypt_block  # type: ignore[attr-defined]
-    out = bytearray()
-    prefix = bytes((L - 1,)) + nonce   # RFC 3610 §2.3: flags = L' only
-    for n, i in enumerate(range(0, len(data), 16)):
-        s = eb(prefix + (first + n).to_bytes(L, "big"))
-        out.extend(_xor(data[i:i + 16], s))
-    return bytes(out)
+    a = bytearray(16)
+    a[0] = L - 1
+    _put(a, nonce, 1)
+    i = first
+    while start < end:
+        _put(a, i.to_bytes(L, "big"), 16 - L)
+        s = eb(a)
+        for j in range(min(16, end - start)):
+            buf[start + j] ^= s[j]
+        start += 16
+        i += 1
 
 
 def ccm_seal(key: bytes, nonce: bytes, aad: bytes, msg: bytes, tag_len: int = 8,
-             backend: str = "") -> bytes:
-    """AES-CCM encryption: ciphertext || tag (RFC 3610)."""
+             backend: str = "", head: bytes = b"") -> bytes:
+    """AES-CCM encryption: ``head`` || ciphertext || tag (RFC 3610). ``head``
+    (the envelope's header, say) is put in front in the same buffer."""
     if _AESCCM is not None and not backend:
         _ccm_check(nonce, tag_len)
-        return bytes(_AESCCM(key, tag_len).encrypt(nonce, msg, aad))
+        return bytes(head) + bytes(_AESCCM(key, tag_len).encrypt(nonce, msg, aad))
     enc = block_cipher(key, backend)
     t = _ccm_mac(enc, nonce, aad, msg, tag_len)
-    return _ccm_ctr(enc, nonce, msg, 1) + _ccm_ctr(enc, nonce, t, 0)
+    h, n = len(head), len(msg)
+    out = bytearray(head)
+    out.extend(msg)
+    out.extend(t)
+    _ccm_ctr(enc, nonce, out, h, h + n, 1)
+    _ccm_ctr(enc, nonce, out, h + n, h + n + tag_len, 0)
+    return bytes(out)
 
 
 def ccm_open(key: bytes, nonce: bytes, aad: bytes, sealed: bytes, tag_len: int = 8,
@@ -146,12 +179,14 @@ def ccm_open(key: bytes, nonce: bytes, aad: bytes, sealed: bytes, tag_len: int =
         except _InvalidTag:
             raise CryptoFailure("tag mismatch") from None
     enc = block_cipher(key, backend)
-    ct, tag = sealed[:-tag_len], sealed[-tag_len:]
-    msg = _ccm_ctr(enc, nonce, ct, 1)
-    expect = _ccm_ctr(enc, nonce, _ccm_mac(enc, nonce, aad, msg, tag_len), 0)
-    if not equal(expect, tag):
+    n = len(sealed) - tag_len
+    msg = bytearray(sealed[:n])
+    _ccm_ctr(enc, nonce, msg, 0, n, 1)
+    expect = _ccm_mac(enc, nonce, aad, msg, tag_len)
+    _ccm_ctr(enc, nonce, expect, 0, tag_len, 0)
+    if not equal(expect, sealed[n:]):
         raise CryptoFailure("tag mismatch")
-    return msg
+    return bytes(msg)
 
 
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:

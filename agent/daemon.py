@@ -96,12 +96,14 @@ class Daemon:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.uplink = uplink
+        self.mesh: Any = None         # agent.mesh_agent.MeshAgent when [mesh] is configured
         self.cycles = 0
         self.retry_interval = 300.0   # simulated/real seconds between backlog retries
         self._last_retention_day = -1
         self.file_cfg = cfg           # the TOML alone; ``cfg`` has the remote overlay on it
         self.bus_locks: dict[str, threading.Lock] = {}
         self.commands: Any = None     # agent.commands_daemon.Commands when enabled
+        self.exit_code = 0            # agent.update.RESTART after an update switched slots
 
     def open(self) -> Daemon:
         self.archive = open_archive(self.cfg.archive)
@@ -109,7 +111,16 @@ class Daemon:
         if not isinstance(self.clock, ScaledClock):
             # Real time: trust NTP when synchronised, else the HES (see agent.timesync).
             self.clock = CorrectedClock(self.clock, self._hes_offset, self.cfg.time_source)
-        if self.uplink is None and self.cfg.transport != "none" and self.cfg.url:
+        if self.cfg.mesh is not None:
+            from agent.mesh_agent import MeshAgent
+
+            self.mesh = MeshAgent(self.cfg, self.archive, self.lock).start()
+        if self.uplink is None and self.mesh is not None and self.mesh.transport is not None:
+            from agent.uplink import Uplink
+
+            self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock,
+                                             self.mesh.transport)
+        elif self.uplink is None and self.cfg.transport not in ("none", "mesh") and self.cfg.url:
             from agent.uplink import Uplink
 
             self.uplink = Uplink.from_config(self.cfg, self.archive, self.clock, self.lock)
@@ -144,6 +155,13 @@ class Daemon:
         log.warning("remote configuration applied: %s", json.dumps(combined, sort_keys=True))
         return combined
 
+    def request_restart(self) -> None:
+        """Stop after the current transaction and exit ``RESTART``: the
+        launcher boots the slot an update just switched to."""
+        from agent.update import RESTART
+        self.exit_code = RESTART
+        self.stop.set()
+
     def _hes_offset(self) -> float | None:
         with self.lock:
             raw = self.archive.meta("hes_clock_offset")
@@ -172,6 +190,11 @@ class Daemon:
                  sum(r.rows for r in results))
         if self.uplink is not None and not self.stop.is_set():
             await asyncio.to_thread(self.uplink.flush, self.stop)
+        if self.mesh is not None:
+            await asyncio.to_thread(self.mesh.persist)
+        if self.commands is not None:    # an update on trial: this may prove it healthy
+            self.commands.updater.after_cycle(ok > 0, int(getattr(self.uplink, "last_acked",
+                                                                  -1)))
         now = self.clock.now()
         day = int(now) // 86400
         if day != self._last_retention_day:
@@ -197,6 +220,7 @@ class Daemon:
                 if wait <= 0:
                     break
                 await asyncio.sleep(min(wait, 0.5))
+                self._check_mesh()
                 if self.uplink is not None and self.clock.now() - last_try >= self.retry_interval:
                     # Between cycles, retry a backlog (the link may be back).
                     last_try = self.clock.now()
@@ -209,6 +233,13 @@ class Daemon:
             await self.run_cycle()
         log.info("stopped after %d cycles", self.cycles)
 
+    def _check_mesh(self) -> None:
+        """A mesh IO loop that died is a daemon failure (exit 1: systemd restarts
+        it), not a concentrator that silently stops relaying."""
+        failure = self.mesh.service.failure if self.mesh is not None else None
+        if failure is not None:
+            raise AgentError("mesh IO loop failed: %r" % failure)
+
     def _on_signal(self, sig: int) -> None:
         log.warning("signal %d: stopping after the current transaction", sig)
         self.stop.set()
@@ -218,6 +249,9 @@ class Daemon:
             self.commands.close()
         if self.uplink is not None:
             self.uplink.close()
+        if self.mesh is not None:
+            self.mesh.stop()
+            self.mesh = None
         self.archive.close()
 
 
@@ -243,7 +277,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         d.close()
-    return 0
+    return d.exit_code
 
 
 def status(cfg: Config) -> dict[str, Any]:
@@ -256,8 +290,10 @@ def status(cfg: Config) -> dict[str, Any]:
             "backlog": a.backlog(),
             "meters": [{**m, "started": rfc3339(m["started"])} for m in meters],  # type: ignore[arg-type]
             "failures": [m for m in meters if m["status"] in ("failed", "partial")],
-            "mesh": {"neighbours": []},
         }
+        from agent.mesh_cli import status_mesh
+
+        out["neighbours"], out["mesh"] = status_mesh(cfg, a)
         for k in ("oldest", "newest"):
             out["archive"][k] = rfc3339(out["archive"][k])
         hes_offset = a.meta("hes_clock_offset")
@@ -288,6 +324,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     b = st["backlog"]
     print("upload backlog: %d batches (%d bytes) pending, %d rows not yet batched" % (
         b["batches_pending"], b["bytes_pending"], b["rows_unbatched"]))
+    m = st["mesh"]
+    if m is not None:
+        print("mesh: %s%s, gateway %s via %s, cost %s, %d neighbour(s)%s" % (
+            m["role"], " (acting gateway)" if m.get("gateway_active") else "",
+            m.get("gateway") or "-", m.get("parent") or "-",
+            "-" if m.get("cost") is None else m["cost"], len(st["neighbours"]),
+            "" if m["running"] else " (daemon not running; as of %s)" % m["as_of"]))
     c = st["commands"]
     print("commands: %d received, %d executed, %d failed, %d refused %s, %d results unsent" % (
         c["received"], c["executed"], c["failed"], c["refused_total"],
@@ -347,7 +390,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the concentrator daemon (hourly cycles, upload)",
-                       description="Read every configured meter each period, archive, upload.")
+                       description="Read every configured meter each period, archive, upload; "
+                       "with [mesh], run the mesh node (relay, gateway) and its control socket.")
     p.add_argument("--config", required=True, help="agent TOML file")
     p.add_argument("--cycles", type=int, help="stop after N scheduled cycles (default: forever)")
     p.add_argument("--no-initial", action="store_true", help="do not run a cycle at start")

@@ -7,7 +7,7 @@ HES-side replay window. AES-128-CCM (RFC 3610) with a 13-byte nonce and an
 
     off  size  field
     0    1     version (1)
-    1    1     kind (1 batch, 2 command, 3 command result, 4 poll)
+    1    1     kind (1 batch, 2 command, 3 command result, 4 poll, 5 fetch)
     2    2     key epoch, big-endian
     4    1     n = length of the device id (1..64)
     5    n     device id, UTF-8
@@ -40,8 +40,10 @@ KIND_BATCH = 1
 KIND_COMMAND = 2        # HES -> agent: a signed command, sealed under purpose "downlink"
 KIND_RESULT = 3         # agent -> HES: a command result (JSON), purpose "batch"
 KIND_POLL = 4           # agent -> HES: an idle poll for pending commands, purpose "batch"
+KIND_FETCH = 5          # agent -> HES: a range of an update package, purpose "fetch"
 PURPOSE_UPLINK = "batch"
 PURPOSE_DOWNLINK = "downlink"
+PURPOSE_FETCH = "fetch"     # its own key and nonces: fetches never touch the batch replay window
 TAG_LEN = 8
 KEY_LEN = 16
 MAX_PAYLOAD = 0xFFFF
@@ -219,7 +221,9 @@ class Sealer:
         h = Header(self.device, self.boot, self.counter, len(payload), kind, self.key_epoch)
         self.counter += 1
         aad = h.to_bytes()
-        return aad + ccm_seal(self._key, h.nonce(), aad, bytes(payload), TAG_LEN)
+        # the header, the ciphertext and the tag in one buffer (no copies of
+        # the payload on a board)
+        return ccm_seal(self._key, h.nonce(), aad, payload, TAG_LEN, "", aad)   # head=aad
 
 
 class Keyring:

@@ -63,7 +63,9 @@ def make_uplink(spec):
     if kind == "outbox":
         folder = spec.get("dir", DATA + "/outbox")
         _mkdirs(folder)
-        return OutboxUplink(folder)
+        up = OutboxUplink(folder, spec.get("inbox"))
+        _mkdirs(up.inbox)
+        return up
     if kind == "http":
         return HttpUplink(spec["url"])
     raise ValueError("unknown uplink kind %r" % kind)
@@ -81,25 +83,54 @@ def build(config, log=print):
                      make_uplink(config.get("uplink", {})), utc_now, Files(DATA), log)
 
 
-def sleep_until(ts):
-    """Wait for the next cycle in light sleep (a minute at a time)."""
+def sleep_until(ts, watch=None):
+    """Wait for the next cycle in light sleep (a minute at a time), calling
+    ``watch()`` at every wake."""
     while True:
         left = ts - utc_now()
         if left <= 0:
             return
         machine.lightsleep(int(min(left, 60) * 1000))
+        if watch is not None:
+            watch()
+
+
+def updater(cfg, loop, log=print):
+    """Signed commands and updates (firmware.board_commands,
+    firmware.board_update) when the config has verify keys and the uplink
+    can carry commands; else None."""
+    if not cfg.get("verify_keys") or not hasattr(loop.uplink, "commands"):
+        return None
+    # imported only here: a board without commands never loads them (build.CORE ships them)
+    from firmware.board_commands import BoardCommands
+    from firmware.board_update import BoardUpdater
+    cmds = BoardCommands(cfg, loop.sealer, loop.uplink, loop.files, utc_now, log)
+    return BoardUpdater(cfg, cmds, loop.uplink, loop.files, DATA, utc_now, machine.reset,
+                        log=log)
 
 
 def run(cycles=None, config=None, log=print):
     """Boot: build, then cycle at every full period (``cycles`` bounds it)."""
     cfg = config or load_config()
     loop = build(cfg, log)
+    upd = updater(cfg, loop, log)
+    if upd is not None:
+        upd.boot(loop.next_seq)
     period = int(cfg.get("period", 3600))
     n = 0
     while cycles is None or n < cycles:
-        log("wum: cycle " + json.dumps(loop.cycle()))
+        if upd is not None:
+            upd.commands.take()
+            upd.step()
+        summary = loop.cycle()
+        log("wum: cycle " + json.dumps(summary))
+        if upd is not None:
+            upd.commands.take()
+            upd.after_cycle(summary["meters"] > 0, loop.last_acked)
+            upd.step()
         n += 1
         if cycles is not None and n >= cycles:
             break
-        sleep_until((int(utc_now()) // period + 1) * period)
+        sleep_until((int(utc_now()) // period + 1) * period,
+                    upd.watch if upd is not None else None)
     return loop

@@ -27,7 +27,9 @@ BOARDS = Path(__file__).resolve().parent / "boards"
 MPY_VERSION = "6.3"
 # What every board bundle starts from (its module-level imports follow).
 CORE = ["firmware.board", "firmware.loop", "firmware.archive", "firmware.rs485",
-        "firmware.meters", "agent.aes", "agent.batch_state"]
+        "firmware.meters", "agent.aes", "agent.batch_state",
+        # signed commands and updates (imported by firmware.board only when configured)
+        "firmware.board_commands", "firmware.board_update"]
 DRIVERS = {"dlms": ["drivers.dlms.client", "drivers.dlms.cosem", "drivers.dlms.hdlc",
                     "drivers.dlms.xdlms"],
            "modbus": ["drivers.modbus.rtu"]}

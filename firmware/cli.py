@@ -2,7 +2,8 @@
 agent/cli.py): build device bundles, flash a MicroPython board.
 
 Owns the command lines only; the work is in ``firmware.build`` and
-``firmware.flash``.
+``firmware.flash``. Provisioning, ``--ssh`` and the update-package actions
+are in ``firmware.update_cli``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from firmware import FirmwareError
+from firmware import FirmwareError, update_cli
 
 
 def register(sub: Any) -> None:
@@ -39,14 +40,19 @@ def register(sub: Any) -> None:
     f = sub.add_parser("flash", help="copy a bundle and a config onto a device",
                        description="--port: a MicroPython board over its REPL (mpremote); the "
                                    "bundle's manifest is verified first, then every file's "
-                                   "SHA-256 is computed on the board and compared.")
+                                   "SHA-256 is computed on the board and compared. --ssh: a "
+                                   "Linux concentrator: the linux bundle into an A/B slot, "
+                                   "the launcher, the config and the systemd unit, the "
+                                   "service enabled and started, every file verified.")
     f.add_argument("--port", default=None, help="the board's serial port or pyserial URL")
     f.add_argument("--bundle", required=True, type=Path, help="a bundle folder (wum firmware build)")
     f.add_argument("--config", required=True, type=Path,
                    help="a provisioned config folder (holds device.json)")
     f.add_argument("--slot", default="a", choices=("a", "b"),
                    help="bundle folder on the board (default a)")
+    update_cli.add_ssh_options(f)
     f.set_defaults(func=cmd_flash)
+    update_cli.register(sub, fs)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -70,9 +76,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     from firmware.flash import flash
-    if not args.port:
-        print("wum flash: give --port (a MicroPython board)", file=sys.stderr)
+    if bool(args.port) == bool(args.ssh):
+        print("wum flash: give --port (a MicroPython board) or --ssh USER@HOST (a Linux "
+              "concentrator)", file=sys.stderr)
         return 2
+    if args.ssh:
+        return update_cli.cmd_flash_ssh(args)
     try:
         out = flash(args.port, args.bundle, args.config, args.slot,
                     log=lambda s: print(s, file=sys.stderr))

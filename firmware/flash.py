@@ -26,8 +26,9 @@ class BundleRejected(FirmwareError):
     """The bundle does not match its manifest (fields: bundle, file, reason)."""
 
 
-def verify_bundle(bundle: Path) -> dict[str, Any]:
-    """The manifest, once every file it lists is there with its size and hash."""
+def verify_bundle(bundle: Path, target: str | None = "micropython") -> dict[str, Any]:
+    """The manifest, once every file it lists is there with its size and hash
+    (and, unless ``target`` is None, the bundle is for ``target``)."""
     try:
         manifest: dict[str, Any] = json.loads((bundle / "manifest.json").read_text())
         files = manifest["files"]
@@ -52,10 +53,11 @@ def verify_bundle(bundle: Path) -> dict[str, Any]:
         raise BundleRejected("%s: total size %d differs from the manifest's %s"
                              % (bundle, total, manifest.get("total_size")),
                              bundle=str(bundle), reason="size")
-    if manifest.get("target") != "micropython":
-        raise BundleRejected("%s: a %s bundle, not one for a MicroPython board"
-                             % (bundle, manifest.get("target")), bundle=str(bundle),
-                             reason="target")
+    if target is not None and manifest.get("target") != target:
+        raise BundleRejected("%s: a %s bundle, not one for %s"
+                             % (bundle, manifest.get("target"),
+                                "a MicroPython board" if target == "micropython" else target),
+                             bundle=str(bundle), reason="target")
     return manifest
 
 

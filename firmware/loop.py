@@ -19,9 +19,16 @@ plug in): ``send(device, seq, sealed) -> bool`` (True: acknowledged now;
 False: handed over, an ack may come later) and optionally
 ``acks() -> [seq, ...]`` (acknowledgements that arrived since the last call).
 An exception from ``send`` leaves the batch in the archive for the next try.
+For signed commands and updates (``firmware.board_commands``,
+``firmware.board_update``) an uplink also has ``commands() -> [sealed, ...]``
+(commands that arrived), ``send_result(device, counter, sealed) -> bool``
+(True: handed over or accepted), ``fetch(package, offset, length, request)
+-> bytes | None`` (``request``: the sealed fetch request; None: asked, the
+bytes come later) and ``chunks() -> [(package, offset, bytes), ...]``; an
+uplink without them gets no commands.
 """
 
-from agent.batch import Batch, BatchError, CodecState, encode_batch
+from agent.batch import Batch, BatchError, CodecState, Readings, encode_batch
 from drivers import DriverError
 from firmware.archive import ArchiveError, ArchiveFull
 from firmware.meters import read_meter
@@ -41,10 +48,15 @@ class Files:
             return None
 
     def save(self, name, data):
+        """``data``: bytes, or a callable given ``write`` that writes them
+        piece by piece (a codec state is never held whole on a board)."""
         import os
         path = self.root + "/" + name
         with open(path + ".tmp", "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f.write)
+            else:
+                f.write(data)
         os.rename(path + ".tmp", path)
 
 
@@ -63,6 +75,7 @@ class AgentLoop:
         self.ids = {}                   # address -> meter id learned by a read
         self.profiles = {}
         self.refused = 0                # batches the full archive could not take
+        self.last_acked = -1            # the highest seq acknowledged since this loop started
         self.state = None
         raw = files.load("codec.bin")
         if raw:
@@ -76,7 +89,9 @@ class AgentLoop:
         self.next_seq = max(top, self.state.seq if self.state is not None else 0) + 1
 
     def read_all(self, ts):
-        readings, statuses = [], []
+        """-> (Readings, statuses): each meter's values go into the hour's
+        columns as soon as it is read (no dict per meter kept)."""
+        readings, statuses = Readings(), []
         for spec in self.meters:
             key = "%s:%s" % (spec["protocol"], spec["address"])
             try:
@@ -87,7 +102,7 @@ class AgentLoop:
                 self.log("meter %s failed: %s" % (mid, e))
                 continue
             self.ids[key] = mid
-            readings.append((mid, ts, values))
+            readings.add(mid, ts, values)
             statuses.append((mid, "read", None))
         return readings, statuses
 
@@ -97,8 +112,11 @@ class AgentLoop:
         readings, statuses = self.read_all(ts)
         seq = self.next_seq
         batch = Batch(self.device, seq, ts, readings, (), statuses)
+        n_read, n_failed = len(readings), len(statuses) - len(readings)
+        del readings, statuses          # the batch holds them (the Readings itself)
         payload = encode_batch(batch, self.state)
         sealed = self.sealer.seal(payload)
+        del payload
         stored = True
         try:
             self.archive.append(seq, ts, sealed)
@@ -111,10 +129,10 @@ class AgentLoop:
             nxt = self.state if self.state is not None else CodecState(self.device)
             nxt.advance(batch)
             self.state = nxt
-            self.files.save("codec.bin", nxt.to_bytes())
+            self.files.save("codec.bin", nxt.write)
         sent = self.flush()
-        return {"seq": seq, "ts": ts, "meters": len(readings), "failed": len(statuses) -
-                len(readings), "bytes": len(sealed), "keyframe": bool(batch.keyframe),
+        return {"seq": seq, "ts": ts, "meters": n_read, "failed": n_failed,
+                "bytes": len(sealed), "keyframe": bool(batch.keyframe),
                 "stored": stored, "sent": sent, "unacked": len(self.archive.unacked())}
 
     def flush(self):
@@ -131,6 +149,7 @@ class AgentLoop:
             sent += 1
             if acked:
                 self.archive.ack(seq)
+                self.last_acked = max(self.last_acked, seq)
         self.take_acks()
         return sent
 
@@ -139,15 +158,59 @@ class AgentLoop:
         if acks is not None:
             for seq in acks():
                 self.archive.ack(seq)
+                self.last_acked = max(self.last_acked, seq)
 
 
 class OutboxUplink:
     """Sealed batches as files ``<dir>/<device>-<seq>.bin`` for whatever
     carries them on (a modem script, a gateway, ``mpremote cp`` on the bench);
-    acknowledged seqs are lines of ``<dir>/acked``, which ``acks()`` consumes."""
+    acknowledged seqs are lines of ``<dir>/acked``, which ``acks()`` consumes.
+    The rest of the exchange (docs/firmware.md, "The outbox"): results as
+    ``result-<counter>.bin`` and fetch requests as ``fetch-<package>-<offset>.bin``
+    in the outbox; sealed commands as ``cmd-<any>.bin`` and package bytes as
+    ``chunk-<package>-<offset>.bin`` in ``inbox``, consumed when read."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, inbox=None):
         self.folder = folder
+        if inbox is None:
+            inbox = folder.rsplit("/", 1)[0] + "/inbox" if "/" in folder else "inbox"
+        self.inbox = inbox
+
+    def _take(self, prefix):
+        import os
+        out = []
+        try:
+            names = sorted(os.listdir(self.inbox))
+        except OSError:
+            return out
+        for n in names:
+            if n.startswith(prefix) and n.endswith(".bin"):
+                path = self.inbox + "/" + n
+                with open(path, "rb") as f:
+                    out.append((n[len(prefix):-4], f.read()))
+                os.remove(path)
+        return out
+
+    def commands(self):
+        return [data for _, data in self._take("cmd-")]
+
+    def chunks(self):
+        out = []
+        for name, data in self._take("chunk-"):
+            package, _, offset = name.rpartition("-")
+            if offset.isdigit():
+                out.append((package, int(offset), data))
+        return out
+
+    def fetch(self, package, offset, length, request):
+        with open("%s/fetch-%s-%d.bin" % (self.folder, package, offset), "wb") as f:
+            f.write(request)
+        return None
+
+    def send_result(self, device, counter, sealed):
+        with open("%s/result-%d.bin" % (self.folder, counter), "wb") as f:
+            f.write(sealed)
+        return True
 
     def send(self, device, seq, sealed):
         with open("%s/%s-%d.bin" % (self.folder, device, seq), "wb") as f:
@@ -176,14 +239,17 @@ class OutboxUplink:
     def _name(self, seq):
         import os
         for n in os.listdir(self.folder):
-            if n.endswith("-%d.bin" % seq):
+            if n.endswith("-%d.bin" % seq) and not n.startswith(("result-", "fetch-")):
                 return self.folder + "/" + n
         return self.folder + "/-"
 
 
 class HttpUplink:
     """``PUT /v1/batches/{device}/{seq}`` to ``hes-lite serve`` over a plain
-    socket (HTTP/1.0; boards with a network stack). Acknowledged on 200."""
+    socket (HTTP/1.0; boards with a network stack). Acknowledged on 200;
+    the commands an acknowledgement carries are kept for ``commands()``.
+    Results go up as ``PUT /v1/results/{device}/{counter}``, package ranges
+    come from ``POST /v1/firmware/{package}/fetch`` (docs/INTERFACES.md)."""
 
     def __init__(self, url, timeout=15):
         if not url.startswith("http://"):
@@ -193,18 +259,19 @@ class HttpUplink:
         self.host, self.port = host, int(port or 80)
         self.base = "/" + base.rstrip("/") if base else ""
         self.timeout = timeout
+        self._commands = []
 
-    def send(self, device, seq, sealed):
+    def _request(self, method, path, body):
         import socket
         addr = socket.getaddrinfo(self.host, self.port)[0][-1]
         s = socket.socket()
         try:
             s.settimeout(self.timeout)
             s.connect(addr)
-            head = ("PUT %s/v1/batches/%s/%d HTTP/1.0\r\nHost: %s\r\nContent-Type: "
+            head = ("%s %s%s HTTP/1.0\r\nHost: %s\r\nContent-Type: "
                     "application/octet-stream\r\nContent-Length: %d\r\n\r\n"
-                    % (self.base, device, seq, self.host, len(sealed)))
-            s.sendall(head.encode() + sealed)
+                    % (method, self.base, path, self.host, len(body)))
+            s.sendall(head.encode() + body)
             reply = b""
             while True:
                 chunk = s.recv(512)
@@ -214,6 +281,35 @@ class HttpUplink:
         finally:
             s.close()
         status = reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/") else b""
+        return status, reply.partition(b"\r\n\r\n")[2], reply
+
+    def send(self, device, seq, sealed):
+        status, body, reply = self._request("PUT", "/v1/batches/%s/%d" % (device, seq), sealed)
+        if status == b"200":
+            try:
+                import json
+                for h in json.loads(body).get("commands", []):
+                    self._commands.append(bytes.fromhex(h))
+            except (ValueError, AttributeError, TypeError):
+                pass
+            return True
+        raise OSError("HES answered %s" % (reply[:80],))
+
+    def commands(self):
+        out, self._commands = self._commands, []
+        return out
+
+    def send_result(self, device, counter, sealed):
+        status, _, reply = self._request("PUT", "/v1/results/%s/%d" % (device, counter), sealed)
         if status == b"200":
             return True
         raise OSError("HES answered %s" % (reply[:80],))
+
+    def fetch(self, package, offset, length, request):
+        status, body, reply = self._request("POST", "/v1/firmware/%s/fetch" % package, request)
+        if status == b"200":
+            return body
+        raise OSError("HES answered %s" % (reply[:80],))
+
+    def chunks(self):
+        return []

@@ -218,7 +218,7 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time,
     """The app. ``commands``: the ``hes_lite.commands.CommandService`` the
     receivers share (``hes-lite serve`` hooks the MQTT push to it); one is
     made when not given."""
-    from hes_lite import api_commands
+    from hes_lite import api_commands, api_firmware
     from hes_lite.commands import CommandService
     from hes_lite.signing import CommandSigner
 
@@ -229,7 +229,10 @@ def create_app(store: Store, ingestor: Ingestor, clock: Any = time.time,
     auth = Authenticator(store, auditor, clock)
     handlers: Handlers = {**read_routes(store, clock), **admin_routes(store, auditor, clock),
                           **api_commands.uplink_routes(store, ingestor, commands, clock),
-                          **api_commands.command_routes(commands)}
+                          **api_commands.command_routes(commands),
+                          **api_firmware.provisioning_routes(store, auditor, commands.signer,
+                                                             clock),
+                          **api_firmware.firmware_routes(store, clock)}
     routes = []
     for (method, path), endpoint in handlers.items():
         need = ROUTES[(method, path)]   # a route missing from the table is a bug: KeyError

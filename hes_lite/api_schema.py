@@ -35,6 +35,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/tokens/{name}"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("GET", "/v1/audit"): "admin",
+    # provisioning and firmware (issue 12)
+    ("POST", "/v1/devices"): "admin",
+    ("GET", "/v1/command-key"): "viewer",
+    ("GET", "/v1/firmware"): "viewer",
+    ("GET", "/v1/firmware/{package_id}"): "viewer",
+    ("POST", "/v1/firmware/{package_id}/fetch"): ENVELOPE,
 }
 
 _TIME = {"schema": {"type": "string"},
@@ -121,6 +127,36 @@ _PATHS: dict[str, dict[str, Any]] = {
     "/v1/tokens/{name}": {"delete": _op("Revoke a token", _p("name"))},
     "/v1/keys": {"get": _op("Device keys (fingerprints only, never key material)")},
     "/v1/audit": {"get": _op("The audit log", _FROM, _q("limit", "", type="integer"))},
+    "/v1/devices": {"post": _op(
+        "Register a provisioned device's root key (key epoch 0; `wum provision` calls it)",
+        requestBody={"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["device", "root_key"], "properties": {
+                "device": {"type": "string"}, "root_key": {"type": "string",
+                                                           "description": "64 hex"}}}}}},
+        responses={"201": {"description": "{device, epoch: 0, fingerprint}"},
+                   "409": {"description": "{error: device_exists}: it has a key already"},
+                   "422": {"description": "{error: bad_args, detail}"}})},
+    "/v1/command-key": {"get": _op(
+        "The HES's public Ed25519 command key, for the devices' [commands] verify_key",
+        ok="{public: 64 hex, key_id: 16 hex}")},
+    "/v1/firmware": {"get": _op(
+        "Published update packages, newest first",
+        ok="[{id, sha256, size, target, board, version, key_id, created, actor}]")},
+    "/v1/firmware/{package_id}": {"get": _op(
+        "An update package's bytes; a Range: bytes=first-last header gets 206 and that part",
+        _p("package_id"), responses={"200": {"description": "the package"},
+                                     "206": {"description": "the range asked for"},
+                                     "404": {"description": "{error: unknown_package}"},
+                                     "416": {"description": "the range is past the end"}})},
+    "/v1/firmware/{package_id}/fetch": {"post": _op(
+        "A device fetches a range of a package: the body is an envelope of kind 5 (purpose "
+        "fetch) holding {package, offset, length <= 65536}", _p("package_id"),
+        requestBody=_BINARY, responses={
+            "200": {"description": "the bytes (x-wum-package-size: the whole size)"},
+            "400": {"description": "{error: bad_tag|bad_kind|bad_request|...}"},
+            "403": {"description": "{error: unknown_key|revoked_key}"},
+            "404": {"description": "{error: unknown_package}"},
+            "416": {"description": "{error: range, size}"}})},
 }
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from hes_lite import HesError, export
 from hes_lite.audit import cli_actor
@@ -23,17 +23,21 @@ from hes_lite.cli_admin import add_parsers as add_admin_parsers
 from hes_lite.cli_admin import audit_file_option, auditor
 from hes_lite.cli_commands import add_parsers as add_command_parsers
 from hes_lite.cli_commands import cmd_command_key
+from hes_lite.cli_firmware import add_parsers as add_firmware_parsers
+from hes_lite.cli_partitions import Upkeep
+from hes_lite.cli_partitions import add_parsers as add_partition_parsers
 from hes_lite.ingest import Ingestor, Rejected
 from hes_lite.store import fingerprint, open_store
 
 log = logging.getLogger("hes_lite.cli")
 INGEST_GROUP = 256  # batches per durable transaction in `hes-lite ingest`
+MQTT_GROUP = 32     # at most this many MQTT uploads that arrived together per transaction
 
 
 def _db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", required=True, metavar="URL",
                    help="database: sqlite:///path/to/hes.db or a plain path "
-                        "(postgresql:// is not yet supported)")
+                        "or postgresql://user[:password]@host[:port]/database")
 
 
 def _key_hex(text: str) -> bytes:
@@ -82,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also receive batches from an MQTT 5 broker: "
                         "mqtt(s)://[user:pass@]host[:port][?client_id=ID&group=NAME] "
                         "(shared subscription $share/NAME/wum/up/+/+, acks on wum/ack/DEVICE; "
-                        "a client_id makes the session persistent)")
+                        "a client_id makes the session persistent). Several workers: "
+                        "run one serve per worker with the same --db postgresql://... and "
+                        "?group=NAME, each with its own client_id")
+    s.add_argument("--retention-months", type=int, metavar="N",
+                   help="PostgreSQL: every hour, detach readings partitions older than the "
+                        "last N months (hes-lite partitions --keep-months N); the coming "
+                        "months' partitions are made ahead of need in any case")
     audit_file_option(s)
     s.set_defaults(func=cmd_serve)
 
@@ -144,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
     add_admin_parsers(sub, _db)
     add_command_parsers(sub, _db)
+    add_firmware_parsers(sub, _db)
+    add_partition_parsers(sub, _db)
     return p
 
 
@@ -164,6 +176,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "use --tls-cert/--tls-key or a TLS reverse proxy", host)
     store = open_store(args.db)
     audit = auditor(args, store)
+    if args.retention_months is not None:
+        if args.retention_months < 1:
+            raise HesError("--retention-months must be at least 1")
+        store.partitions()   # refuses a store without partitions, before serving
+    upkeep = Upkeep(store, args.retention_months, audit).start()
     ingestor = Ingestor(store)
     commands = CommandService(store, CommandSigner(store, audit), audit)
     n = ingestor.recover()
@@ -175,18 +192,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from hes_lite.mqtt_receiver import MqttReceiver, _endpoint
 
         def handle(device: str, seq: int, payload: bytes) -> dict[str, object]:
-            ack = ingestor.submit(payload, device, seq).as_dict()
-            try:
-                dispatcher.redeliver(device)
-            except HesError as e:   # the batch is stored: its ack must go out anyway
-                log.warning("redelivery of commands to %s failed: %s", device, e)
-            return ack
+            (answer,) = handle_many([(device, seq, payload)])
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        def handle_many(items: Sequence[tuple[str, int, bytes]]
+                        ) -> list[dict[str, object] | Exception]:
+            """Uploads that arrived together: one durable transaction."""
+            out = ingestor.submit_many([(p, d, s) for d, s, p in items])
+            for device in sorted({r.device for r in out if not isinstance(r, Rejected)}):
+                try:
+                    dispatcher.redeliver(device)
+                except HesError as e:   # the batch is stored: its ack must go out anyway
+                    log.warning("redelivery of commands to %s failed: %s", device, e)
+            return [r if isinstance(r, Rejected) else r.as_dict() for r in out]
 
         group = _endpoint(args.mqtt)["group"] or "hes-lite"
         def result(device: str, counter: int, payload: bytes) -> dict[str, object]:
             return commands.submit_result(payload, device, counter)
 
-        receiver = MqttReceiver(args.mqtt, handle, shared_group=group, results=result)
+        receiver = MqttReceiver(args.mqtt, handle, shared_group=group, results=result,
+                                handle_many=handle_many, group=MQTT_GROUP)
         dispatcher = Dispatcher(commands, receiver)   # before start: handle uses it
         receiver.start(timeout=30)
     dispatcher.start()
@@ -195,6 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     port=int(port), log_level="warning", ssl_certfile=args.tls_cert,
                     ssl_keyfile=args.tls_key)
     finally:
+        upkeep.stop()
         dispatcher.stop()
         if receiver is not None:
             receiver.stop()

@@ -101,6 +101,17 @@ def add_parsers(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
                     help="e.g. schedule.period=1800 or retention.days=30 (repeat)")
     _common(cf, db, meter_required=False)
     cf.set_defaults(func=cmd_queue, op="config")
+    up = cs.add_parser("update", help="announce a published update package to a concentrator",
+                       description="The concentrator fetches the package (hes-lite firmware "
+                                   "publish), verifies its release signature, installs it next "
+                                   "to the running version and switches; the result says "
+                                   "whether the new version reported healthy or was rolled "
+                                   "back (docs/firmware.md).")
+    up.add_argument("--concentrator", required=True, metavar="ID", help="the target concentrator")
+    up.add_argument("--package", required=True, metavar="ID",
+                    help="a published package's id (hes-lite firmware list)")
+    _common(up, db, meter_required=False)
+    up.set_defaults(func=cmd_queue, op="update")
     s = cs.add_parser("send", help="queue any op with --op and --args")
     s.add_argument("--op", required=True, choices=command_args.OPS)
     s.add_argument("--concentrator", metavar="ID", help="for config: the target concentrator")
@@ -127,6 +138,8 @@ def _args(a: argparse.Namespace) -> dict[str, Any]:
     elif a.op == "limit":
         out = {k: getattr(a, k) for k in command_args.LIMIT_KEYS
                if getattr(a, k, None) is not None}
+    elif a.op == "update":
+        out = {"package": a.package}
     elif a.op == "config":
         for path, value in getattr(a, "set", None) or []:
             node = out

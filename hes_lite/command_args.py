@@ -5,8 +5,7 @@ The rules of docs/command-format.md (*Operations and their arguments*) live
 in one place for both ends, ``agent.command_args.check_args`` (shapes,
 ranges, cross-references, normalisation: the HES signs the normalised
 arguments, so the agent's second check sees the very same). This module
-adds what only the HES refuses: ``update`` (reserved for signed firmware),
-and for ``config`` the shapes of the settings a utility may change
+adds, for ``config``, the shapes of the settings a utility may change
 (``agent.config`` validates their values again on the concentrator).
 Must not know HTTP, the store or how a meter executes an op.
 """
@@ -18,7 +17,7 @@ from typing import Any
 from agent import command_args as shared
 from hes_lite import HesError
 
-OPS = ("disconnect", "reconnect", "read", "tariff", "limit", "time", "config")
+OPS = ("disconnect", "reconnect", "read", "tariff", "limit", "time", "config", "update")
 METER_OPS = ("disconnect", "reconnect", "read", "tariff", "limit", "time")
 LIMIT_KEYS = shared.LIMIT_KEYS
 SCHEDULE_KEYS = ("period", "jitter", "meter_budget", "retries", "clock_threshold")

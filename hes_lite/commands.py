@@ -102,6 +102,12 @@ class CommandService:
         if not isinstance(op, str):
             raise CommandRefused(422, "unknown_op", "op must be one of " + ", ".join(
                 command_args.OPS))
+        if op == "update":          # the operator names a package; the HES announces its facts
+            from hes_lite.firmware import FirmwareRefused, announce
+            try:
+                args = announce(self.store, args)
+            except FirmwareRefused as e:
+                raise CommandRefused(e.status, e.reason, e.detail) from None
         try:
             args = command_args.check(op, args)
             wirecmd.canonical_args(args)   # integers only, ≤ 4096 bytes

@@ -7,6 +7,18 @@ acknowledged again as ``duplicate`` (at-least-once transport, exactly-once
 effect). Every refusal is counted by reason and logged without key material;
 refusing never touches what is already stored.
 
+Several workers (``hes-lite serve`` processes on one PostgreSQL, fed by one
+broker's shared subscription or a load balancer) may see consecutive batches
+of one concentrator. The database is the arbiter: the raw write is refused
+if the replay window it was checked against has moved (screened again and
+retried), and decoded rows are written only if the codec state they were
+decoded from is still the stored one. A concentrator whose state moved, or
+that still has undecoded batches after a write, is drained: its stored
+batches decoded from the state as it is now, until a write goes through
+with nothing left but batches that truly wait for a base. So no batch
+decodes against a state another worker has moved past, and none is left
+behind because two workers each thought the other would decode it.
+
 Owns ordering and bookkeeping; must not know SQL (the store) nor byte layouts
 (``hes_lite.wire``) nor HTTP (the receivers call ``submit``).
 """
@@ -24,7 +36,15 @@ from dataclasses import dataclass
 # The ack document is the uplink's wire format: one definition for both ends.
 from agent.transport import Ack as Ack
 from hes_lite import HesError, wire
-from hes_lite.store import DecodedBatch, KeyRecord, PendingBatch, RawBatch, Store
+from hes_lite.ingest_decode import Run, RunResult, decode_runs, plaintexts, replay_chain
+from hes_lite.store import (
+    DecodedBatch,
+    KeyRecord,
+    RawBatch,
+    Store,
+    StoreConflict,
+    StoreError,
+)
 
 log = logging.getLogger("hes_lite.ingest")
 
@@ -80,27 +100,60 @@ class Ingestor:
             for i, r in enumerate(results):
                 if isinstance(r, Ack) and r.device in waiting and r.status == "accepted":
                     results[i] = Ack(r.device, r.seq, r.status, r.server_time, True)
+        self._heal(results, fresh)
         return results
+
+    def _heal(self, results: Sequence[Ack | Rejected], fresh: Sequence[_Opened]) -> None:
+        """A duplicate of a batch still undecoded — a worker died between its
+        raw write and its decode, and the agent sent the batch again: drain
+        its device now rather than at the next batch or restart."""
+        dup = {r.device for r in results if isinstance(r, Ack) and r.status == "duplicate"}
+        for device in sorted(dup - {o.header.device for o in fresh}):
+            if self.store.pending(device):
+                self._recover(device)
 
     def _admit(self, items: Sequence[Item]) -> tuple[list[Ack | Rejected], list[_Opened]]:
         """Verify, screen and durably store; the acks, and what is to decode."""
         now = self.clock()
         results: list[Ack | Rejected | None] = [None] * len(items)
-        keys: dict[tuple[str, int], KeyRecord | None] = {}
+        keys = self.store.key_records(_key_pairs(items))
         opened: list[_Opened] = []
         for i, (env, url_device, url_seq) in enumerate(items):
             try:
                 opened.append(self._open(i, env, url_device, url_seq, keys))
             except Rejected as r:
                 results[i] = self._reject(r, env, now)
-        fresh = self._screen(opened, results, now)
-        if fresh:
+        fresh = self._store(opened, results, now)
+        for o in fresh:
+            results[o.index] = Ack(o.header.device, o.seq, "accepted", now)
+        return [r for r in results if r is not None], fresh
+
+    def _store(self, opened: list[_Opened], results: list[Ack | Rejected | None],
+               now: float) -> list[_Opened]:
+        """Screen and store durably; when another worker moved a replay window
+        meanwhile, screen the same batches again against the new one."""
+        todo = opened
+        for _ in range(CONFLICT_ROUNDS):
+            fresh, windows = self._screen(todo, results, now)
+            if not fresh:
+                return []
             raws = [RawBatch(o.header.device, o.seq, o.envelope, now, o.header.epoch, state)
                     for o, state in fresh]
-            self.store.store_raw(raws)
-            for o, _ in fresh:
-                results[o.index] = Ack(o.header.device, o.seq, "accepted", now)
-        return [r for r in results if r is not None], [o for o, _ in fresh]
+            try:
+                new = self.store.store_raw(raws, windows)
+            except StoreConflict as e:
+                log.info("replay windows of %s moved meanwhile: screening again",
+                         e.fields.get("devices"))
+                todo = [o for o, _ in fresh]
+                continue
+            out = []
+            for (o, _), is_new in zip(fresh, new, strict=True):
+                if is_new:
+                    out.append(o)
+                else:   # stored by another worker since the screen
+                    results[o.index] = Ack(o.header.device, o.seq, "duplicate", now)
+            return out
+        raise StoreError("replay windows kept changing under this batch", rounds=CONFLICT_ROUNDS)
 
     def ingest_stream(self, groups: Iterable[Sequence[Item]],
                       workers: int = 0) -> Iterator[list[Ack | Rejected]]:
@@ -113,14 +166,16 @@ class Ingestor:
                 yield self.submit_many(items)
             return
         ctx = multiprocessing.get_context("spawn")
-        inflight: tuple[set[str], list[Future[list[_RunResult]]], list[_Opened]] | None = None
+        inflight: tuple[set[str], list[Future[list[RunResult]]], list[_Opened]] | None = None
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool, self._lock:
             for items in groups:
-                results, fresh = self._admit(items)
-                devices = {o.header.device for o in fresh}
+                # a device of the previous group: write that group first, so a
+                # batch is decoded from the state its predecessor left
+                devices = {d for d, _ in _key_pairs(items)}
                 if inflight is not None and inflight[0] & devices:
                     self._finish([f.result() for f in inflight[1]], inflight[2])
                     inflight = None
+                results, fresh = self._admit(items)
                 runs = self._runs(fresh)
                 step = max(1, -(-len(runs) // (2 * workers)))
                 futures = [pool.submit(decode_runs, runs[i:i + step])
@@ -128,6 +183,7 @@ class Ingestor:
                 if inflight is not None:
                     self._finish([f.result() for f in inflight[1]], inflight[2])
                 inflight = (devices, futures, fresh)
+                self._heal(results, fresh)
                 yield results
             if inflight is not None:
                 self._finish([f.result() for f in inflight[1]], inflight[2])
@@ -162,32 +218,37 @@ class Ingestor:
         return _Opened(index, h, plaintext, env, seq)
 
     def _screen(self, opened: list[_Opened], results: list[Ack | Rejected | None],
-                now: float) -> list[tuple[_Opened, bytes]]:
-        """Duplicates are acked again; the rest pass the replay window."""
+                now: float) -> tuple[list[tuple[_Opened, bytes]],
+                                     dict[tuple[str, int], bytes | None]]:
+        """Duplicates are acked again; the rest pass the replay window. Also
+        the windows as read, for the store to compare."""
         by_device: dict[str, list[_Opened]] = {}
         for o in opened:
             by_device.setdefault(o.header.device, []).append(o)
+        # windows first: a batch another worker stores meanwhile is then either
+        # in the seqs (a duplicate) or not yet in the window read (and the
+        # store's comparison catches it), never refused as a replay of itself
+        read = self.store.replay_states({(o.header.device, o.header.epoch) for o in opened})
+        stored = self.store.stored_seqs_of({d: [o.seq for o in g] for d, g in by_device.items()})
+        windows = dict(read)
         fresh: list[tuple[_Opened, bytes]] = []
         for device, group in by_device.items():
-            stored = self.store.stored_seqs(device, (o.seq for o in group))
-            windows: dict[int, bytes | None] = {}
+            seen = stored[device]
             for o in group:
-                if o.seq in stored:
+                if o.seq in seen:
                     results[o.index] = Ack(device, o.seq, "duplicate", now)
                     continue
-                epoch = o.header.epoch
-                if epoch not in windows:
-                    windows[epoch] = self.store.replay_state(device, epoch)
+                k = (device, o.header.epoch)
                 try:
-                    state = wire.check_replay(windows[epoch], o.header)
+                    state = wire.check_replay(windows[k], o.header)
                 except wire.WireError as e:
                     results[o.index] = self._reject(Rejected(e.reason, device, o.seq),
                                                     o.envelope, now)
                     continue
-                windows[epoch] = state
-                stored.add(o.seq)
+                windows[k] = state
+                seen.add(o.seq)
                 fresh.append((o, state))
-        return fresh
+        return fresh, {k: read[k] for k in {(o.header.device, o.header.epoch) for o, _ in fresh}}
 
     def _reject(self, r: Rejected, env: bytes, now: float) -> Rejected:
         log.warning("rejected batch: reason=%s device=%r seq=%s len=%d head=%s", r.reason,
@@ -196,29 +257,39 @@ class Ingestor:
         return r
 
     # -- decoding ---------------------------------------------------------------
-    def _runs(self, fresh: Iterable[_Opened]) -> list[_Run]:
+    def _runs(self, fresh: Iterable[_Opened]) -> list[Run]:
         """Per device not waiting for a codec base: its new batches and state."""
         by_device: dict[str, list[tuple[int, bytes]]] = {}
         for o in fresh:
             by_device.setdefault(o.header.device, []).append((o.seq, o.plaintext))
-        return [(device, run, self.store.codec_state(device))
-                for device, run in by_device.items() if device not in self._backlog]
+        devices = [d for d in by_device if d not in self._backlog]
+        held = self.store.codec_states(devices)
+        return [(device, by_device[device], held[device]) for device in devices]
 
-    def _finish(self, parts: Iterable[list[_RunResult]], fresh: Iterable[_Opened]) -> set[str]:
-        """Write decoded runs in one transaction, then try the devices with a
-        backlog in seq order; returns the devices whose new batches wait."""
+    def _finish(self, parts: Iterable[list[RunResult]], fresh: Iterable[_Opened]) -> set[str]:
+        """Write decoded runs in one transaction (each device's only if its
+        codec state is still the one decoded from), then drain the devices
+        that need it; returns the devices whose new batches wait."""
         done: list[DecodedBatch] = []
         waiting: set[str] = set()
+        bases: dict[str, int | None] = {}
+        known: dict[str, set[int]] = {}
         for part in parts:
-            for device, decoded, wait, failed in part:
+            for device, base, decoded, wait, failed in part:
                 done.extend(decoded)
+                bases[device] = base
+                known[device] = set(wait) | {seq for seq, _ in failed}
                 self._note(device, wait, failed)
                 if wait:
                     waiting.add(device)
-        self.store.apply(done)
-        for device in {o.header.device for o in fresh} & self._backlog:
+        applied = self.store.apply(done, bases)
+        again = applied.conflicts | {d for d, seqs in applied.pending.items()
+                                     if not seqs <= known.get(d, set())}
+        for device in again | ({o.header.device for o in fresh} & self._backlog):
             if self._recover(device):
                 waiting.add(device)
+            else:
+                waiting.discard(device)
         return waiting
 
     def _note(self, device: str, wait: list[int], failed: list[tuple[int, str]]) -> None:
@@ -236,91 +307,46 @@ class Ingestor:
         return sum(self._recover(dev, count=True) for dev in devices)
 
     def _recover(self, device: str, count: bool = False) -> int:
-        """One device's pending batches in seq order; deltas older than the
-        state held are decoded by replaying the stored chain from the keyframe
-        before them. Returns how many decoded (``count``) or how many wait."""
+        """Drain one device: its pending batches in seq order from the stored
+        state (deltas older than it by replaying the stored chain from the
+        keyframe before them), written if that state is still the stored one;
+        again while another worker moved it or stored more meanwhile.
+        Returns how many decoded (``count``) or how many wait."""
         self._backlog.discard(device)
-        run = self._plaintexts(device, self.store.pending(device))
-        held = self.store.codec_state(device)
-        ((_, done, wait, failed),) = decode_runs([(device, run, held)])
-        self.store.apply(done)
-        decoded = len(done)
-        if wait and held is not None and min(wait) < held[0]:
-            more, wait = self._replay(device, wait, held[0])
-            self.store.apply(more)
-            decoded += len(more)
+        decoded = 0
+        wait: list[int] = []
+        failed: list[tuple[int, str]] = []
+        for _ in range(CONFLICT_ROUNDS):
+            held = self.store.codec_state(device)
+            run = plaintexts(self.store, device, self.store.pending(device))
+            ((_, base, done, wait, failed),) = decode_runs([(device, run, held)])
+            if wait and held is not None and min(wait) < held[0]:
+                more, wait = replay_chain(self.store, device, wait, held[0])
+                done += more
+            applied = self.store.apply(done, {device: base})
+            if device in applied.conflicts:
+                continue
+            decoded += len(done)
+            if applied.pending.get(device, set()) <= set(wait) | {s for s, _ in failed}:
+                break
+        else:
+            log.warning("device %s: its codec state kept moving; left to the next batch", device)
         self._note(device, wait, failed)
         return decoded if count else len(wait)
 
-    def _replay(self, device: str, wait: list[int], held_seq: int
-                ) -> tuple[list[DecodedBatch], list[int]]:
-        """Rebuild the codec states the waiting deltas need from the stored
-        batches: from the last keyframe at or before the first waiting seq,
-        decode forward while the chain has no gap. The stored state moves
-        only forward (states at or below ``held_seq`` are not written)."""
-        lo, hi = min(wait), max(wait)
-        chain = dict(self._plaintexts(device, self.store.raw_range(
-            device, max(0, lo - REPLAY_BACK), hi)))
-        start = next((s for s in range(lo, lo - REPLAY_BACK - 1, -1)
-                      if s in chain and wire.is_keyframe(chain[s])), None)
-        if start is None:
-            return [], wait
-        todo, state = set(wait), None
-        out: list[DecodedBatch] = []
-        for seq in range(start, hi + 1):
-            if seq not in chain:
-                break
-            try:
-                d = wire.decode(chain[seq], state)
-            except wire.WireError:
-                break
-            state = d.codec_state if d.codec_state is not None else state
-            if seq in todo:
-                todo.discard(seq)
-                out.append(DecodedBatch(device, seq, d.rows, d.events,
-                                        d.codec_state if seq > held_seq else None, d.units,
-                                        d.results))
-        return out, sorted(todo)
-
-    def _plaintexts(self, device: str, raws: Iterable[PendingBatch]) -> list[tuple[int, bytes]]:
-        run = []
-        for p in raws:
-            rec = self.store.key(device, p.key_epoch)
-            if rec is None:
-                continue
-            try:
-                run.append((p.seq, wire.open_envelope(p.payload, rec.root_key)))
-            except wire.WireError:
-                continue
-        return run
+CONFLICT_ROUNDS = 50  # times a store conflict (another worker was first) is taken again
 
 
-REPLAY_BACK = 60  # batches to look back for a keyframe (agents send one at least daily)
-_Run = tuple[str, list[tuple[int, bytes]], tuple[int, bytes] | None]
-# (device, decoded batches, seqs waiting for their codec base, (seq, reason) undecodable)
-_RunResult = tuple[str, list[DecodedBatch], list[int], list[tuple[int, str]]]
-
-
-def decode_runs(runs: list[_Run]) -> list[_RunResult]:
-    """Pure (runs in worker processes too): per device, decode its batches in
-    seq order starting from its codec state."""
-    out: list[_RunResult] = []
-    for device, run, held in runs:
-        state = held[1] if held is not None else None
-        done: list[DecodedBatch] = []
-        wait: list[int] = []
-        failed: list[tuple[int, str]] = []
-        for seq, plaintext in sorted(run, key=lambda x: x[0]):
-            try:
-                d = wire.decode(plaintext, state)
-            except wire.NeedState:
-                wait.append(seq)
-                continue
-            except wire.WireError as e:
-                failed.append((seq, e.reason))
-                continue
-            state = d.codec_state if d.codec_state is not None else state
-            done.append(DecodedBatch(device, seq, d.rows, d.events, d.codec_state, d.units,
-                                     d.results))
-        out.append((device, done, wait, failed))
+def _key_pairs(items: Sequence[Item]) -> set[tuple[str, int]]:
+    """(device, key epoch) of the items whose clear header parses."""
+    out = set()
+    for env, _, _ in items:
+        try:
+            h = wire.header(env)
+        except wire.WireError:
+            continue
+        out.add((h.device, h.epoch))
     return out
+
+
+__all__ = ["Ack", "Ingestor", "Rejected", "decode_runs"]

@@ -20,7 +20,13 @@ Results go the same way through ``results(device_id, counter, payload)``
 
 ``handle`` runs in paho's network thread and the broker's PUBACK for the
 upload goes out only after it returns, so the ingest's durable write happens
-before anything is acknowledged to anyone. The broker is only a pipe: nothing
+before anything is acknowledged to anyone. With ``handle_many`` instead
+(a worker of a busy fleet), uploads are queued as they come and a thread of
+the receiver hands what has gathered — up to ``group`` — to one
+``handle_many([(device, seq, payload), …])`` call (one durable transaction
+for all of them), whose answers (an ack dict or the exception) become the
+ack JSON as above; the PUBACKs are sent by hand (paho's manual acks) after
+that call returned, so the rule holds per message. The broker is only a pipe: nothing
 here assumes a message survives a broker restart. With a stable
 ``?client_id=`` in the URL the session is persistent (clean start off,
 session expiry ``SESSION_EXPIRY``), so batches published while this HES was
@@ -35,10 +41,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -59,6 +66,8 @@ CMD_TOPIC = "wum/cmd/%s"
 SESSION_EXPIRY = 3600  # s the broker keeps a named HES's session and its messages
 
 Handle = Callable[[str, int, bytes], dict[str, Any]]
+# [(device, seq, payload)] -> per item its ack dict, or the exception it raised
+HandleMany = Callable[[Sequence[tuple[str, int, bytes]]], list[dict[str, Any] | Exception]]
 
 
 class ReceiverError(HesError):
@@ -87,10 +96,16 @@ def parse_up_topic(topic: str, kind: str = "up") -> tuple[str, int] | None:
 
 class MqttReceiver:
     def __init__(self, url: str, handle: Handle, shared_group: str | None = None,
-                 qos: int = 1, results: Handle | None = None) -> None:
+                 qos: int = 1, results: Handle | None = None,
+                 handle_many: HandleMany | None = None, group: int = 32) -> None:
         self.endpoint = _endpoint(url)
         self.url = redact(url)          # what logs and errors show: no password
         self.handle = handle
+        self.handle_many = handle_many
+        self.group = group
+        self._inbox: queue.Queue[tuple[str, int, bytes, int, int]] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.results = results
         self.shared_group = shared_group
         self.qos = qos
@@ -116,7 +131,7 @@ class MqttReceiver:
         if self._client is None:
             ep = self.endpoint
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ep["client_id"],
-                                 protocol=mqtt.MQTTv5)
+                                 protocol=mqtt.MQTTv5, manual_ack=self.handle_many is not None)
             if ep["username"]:
                 client.username_pw_set(ep["username"], ep["password"])
             if ep["tls"]:
@@ -136,6 +151,11 @@ class MqttReceiver:
                 client.connect_async(ep["host"], ep["port"], keepalive=30)
             client.loop_start()
             self._client = client
+            if self.handle_many is not None and self._worker is None:
+                self._stopping.clear()
+                self._worker = threading.Thread(target=self._drain, name="hes-mqtt-ingest",
+                                                daemon=True)
+                self._worker.start()
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._subscribed:
@@ -148,6 +168,10 @@ class MqttReceiver:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._worker is not None:
+            self._worker.join(30)
+            self._worker = None
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
@@ -187,6 +211,20 @@ class MqttReceiver:
             self._cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.handle_many is None:
+            self._answer(client, msg)
+            return
+        up = parse_up_topic(msg.topic)
+        if up is not None:   # to the ingest thread; acked there once durable
+            self.counts["received"] += 1
+            self._inbox.put((up[0], up[1], bytes(msg.payload), msg.mid, msg.qos))
+            return
+        try:
+            self._answer(client, msg)
+        finally:
+            client.ack(msg.mid, msg.qos)
+
+    def _answer(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         self.counts["received"] += 1
         up = parse_up_topic(msg.topic)
         res = parse_up_topic(msg.topic, "result") if up is None and self.results else None
@@ -229,6 +267,55 @@ class MqttReceiver:
         else:
             self.command_counts["results"] += 1
         return answer
+
+    # -- uploads in groups (the ingest thread) -----------------------------------
+    def _drain(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                items = [self._inbox.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(items) < self.group:
+                try:
+                    items.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self._ingest_group(items)
+
+    def _ingest_group(self, items: list[tuple[str, int, bytes, int, int]]) -> None:
+        assert self.handle_many is not None
+        try:
+            answers = self.handle_many([(d, s, p) for d, s, p, _, _ in items])
+        except Exception as e:  # noqa: BLE001 - a failing store: no acks, the agents retry
+            log.exception("mqtt receiver: ingest of %d uploads failed; not acknowledged",
+                          len(items))
+            answers = [e] * len(items)
+        client = self._client
+        for (device, seq, _, mid, qos), answer in zip(items, answers, strict=True):
+            doc = self._outcome(device, seq, answer)
+            if client is None:
+                continue
+            if doc is not None:
+                try:
+                    client.publish(ACK_TOPIC % device, json.dumps(doc, separators=(",", ":")),
+                                   qos=self.qos)
+                except (ValueError, TypeError) as e:
+                    log.error("mqtt receiver: cannot acknowledge %s/%d: %s", device, seq, e)
+            client.ack(mid, qos)
+
+    def _outcome(self, device: str, seq: int, answer: dict[str, Any] | Exception
+                 ) -> dict[str, Any] | None:
+        if not isinstance(answer, Exception):
+            self.counts["acked"] += 1
+            return dict(answer)
+        reason = getattr(answer, "reason", None)
+        if isinstance(reason, str) and reason:
+            self.counts["rejected"] += 1
+            log.info("mqtt receiver: %s/%d rejected: %s", device, seq, reason)
+            return {"device": device, "seq": seq, "error": reason}
+        self.counts["failed"] += 1
+        log.warning("mqtt receiver: %s/%d failed (%s); not acknowledged", device, seq, answer)
+        return None
 
     # -- publishing (the command push) --------------------------------------------
     def publish(self, topic: str, payload: bytes,

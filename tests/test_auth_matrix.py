@@ -21,8 +21,8 @@ CALLERS = ("none", "revoked") + auth.ROLES
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    store = open_store(str(tmp_path_factory.mktemp("matrix") / "hes.db"))
+def world(module_db_url, tmp_path_factory):
+    store = open_store(module_db_url)
     store.add_key("DC-M", 0, KEY, 0.0)
     app = create_app(store, Ingestor(store))
     client = AppClient(app)
@@ -35,13 +35,30 @@ def world(tmp_path_factory):
     r = client.post("/v1/commands", tokens["operator"],
                     json={"meter": "DC-M-m1", "op": "disconnect", "args": {}})
     assert r.status_code == 202
+    world.package = tiny_package(tmp_path_factory.mktemp("pkg"), store)
     yield client, store, tokens, agent, r.json()["id"]
     client.close()
     store.close()
 
 
+def tiny_package(folder, store):
+    """A published (unsigned) package, so the firmware routes have one to serve."""
+    from firmware.build import write_manifest
+    from firmware.package_tools import pack
+    from hes_lite.firmware import publish
+    (folder / "b").mkdir()
+    (folder / "b" / "main.py").write_text("print('hello')\n")
+    write_manifest(folder / "b", {"target": "micropython", "board": "sim", "version": "9.0.0"})
+    pack(folder / "b", folder / "p.wup")
+    rec, _ = publish(store, (folder / "p.wup").read_bytes(), "test", allow_unsigned=True)
+    return rec.id
+
+
 def call(client, store, method, path, token, command_id):
     kw = {}
+    if path == "/v1/devices":
+        kw["json"] = {"device": "DEV-%d" % len(store.keys()), "root_key": "ab" * 32}
+    path = path.replace("{package_id}", getattr(world, "package", "-"))
     if "{name}" in path:
         victim = "victim-%d" % len(store.tokens())
         auth.create(store, victim, "viewer", 0.0)
@@ -72,6 +89,14 @@ EXPECTED = {
     ("DELETE", "/v1/tokens/{name}"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("GET", "/v1/audit"): "admin",
+    # issue 12: provisioning registers a device's key (admin, audited); the
+    # command verify key is public; packages are read by viewers and fetched
+    # by devices through envelopes
+    ("POST", "/v1/devices"): "admin",
+    ("GET", "/v1/command-key"): "viewer",
+    ("GET", "/v1/firmware"): "viewer",
+    ("GET", "/v1/firmware/{package_id}"): "viewer",
+    ("POST", "/v1/firmware/{package_id}/fetch"): ENVELOPE,
 }
 GUARDED = sorted((m, p, need) for (m, p), need in EXPECTED.items() if need != ENVELOPE)
 

@@ -75,8 +75,8 @@ def test_tokens_cli_shown_once_stored_as_digest(tmp_path):
     assert len(text) == 1 and "\ttoken.revoke\tgrafana\tabsent\t" in text[0]
 
 
-def test_key_changes_audited_from_the_environment_file(tmp_path):
-    db = f"sqlite:///{tmp_path}/hes.db"
+def test_key_changes_audited_from_the_environment_file(tmp_path, db_url):
+    db = db_url
     env = {**os.environ, "HES_LITE_AUDIT_FILE": str(tmp_path / "a.jsonl")}
     key = "ab" * 32
     hes("keys", "add", "dc-1", "--key", key, "--db", db, env=env)
@@ -90,8 +90,8 @@ def test_key_changes_audited_from_the_environment_file(tmp_path):
 
 
 @pytest.fixture
-def app(tmp_path):
-    store = open_store(str(tmp_path / "hes.db"))
+def app(tmp_path, db_url):
+    store = open_store(db_url)
     tokens = {role: auth.create(store, role, role, 0.0) for role in auth.ROLES}
     client = AppClient(create_app(store, Ingestor(store),
                                   auditor=Auditor(store, str(tmp_path / "audit.jsonl"))))

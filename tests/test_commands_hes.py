@@ -33,9 +33,9 @@ class Clock:
 
 
 @pytest.fixture
-def hes(tmp_path):
+def hes(db_url):
     clock = Clock()
-    store = open_store(str(tmp_path / "hes.db"))
+    store = open_store(db_url)
     store.add_key("DC-A", 0, KEY_A, 0.0)
     store.add_key("DC-B", 0, KEY_B, 0.0)
     auditor = Auditor(store, clock=clock)
@@ -182,7 +182,9 @@ def test_counters_per_concentrator_and_meter_resolution(hes):
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, days=[
         {"id": 1, "actions": [{"start": "08:00", "tariff": 1}, {"start": "07:00", "tariff": 2}]},
         {"id": 2, "actions": [{"start": "00:00", "tariff": 2}]}])}, 422, "bad_args"),
-    ({"meter": "DC-A-m1", "op": "update", "args": {}}, 422, "unknown_op"),
+    ({"meter": "DC-A-m1", "op": "update", "args": {}}, 422, "bad_args"),      # names no package
+    ({"concentrator": "DC-A", "op": "update", "args": {"package": "0" * 16}}, 404,
+     "unknown_package"),
     ({"op": "config", "concentrator": "DC-A", "args": {"retention": {"days": 90}}}, 422,
      "bad_args"),
     ({"meter": "DC-A-m1", "op": "tariff", "args": dict(TARIFF, seasons=[

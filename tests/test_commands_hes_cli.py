@@ -55,8 +55,8 @@ def cli(capsys):
 
 
 @pytest.fixture
-def db(tmp_path):
-    path = str(tmp_path / "hes.db")
+def db(db_url):
+    path = db_url
     s = open_store(path)
     s.add_key("DC-C", 0, KEY, 0.0)
     Ingestor(s).submit(AgentSide("DC-C", KEY, boot=7).batch()[1])

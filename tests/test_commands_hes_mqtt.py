@@ -62,8 +62,8 @@ class Peer:
         self.c.disconnect()
 
 
-def test_push_deliver_result_over_mqtt(mosquitto, tmp_path):
-    db = str(tmp_path / "hes.db")
+def test_push_deliver_result_over_mqtt(mosquitto, tmp_path, db_url):
+    db = db_url
     agent = AgentSide(DEV, KEY)
     s = open_store(db)
     s.add_key(DEV, 0, KEY, 0.0)

@@ -33,8 +33,8 @@ json_values = st.recursive(
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    store = open_store(str(tmp_path_factory.mktemp("props") / "hes.db"))
+def world(module_db_url):
+    store = open_store(module_db_url)
     store.add_key("DC-P", 0, KEY, 0.0)
     audit = Auditor(store)
     commands = CommandService(store, CommandSigner(store, audit), audit)

@@ -54,8 +54,8 @@ def write_batches(folder, devices=("c1", "c2"), hours=3, meters=5):
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path}/hes.db"
+def db(db_url):
+    url = db_url
     for d in ("c1", "c2"):
         hes("keys", "add", d, "--key", KEY_HEX, "--db", url)
     return url
@@ -148,6 +148,7 @@ def test_xlsx_splits_sheets_at_the_row_limit(tmp_path):
         assert z.read("xl/worksheets/sheet1.xml").count(b"<row ") == 4
 
 
-def test_postgres_url_is_a_clear_error(tmp_path):
-    p = hes("ingest", str(tmp_path), "--db", "postgresql://u:pw@host/db", ok=False)
-    assert p.returncode == 2 and "not yet supported" in p.stderr
+def test_unreachable_postgres_is_a_clear_error_without_password(tmp_path):
+    p = hes("ingest", str(tmp_path), "--db", "postgresql://u:pw@127.0.0.1:1/db", ok=False)
+    assert p.returncode == 2 and "cannot connect to PostgreSQL" in p.stderr
+    assert "u:pw@" not in p.stderr

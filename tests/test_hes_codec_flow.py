@@ -33,8 +33,8 @@ def chain(hours, device=DEV):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(str(tmp_path / "hes.db"))
+def store(db_url):
+    s = open_store(db_url)
     s.add_key(DEV, 0, KEY, 0.0)
     yield s
     s.close()
@@ -113,7 +113,7 @@ def test_crash_between_raw_write_and_decode(store, monkeypatch):
     ing = Ingestor(store)
     ing.submit(b[1])
 
-    def boom(parts, fresh):
+    def boom(*args):
         raise KeyboardInterrupt  # the process dies after the durable raw write
     monkeypatch.setattr(ing, "_finish", boom)
     with pytest.raises(KeyboardInterrupt):
@@ -125,8 +125,8 @@ def test_crash_between_raw_write_and_decode(store, monkeypatch):
     assert again.submit(b[2]).status == "duplicate"
 
 
-def test_bulk_stream_with_worker_processes(tmp_path):
-    store = open_store(str(tmp_path / "bulk.db"))
+def test_bulk_stream_with_worker_processes(db_url):
+    store = open_store(db_url)
     devices = [f"bulk-{i}" for i in range(6)]
     store.add_keys([(d, 0, KEY) for d in devices], 0.0)
     ing = Ingestor(store)

@@ -37,7 +37,7 @@ def readings():
     return lines
 
 
-def test_simulate_ingest_export_reproduces_input(tmp_path):
+def test_simulate_ingest_export_reproduces_input(tmp_path, db_url):
     src = tmp_path / "in.jsonl"
     text = "".join(json.dumps(x) + "\n" for x in readings())
     src.write_text(text)
@@ -45,7 +45,7 @@ def test_simulate_ingest_export_reproduces_input(tmp_path):
     sim = run("agent.cli", "uplink", "simulate", "--readings", str(src), "--device-id", "e2e-1",
               "--key", KEY_HEX, "--out", str(out))
     assert json.loads(sim.stdout)["batches"] == 30
-    db = f"sqlite:///{tmp_path}/hes.db"
+    db = db_url
     run("hes_lite.cli", "keys", "add", "e2e-1", "--key", KEY_HEX, "--db", db)
     got = run("hes_lite.cli", "ingest", str(out), "--db", db, "--workers", "2")
     assert json.loads(got.stdout) == {"accepted": 30, "duplicates": 0, "rejected": {}}
@@ -59,14 +59,14 @@ def test_simulate_ingest_export_reproduces_input(tmp_path):
     assert dst.read_text() == text
 
 
-def test_ingest_out_of_order_and_tampered_files(tmp_path):
+def test_ingest_out_of_order_and_tampered_files(tmp_path, db_url):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(x) + "\n" for x in readings()[:60]))
     out = tmp_path / "b"
     run("agent.cli", "uplink", "simulate", "--readings", str(src), "--device-id", "e2e-2",
         "--key", KEY_HEX, "--out", str(out))
     files = sorted(os.listdir(out))
-    db = f"sqlite:///{tmp_path}/hes.db"
+    db = db_url
     run("hes_lite.cli", "keys", "add", "e2e-2", "--key", KEY_HEX, "--db", db)
     # the later half first (deltas without their base: kept raw), then the rest
     late = [str(out / f) for f in files[len(files) // 2:]]

@@ -29,8 +29,8 @@ def batch(seq, counter=None, device="conc-1", epoch=1, key=KEY, meters=3):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(str(tmp_path / "hes.db"))
+def store(db_url):
+    s = open_store(db_url)
     s.add_key("conc-1", 1, KEY, 0.0)
     yield s
     s.close()

@@ -78,11 +78,11 @@ def stop(proc):
     return err
 
 
-def test_mqtt_uplink_with_the_agent_transport(broker, tmp_path):
+def test_mqtt_uplink_with_the_agent_transport(broker, db_url):
     from agent.transport import TransportError, transport_for
 
-    db = tmp_path / "hes.db"
-    s = open_store(str(db))
+    db = db_url
+    s = open_store(db)
     s.add_key("mq-1", 1, KEY, 0.0)
     viewer = {"authorization": "Bearer " + auth.create(s, "reader", "viewer", 0.0)}
     s.close()
@@ -115,9 +115,9 @@ def test_mqtt_uplink_with_the_agent_transport(broker, tmp_path):
         stop(hes)
 
 
-def test_batch_published_while_hes_is_down_arrives(broker, tmp_path):
-    db = tmp_path / "hes.db"
-    s = open_store(str(db))
+def test_batch_published_while_hes_is_down_arrives(broker, db_url):
+    db = db_url
+    s = open_store(db)
     s.add_key("mq-1", 1, KEY, 0.0)
     viewer = {"authorization": "Bearer " + auth.create(s, "reader", "viewer", 0.0)}
     s.close()

@@ -33,16 +33,16 @@ def batch(seq, device="conc-a", key=KEY, counter=None):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, module_db_url):
     db = tmp_path_factory.mktemp("serve") / "hes.db"
-    s = open_store(str(db))
+    s = open_store(module_db_url)
     s.add_key("conc-a", 1, KEY, 0.0)
     token = auth.create(s, "reader", "viewer", 0.0)
     s.close()
     port = free_port()
     log = open(db.with_suffix(".log"), "w+")
     proc = subprocess.Popen([sys.executable, "-m", "hes_lite.cli", "serve", "--db",
-                             f"sqlite:///{db}", "--http", f"127.0.0.1:{port}"],
+                             module_db_url, "--http", f"127.0.0.1:{port}"],
                             stdout=log, stderr=subprocess.STDOUT,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     base = f"http://127.0.0.1:{port}"

@@ -211,6 +211,13 @@ class Transport:
         raise TransportError("%s cannot carry command results" % type(self).__name__,
                              "protocol", device=device_id, url=self.url)
 
+    def fetch(self, package_id: str, sealed: bytes, length: int, timeout: float) -> bytes:
+        """A range of an update package for a sealed kind-5 request (the
+        device's own, or a mesh origin's at a gateway): ``POST
+        /v1/firmware/{id}/fetch`` over HTTP, a FETCH message over the mesh."""
+        raise TransportError("this uplink cannot fetch update packages (set [update] url)",
+                             "protocol")
+
     def listen(self, device_id: str, on_command: Callable[[bytes], object]) -> bool:
         """Have pushed sealed commands handed to ``on_command`` (from another
         thread). False when this transport has no push (poll instead)."""

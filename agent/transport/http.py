@@ -207,6 +207,12 @@ class HttpTransport(Transport):
                              "timeout" if status == 408 else "unreachable", device=device,
                              seq=seq, url=self.url, status=status)
 
+    def fetch(self, package_id: str, sealed: bytes, length: int, timeout: float) -> bytes:
+        from agent.update_fetch import post_fetch  # (it imports this package)
+        port = ":%d" % self.port if self.port else ""
+        return post_fetch("%s://%s%s%s" % (self.scheme, self.host, port, self.prefix),
+                          package_id, sealed, length, timeout)
+
     def close(self) -> None:
         with self._lock:
             self._drop()

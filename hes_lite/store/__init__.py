@@ -3,15 +3,25 @@ exports may ask of a database, and ``open_store(url)`` to get one.
 
 Owns the records that cross the interface (keys, tokens, audit entries,
 acknowledged batches, decoded readings/events, health rows) and URL
-dispatch; the command queue's part is in ``hes_lite.store.commands``. Must not leak any
+dispatch; the command queue's part is in ``hes_lite.store.commands``, update
+packages' in ``hes_lite.store.firmware``. Must not leak any
 SQL dialect: callers see Python values only (ids are strings, timestamps are
-integer/float epoch seconds UTC, values are ``int`` or ``float``), so a
-PostgreSQL store can implement the same class later.
+integer/float epoch seconds UTC, values are ``int`` or ``float``): the
+SQLite store (``hes_lite.store.sqlite``, the embedded default) and the
+PostgreSQL store (``hes_lite.store.postgres``, several HES workers on one
+database) implement the same class.
+
+Several workers: the database is the arbiter of the two per-concentrator
+states. ``store_raw(batches, windows)`` refuses with ``StoreConflict`` when a
+replay window it is given as read has changed since, and ``apply(decoded,
+bases)`` writes nothing for a concentrator whose codec state is no longer
+the one its batches were decoded from (compare-and-set, under a
+per-concentrator lock); both say which concentrators to look at again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hes_lite import HesError
@@ -20,6 +30,8 @@ from hes_lite.store.commands import STATES as STATES
 from hes_lite.store.commands import CommandKey as CommandKey
 from hes_lite.store.commands import CommandRecord as CommandRecord
 from hes_lite.store.commands import CommandStore
+from hes_lite.store.firmware import FirmwareRecord as FirmwareRecord
+from hes_lite.store.firmware import FirmwareStore
 
 Value = int | float
 # None: the meter answered the row without this register (kept, so exports
@@ -40,6 +52,11 @@ CycleResult = tuple[str, int, str, str | None]
 
 class StoreError(HesError):
     """A database could not be opened, migrated or written."""
+
+
+class StoreConflict(StoreError):
+    """Another worker changed a concentrator's replay window first; nothing
+    was written (field: devices). Read the windows again and retry."""
 
 
 class NameTaken(StoreError):
@@ -135,6 +152,17 @@ class PendingBatch:
 
 
 @dataclass
+class Applied:
+    """What ``apply(decoded, bases)`` did not do: ``conflicts`` are the
+    devices whose codec state had moved on from their base (nothing of
+    theirs was written); ``pending`` the seqs of the based devices that are
+    still undecoded after the transaction (stored by anyone)."""
+
+    conflicts: set[str] = field(default_factory=set)
+    pending: dict[str, set[int]] = field(default_factory=dict)
+
+
+@dataclass
 class ConcentratorInfo:
     device: str
     first_seen: float
@@ -146,7 +174,7 @@ class ConcentratorInfo:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class Store(CommandStore):
+class Store(CommandStore, FirmwareStore):
     """The interface. Methods raise ``StoreError`` only."""
 
     url = ""
@@ -206,10 +234,29 @@ class Store(CommandStore):
     def replay_state(self, device: str, epoch: int) -> bytes | None:
         raise NotImplementedError
 
-    def store_raw(self, batches: Sequence[RawBatch]) -> list[bool]:
+    def store_raw(self, batches: Sequence[RawBatch],
+                  windows: Mapping[tuple[str, int], bytes | None] | None = None) -> list[bool]:
         """Durably store raw batches (and their replay states) in one
-        fsync'd transaction; per batch, True if new, False if a duplicate."""
+        fsync'd transaction; per batch, True if new, False if a duplicate.
+        ``windows``: the replay windows ``(device, key epoch) -> state`` the
+        batches were checked against; ``StoreConflict`` (nothing stored) if
+        one has changed since."""
         raise NotImplementedError
+
+    # -- bulk look-ups of the ingest path (one round trip each where it matters)
+    def key_records(self, pairs: Iterable[tuple[str, int]]
+                    ) -> dict[tuple[str, int], KeyRecord | None]:
+        return {p: self.key(*p) for p in set(pairs)}
+
+    def stored_seqs_of(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, set[int]]:
+        return {d: self.stored_seqs(d, seqs) for d, seqs in wanted.items()}
+
+    def replay_states(self, pairs: Iterable[tuple[str, int]]
+                      ) -> dict[tuple[str, int], bytes | None]:
+        return {p: self.replay_state(*p) for p in set(pairs)}
+
+    def codec_states(self, devices: Iterable[str]) -> dict[str, tuple[int, bytes] | None]:
+        return {d: self.codec_state(d) for d in set(devices)}
 
     def codec_state(self, device: str) -> tuple[int, bytes] | None:
         """(seq of the last batch applied to it, state bytes), or None."""
@@ -227,9 +274,14 @@ class Store(CommandStore):
         """Stored batches not yet decoded, by device then seq."""
         raise NotImplementedError
 
-    def apply(self, decoded: Sequence[DecodedBatch]) -> None:
+    def apply(self, decoded: Sequence[DecodedBatch],
+              bases: Mapping[str, int | None] | None = None) -> Applied:
         """Insert readings/events idempotently, advance codec states and mark
-        the batches decoded, all in one transaction."""
+        the batches decoded, all in one transaction. ``bases``: per device,
+        the seq of the codec state its batches were decoded from (None: no
+        state); a device whose stored state differs is skipped and reported
+        in ``Applied.conflicts``, and every based device's still-undecoded
+        seqs are reported in ``Applied.pending``."""
         raise NotImplementedError
 
     def count_reject(self, device: str, reason: str, now: float) -> None:
@@ -270,20 +322,49 @@ class Store(CommandStore):
         """Running totals: readings, reading_rows, events."""
         raise NotImplementedError
 
+    # -- time partitions (PostgreSQL) -----------------------------------------
+    def partitions(self) -> list[dict[str, object]]:
+        """The readings table's partitions by month: ``{"table", "month"
+        ("2026-06"), "from", "to" (epoch s, end exclusive), "rows" (estimate)}``."""
+        raise StoreError("readings are not partitioned in this store (PostgreSQL only)",
+                         url=self.url)
+
+    def prepare_partitions(self, now: float) -> None:
+        """Make the partitions of the coming months ahead of need (nothing to
+        do where readings are not partitioned)."""
+        return None
+
+    def detach_partitions(self, before: int, drop: bool = False) -> list[str]:
+        """Detach (or drop) the partitions that end at or before ``before``;
+        their names."""
+        raise StoreError("readings are not partitioned in this store (PostgreSQL only)",
+                         url=self.url)
+
+
+def redact(url: str) -> str:
+    """A database URL without its password (for errors and logs)."""
+    if "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.split("@", 1)
+    return "%s://%s@%s" % (scheme, creds.split(":", 1)[0], host)
+
 
 def open_store(url: str, durable: bool = True) -> Store:
-    """``sqlite:///path/to/hes.db``, ``sqlite:///:memory:`` or a plain path."""
+    """``sqlite:///path/to/hes.db``, ``sqlite:///:memory:``, a plain path, or
+    ``postgresql://user[:password]@host[:port]/database[?sslmode=…]`` (psycopg
+    is imported only then: the embedded path stays as light as it was)."""
     if "://" not in url:
         path = url
     elif url.startswith("sqlite:///"):
         # sqlite:///rel.db is relative, sqlite:////abs/hes.db absolute (as SQLAlchemy)
         path = url[len("sqlite:///"):]
     elif url.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL store is not yet supported; use sqlite:///path/to/hes.db",
-                         url=url.split("@")[-1])
+        from hes_lite.store.postgres import PostgresStore
+        return PostgresStore(url, durable=durable)
     else:
-        raise StoreError("unsupported database URL (expected sqlite:///path or a path)",
-                         url=url)
+        raise StoreError("unsupported database URL (expected sqlite:///path, a path or "
+                         "postgresql://…)", url=redact(url))
     if not path:
         raise StoreError("empty database path", url=url)
     from hes_lite.store.sqlite import SqliteStore

@@ -166,6 +166,21 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX commands_open ON commands (state, device, counter) "
         "WHERE state IN ('queued', 'delivered')",
     ],
+    # 7 -> 8: signed update packages (issue 12), as published: the header's
+    # facts for listing and announcing, the whole file for ranged downloads.
+    [
+        """CREATE TABLE firmware (
+            id TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            target TEXT NOT NULL,
+            board TEXT NOT NULL,
+            version TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            created REAL NOT NULL,
+            actor TEXT NOT NULL,
+            data BLOB NOT NULL)""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from hes_lite.store import (
+    Applied,
     Cell,
     DecodedBatch,
     KeyRecord,
     PendingBatch,
     RawBatch,
     Store,
+    StoreConflict,
     StoreError,
 )
 from hes_lite.store.migrations import LATEST, MIGRATIONS
 from hes_lite.store.sqlite_auth import SqliteAuth
 from hes_lite.store.sqlite_commands import SqliteCommands
+from hes_lite.store.sqlite_firmware import SqliteFirmware
 from hes_lite.store.sqlite_queries import SqliteQueries, connect
 
 
@@ -50,7 +53,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
+class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, SqliteFirmware, Store):
     def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
@@ -219,10 +222,13 @@ class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
                 (device, epoch)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def store_raw(self, batches: Sequence[RawBatch]) -> list[bool]:
+    def store_raw(self, batches: Sequence[RawBatch],
+                  windows: Mapping[tuple[str, int], bytes | None] | None = None) -> list[bool]:
         out: list[bool] = []
         with self._write("FULL"):
             c = self._conn
+            if windows:
+                self._compare_windows(windows)
             for b in batches:
                 cid = self._concentrator(b.device, b.received)
                 cur = c.execute(
@@ -240,11 +246,26 @@ class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
                           (b.received, b.seq, b.seq, cid))
         return out
 
+    def _compare_windows(self, windows: Mapping[tuple[str, int], bytes | None]) -> None:
+        """Inside the write transaction: refuse if a window is not as read."""
+        q = ("SELECT w.state FROM replay_windows w JOIN concentrators c ON c.id = "
+             "w.concentrator_id WHERE c.device = ? AND w.key_epoch = ?")
+        moved = []
+        for (device, epoch), state in windows.items():
+            row = self._conn.execute(q, (device, epoch)).fetchone()
+            if (None if row is None else bytes(row[0])) != state:
+                moved.append(device)
+        if moved:
+            raise StoreConflict("replay window changed by another writer", devices=moved)
+
     def codec_state(self, device: str) -> tuple[int, bytes] | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT s.seq, s.state FROM codec_states s JOIN concentrators c "
-                "ON c.id = s.concentrator_id WHERE c.device = ?", (device,)).fetchone()
+            return self._codec_state(device)
+
+    def _codec_state(self, device: str) -> tuple[int, bytes] | None:
+        row = self._conn.execute(
+            "SELECT s.seq, s.state FROM codec_states s JOIN concentrators c "
+            "ON c.id = s.concentrator_id WHERE c.device = ?", (device,)).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def raw_range(self, device: str, first: int, last: int) -> list[PendingBatch]:
@@ -256,19 +277,38 @@ class SqliteStore(SqliteQueries, SqliteAuth, SqliteCommands, Store):
         return [PendingBatch(device, int(r[0]), int(r[1]), bytes(r[2]), bool(r[3])) for r in rows]
 
     def pending(self, device: str | None = None) -> list[PendingBatch]:
-        sql = ("SELECT c.device, r.seq, r.key_epoch, r.payload FROM raw_batches r "
-               "JOIN concentrators c ON c.id = r.concentrator_id WHERE r.decoded = 0")
+        with self._lock:
+            return self._pending(device)
+
+    def _pending(self, device: str | None, payload: bool = True) -> list[PendingBatch]:
+        sql = ("SELECT c.device, r.seq, r.key_epoch, %s FROM raw_batches r "
+               "JOIN concentrators c ON c.id = r.concentrator_id WHERE r.decoded = 0"
+               % ("r.payload" if payload else "x''"))
         args: tuple[object, ...] = ()
         if device is not None:
             sql += " AND c.device = ?"
             args = (device,)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY c.device, r.seq", args).fetchall()
+        rows = self._conn.execute(sql + " ORDER BY c.device, r.seq", args).fetchall()
         return [PendingBatch(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
 
-    def apply(self, decoded: Sequence[DecodedBatch]) -> None:
+    def apply(self, decoded: Sequence[DecodedBatch],
+              bases: Mapping[str, int | None] | None = None) -> Applied:
+        out = Applied()
+        if not decoded and not bases:
+            return out
         with self._write("NORMAL"):
+            if bases:
+                held = {d: None if s is None else s[0] for d, s in
+                        ((d, self._codec_state(d)) for d in bases)}
+                out.conflicts = {d for d, base in bases.items() if held[d] != base}
+                decoded = [d for d in decoded if d.device not in out.conflicts]
             self._apply(decoded)
+            if bases:
+                for d in bases:
+                    seqs = {p.seq for p in self._pending(d, payload=False)}
+                    if seqs:
+                        out.pending[d] = seqs
+        return out
 
     def _apply(self, decoded: Sequence[DecodedBatch]) -> None:
         c = self._conn
