@@ -228,3 +228,32 @@ def test_bad_files_exit_2_with_a_clear_error(tmp_path):
         assert r.stderr.startswith("wum-hil: error: scenario:"), r.stderr
     r = _hil("mesh-sim", "--scenario", "no-such-district", "--json")
     assert r.returncode == 2 and "lora-district" in r.stderr
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6)
+                     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c,
+                                                                         max_size=4),
+                     max_leaves=12)
+_PATHS = [(), ("radio",), ("path_loss",), ("nodes", 0), ("nodes", 2), ("links", 0), ("events",)]
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(_PATHS), st.text(max_size=12), _JSON)
+def test_any_document_is_a_scenario_or_a_scenario_error(path, key, value):
+    """Any JSON value put anywhere in a valid scenario (or as the whole
+    document) validates or raises ScenarioError, never another exception."""
+    doc = copy.deepcopy(CHAIN)
+    doc["events"] = [{"at_h": 1, "node": "DC-0002", "action": "down"}]
+    where: object = doc
+    for p in path:
+        where = where[p]  # type: ignore[index]
+    if isinstance(where, dict):
+        where[key] = value
+    else:
+        where.append(value)  # type: ignore[attr-defined]
+    for candidate in (doc, value):
+        try:
+            validate(candidate)
+        except ScenarioError as e:
+            assert e.where is not None and e.problem
