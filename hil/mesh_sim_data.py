@@ -156,9 +156,9 @@ class _NodeData:
         if warmup:
             batch.seq = 0
             payload = encode_batch(batch, None, keyframe=True)
-            state = CodecState(self.node)
-            state.advance(batch)
-            self.states[cls] = state
+            first = CodecState(self.node)
+            first.advance(batch)
+            self.states[cls] = first
             return (0, cls, payload, meters)
         state = self.states[cls]
         payload = encode_batch(batch, state)

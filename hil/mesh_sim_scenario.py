@@ -276,7 +276,7 @@ def grid(cols: int, rows: int, spacing: float, jitter: float, gateways: list[tup
     """Concentrators on a jittered grid, numbered DC-0001.. row by row;
     ``gateways`` are (col, row) cells."""
     rng = random.Random(seed)
-    out = []
+    out: list[dict[str, Any]] = []
     for r in range(rows):
         for c in range(cols):
             out.append({"id": "DC-%04d" % (len(out) + 1),
