@@ -81,14 +81,15 @@ class _Node:
 
 
 class _Tx:
-    __slots__ = ("src", "frame", "params", "power", "start", "end", "receivers", "event",
-                 "relisten")
+    __slots__ = ("src", "frame", "params", "power", "power_mw", "start", "end", "receivers",
+                 "event", "relisten")
 
     def __init__(self, src, frame, params, power, start, end):
         self.src = src
         self.frame = frame
         self.params = params
         self.power = power
+        self.power_mw = _mw(power)
         self.start = start
         self.end = end
         self.receivers = []
@@ -100,7 +101,10 @@ class RadioMedium:
     """The shared air. Every public method takes the medium's lock; listeners
     (``on_frame(Reception)``, ``on_tx_done(end_us)``, optional
     ``on_power(up)``) and ``schedule`` callbacks run outside it, in time
-    order, from ``run_until``.
+    order, from ``run_until``. A listener may also have ``accepts(frame)``:
+    a frame it would drop unread (a mesh frame addressed to another node)
+    is then not worked out for it at all (counted ``unread``); it still
+    held the receiver for its whole duration.
 
     ``path_loss``: ``exponent`` (n, 3.0), ``ref_loss_db`` (PL(d0), 40),
     ``ref_distance_m`` (d0, 1), ``shadowing_db`` (4), ``asymmetry_db`` (0),
@@ -127,7 +131,8 @@ class RadioMedium:
         self.now_us = 0
         self.rng = random.Random(seed)
         self.counters = {"frames": 0, "delivered": 0, "collisions": 0, "below_sensitivity": 0,
-                         "random_loss": 0, "interrupted": 0, "aborted": 0, "tx_while_down": 0}
+                         "random_loss": 0, "interrupted": 0, "aborted": 0, "tx_while_down": 0,
+                         "unread": 0}
         self._nodes = {}
         self._links = None
         self._budget = {}                 # (a, b) -> mean RSSI without the tx power
@@ -319,7 +324,7 @@ class RadioMedium:
             for r in self._neighbours(node_id, threshold):
                 rn = self._nodes[r]
                 if (rn.up and rn.tx is None and rn.rx is not None and rn.rx.hears(params)
-                        and not (lock and rn.pending)):
+                        and not (lock and rn.pending and _locked(rn, params))):
                     tx.receivers.append(r)
                     rn.pending.add(tx)
             self._air.append(tx)
@@ -399,7 +404,7 @@ class RadioMedium:
                 if (tx.src != node_id and tx.start < end_us and tx.end > start_us
                         and params.hears(tx.params) and self.link_exists(tx.src, node_id)
                         and self.mean_rssi_dbm(tx.src, node_id, tx.power)
-                        >= params.sensitivity_dbm()):
+                        >= tx.params.sensitivity_dbm()):     # its SF's (multi-SF receivers)
                     return True
             return False
 
@@ -422,6 +427,10 @@ class RadioMedium:
         for r in tx.receivers:
             rn = self._nodes[r]
             rn.pending.discard(tx)
+            lst = rn.listener
+            if lst is not None and hasattr(lst, "accepts") and not lst.accepts(tx.frame):
+                self.counters["unread"] += 1
+                continue
             rec = self._receive(tx, rn, others)
             if rec is not None and rn.listener is not None:
                 notes.append((rn.listener.on_frame, (rec,)))
@@ -434,7 +443,7 @@ class RadioMedium:
         if self.fading_db:
             rssi += self.rng.gauss(0.0, self.fading_db)
         p = rn.rx
-        sens = p.sensitivity_dbm()
+        sens = tx.params.sensitivity_dbm()      # the receiver's own for a single-SF one
         loss = self.frame_loss
         if self._links is not None:
             loss, fixed = self._links[(tx.src, rn.id)]
@@ -443,7 +452,7 @@ class RadioMedium:
             elif rssi < sens + TABLE_LINK_MARGIN_DB:
                 rssi = sens + TABLE_LINK_MARGIN_DB
         snr = rssi - p.noise_dbm(rn.nf)
-        if rssi < sens or snr < p.snr_limit_db():
+        if rssi < sens or snr < tx.params.snr_limit_db():
             self.counters["below_sensitivity"] += 1
             return None
         if others and self._destroyed(tx, rn.id, rssi, others):
@@ -464,15 +473,21 @@ class RadioMedium:
         frame's energy over the interferers' energy in the overlap must reach
         the isolation of ``ISOLATION_DB`` (Wi-Fi: ``WIFI_CAPTURE_DB``)."""
         energy = {}
-        for o in others:
-            if o.src == r or not self.link_exists(o.src, r):
+        gains = self._budget_mw
+        links = self._links
+        t0, t1 = tx.start, tx.end
+        for o in others:                  # the simulator's hottest loop: inlined
+            src = o.src
+            if src == r or (links is not None and (src, r) not in links):
                 continue
-            overlap = min(o.end, tx.end) - max(o.start, tx.start)
+            overlap = (o.end if o.end < t1 else t1) - (o.start if o.start > t0 else t0)
             if overlap <= 0:
                 continue
+            g = gains.get((src, r))
+            if g is None:
+                g = self._gain_mw(src, r)
             sf = o.params.sf
-            e = self._gain_mw(o.src, r) * _mw(o.power) * overlap
-            energy[sf] = energy.get(sf, 0.0) + e
+            energy[sf] = energy.get(sf, 0.0) + g * o.power_mw * overlap
         if not energy:
             return False
         wanted = _mw(rssi) * (tx.end - tx.start)
@@ -517,6 +532,18 @@ class RadioMedium:
                     raise MediumError("event action must be down or up", event=ev)
                 m.schedule(int(round(ev["at_h"] * 3600e6)), action, ev["node"])
         return m
+
+
+def _locked(rn, params):
+    """Is receiver ``rn`` (with frames pending) locked against a new frame
+    sent with ``params``? A single-SF receiver is; a multi-SF one only on
+    that frame's SF (each SF has its own demodulator)."""
+    if rn.rx.sfs is None:
+        return True
+    for t in rn.pending:
+        if t.params.sf == params.sf:
+            return True
+    return False
 
 
 def _finish_marker(tx):

@@ -47,11 +47,11 @@ class AirParams:
     """What a transmitter sends with, and what a receiver listens for."""
 
     __slots__ = ("kind", "freq_hz", "sf", "bw_hz", "cr", "sync", "iq_inverted", "explicit",
-                 "crc", "preamble", "ldro", "rate_kbps")
+                 "crc", "preamble", "ldro", "rate_kbps", "sfs")
 
     def __init__(self, kind="lora", freq_hz=869525000, sf=7, bw_hz=125000, cr=1, sync=0x12,
                  iq_inverted=False, explicit=True, crc=True, preamble=8, ldro=None,
-                 rate_kbps=6000):
+                 rate_kbps=6000, sfs=None):
         if kind not in ("lora", "wifi"):
             raise MediumError("radio kind must be lora or wifi", kind=kind)
         self.kind = kind
@@ -66,10 +66,15 @@ class AirParams:
         self.preamble = preamble
         self.ldro = ldro
         self.rate_kbps = rate_kbps
+        # A receiver that demodulates several SFs at once on its channel (the
+        # SX1302/SX1303 gateway basebands do; SX126x/SX127x listen on one):
+        # None = ``sf`` only. Ignored for transmitting.
+        self.sfs = None if sfs is None or kind != "lora" else tuple(sorted(set(sfs)))
 
     def key(self):
         return (self.kind, self.freq_hz, self.sf, self.bw_hz, self.cr, self.sync,
-                self.iq_inverted, self.explicit, self.crc, self.preamble, self.rate_kbps)
+                self.iq_inverted, self.explicit, self.crc, self.preamble, self.rate_kbps,
+                self.sfs)
 
     def __eq__(self, other):
         return isinstance(other, AirParams) and self.key() == other.key()
@@ -85,14 +90,16 @@ class AirParams:
 
     def hears(self, tx):
         """Can a receiver tuned to ``self`` demodulate a frame sent with ``tx``?
-        LoRa: same SF, bandwidth, sync word, IQ and header mode, and a carrier
-        within +-25 % of the bandwidth (SX1276 datasheet §4.1.5 table: the
-        tolerated offset); Wi-Fi: the same channel."""
+        LoRa: same SF (one of ``sfs`` for a multi-SF receiver), bandwidth,
+        sync word, IQ and header mode, and a carrier within +-25 % of the
+        bandwidth (SX1276 datasheet §4.1.5 table: the tolerated offset);
+        Wi-Fi: the same channel."""
         if self.kind != tx.kind:
             return False
         if self.kind == "wifi":
             return self.freq_hz == tx.freq_hz
-        return (self.sf == tx.sf and self.bw_hz == tx.bw_hz and self.sync == tx.sync
+        sf_ok = self.sf == tx.sf if self.sfs is None else tx.sf in self.sfs
+        return (sf_ok and self.bw_hz == tx.bw_hz and self.sync == tx.sync
                 and self.iq_inverted == tx.iq_inverted and self.explicit == tx.explicit
                 and abs(self.freq_hz - tx.freq_hz) * 4 <= self.bw_hz)
 
@@ -114,8 +121,8 @@ class AirParams:
     def __repr__(self):
         if self.kind == "wifi":
             return "AirParams(wifi, %d Hz)" % self.freq_hz
-        return "AirParams(lora, %d Hz, SF%d, %d kHz)" % (self.freq_hz, self.sf,
-                                                         self.bw_hz // 1000)
+        sf = "SF%d" % self.sf if self.sfs is None else "SF%s" % "/".join(map(str, self.sfs))
+        return "AirParams(lora, %d Hz, %s, %d kHz)" % (self.freq_hz, sf, self.bw_hz // 1000)
 
 
 class Reception:

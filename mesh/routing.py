@@ -3,7 +3,8 @@ table choosing a parent (and a ready backup) from gateway adverts.
 
 Owns route choice only: no radio, no clock (ticks in, may wrap), no packet
 header, no timers (``mesh.trickle`` paces adverts). The advert codec is
-``mesh.advert`` (re-exported here); downward routes are ``mesh.downward``.
+``mesh.advert`` and the link estimate ``mesh.etx`` (both re-exported here);
+downward routes are ``mesh.downward``.
 Addresses are node addresses in 16-bit fields. Portable (MicroPython).
 
 Cost via neighbour n to gateway g (integers, COST_SCALE = one perfect hop)::
@@ -48,13 +49,18 @@ from mesh.advert import (  # noqa: F401  (re-exported: the advert codec)
     unpack_adverts,
 )
 from mesh.duty import ticks_diff
+from mesh.etx import COST_SCALE, FAIL_LIMIT, MAX_LINK_COST, Link  # noqa: F401  (re-exported)
 
-COST_SCALE = const(128)
-MAX_LINK_COST = const(16 * 128)
 HOP_PENALTY = const(32)
-FAIL_LIMIT = const(5)
 SWITCH_HYSTERESIS = const(64)
 RESELECT_DELTA = const(8)
+
+
+def _same(a, b):
+    """Two adverts that route alike: flags aside, budgets alike above the
+    penalty's threshold (a busy neighbour's budget byte moves all the time)."""
+    return (a.seq == b.seq and a.cost == b.cost and a.hops == b.hops and a.parent == b.parent
+            and min(a.budget, 64) == min(b.budget, 64))
 
 
 def gateway_cost(uplink, load):
@@ -64,48 +70,6 @@ def gateway_cost(uplink, load):
 def budget_penalty(budget):
     """Nothing above a quarter of the budget left, then up to 4 hops' worth."""
     return (64 - budget) * 8 if budget < 64 else 0
-
-
-class Link:
-    """Estimate of one neighbour link: ETX from the EWMA (alpha 1/8) of the
-    delivery ratio of acked transmissions, adverts heard, consecutive losses.
-    ``prr`` is in 1/256 (256 = every frame acked)."""
-
-    def __init__(self, now_ms, prr=192):
-        self.prr = prr
-        self.mark = self.cost()       # cost when routes were last chosen with it
-        self.heard = 0
-        self.last_heard = now_ms
-        self.sent = 0
-        self.acked = 0
-        self.fails = 0
-
-    def on_tx(self, acked, now_ms):
-        self.sent += 1
-        if acked:
-            self.acked += 1
-            self.fails = 0
-            self.last_heard = now_ms
-            self.prr += (256 - self.prr) >> 3
-        else:
-            self.fails += 1
-            self.prr += (0 - self.prr) >> 3
-
-    def on_heard(self, now_ms):
-        # Heard alive again: a new chance (its ETX still carries the losses).
-        self.heard += 1
-        self.last_heard = now_ms
-        self.fails = 0
-
-    def dead(self):
-        """Acks stopped: FAIL_LIMIT transmissions in a row went unacked."""
-        return self.fails >= FAIL_LIMIT
-
-    def cost(self):
-        """ETX scaled by COST_SCALE, capped at MAX_LINK_COST."""
-        if self.prr <= 0:
-            return MAX_LINK_COST
-        return min(MAX_LINK_COST, COST_SCALE * 256 // self.prr)
 
 
 class RouteTable:
@@ -134,16 +98,20 @@ class RouteTable:
         self.requests = {}            # gw -> seq of a REQ to send (or forward)
         self.retract = {}             # gw -> seq of a retraction to send once
         self.refused = 0              # adverts refused as infeasible or looping
+        self.stale = False            # an input of the choice moved since _select_all
+        self._cands = {}              # gw -> _candidates(gw) while no input moves
 
     # -- input -------------------------------------------------------------
     def hear_frame(self, neighbour, adverts, now_ms):
-        """Every advert of one frame from ``neighbour``, routes chosen once;
-        True if inconsistent (as ``hear``)."""
+        """Every advert of one frame from ``neighbour``, routes chosen once
+        (and only if something they depend on moved since they were last
+        chosen: most adverts repeat what was heard); True if inconsistent
+        (as ``hear``)."""
         changed = False
         for a in adverts:
             if self.hear(neighbour, a, now_ms, False):
                 changed = True
-        if self._select_all():
+        if self.stale and self._select_all():
             changed = True
         return changed
 
@@ -153,10 +121,7 @@ class RouteTable:
         ``select`` False leaves choosing routes to the caller."""
         if neighbour == self.address:
             return False
-        link = self.links.get(neighbour)
-        if link is None:
-            link = self.links[neighbour] = Link(now_ms)
-        link.on_heard(now_ms)
+        self._revive(neighbour, now_ms)
         gw = advert.gateway
         if gw == self.address and self.gateway:
             if advert.flags & FLAG_REQ and not seq_newer(self.seq, advert.seq):
@@ -168,20 +133,38 @@ class RouteTable:
             mine = self.selected.get(gw)
             if mine is not None and seq_newer(mine[2].seq, advert.seq):
                 changed = True                         # we hold the answer: say it soon
-            elif gw not in self.requests:
-                self.requests[gw] = advert.seq         # forward it up, once per seq
+            elif gw not in self.requests and (advert.parent == self.address or
+                                              advert.cost == INFINITE):
+                # forward it up, once per seq: a request travels from child to
+                # parent toward the gateway (or from a neighbour left without
+                # a route); siblings do not flood it through the district
+                self.requests[gw] = advert.seq
                 changed = True
         if self._hold(gw, neighbour, advert, now_ms):
             if gw not in self.requests:
                 self.requests[gw] = advert.seq         # ask the gateway for a new seq
                 changed = True
             return changed
-        self.entries.setdefault(gw, {})[neighbour] = [advert, now_ms]
+        per = self.entries.setdefault(gw, {})
+        old = per.get(neighbour)
+        if old is None or not _same(old[0], advert):
+            self.stale = True
+            self._cands = {}
+        per[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
         if not select:
             return changed
         return self._select_all() or changed
+
+    def _revive(self, neighbour, now_ms):
+        link = self.links.get(neighbour)
+        if link is None or link.dead():                # new, or heard again: usable again
+            if link is None:
+                link = self.links[neighbour] = Link(now_ms)
+            self.stale = True
+            self._cands = {}
+        link.on_heard(now_ms)
 
     def refused_by(self, gw, neighbour):
         """``neighbour`` answered it cannot route toward ``gw``: forget its
@@ -217,10 +200,7 @@ class RouteTable:
         """An authenticated advert from ``neighbour``, whatever it holds."""
         if neighbour == self.address:
             return
-        link = self.links.get(neighbour)
-        if link is None:
-            link = self.links[neighbour] = Link(now_ms)
-        link.on_heard(now_ms)
+        self._revive(neighbour, now_ms)
 
     def tx_result(self, neighbour, acked, now_ms):
         """A unicast to ``neighbour`` was acked or not; True if the parent
@@ -258,13 +238,6 @@ class RouteTable:
         return self._select_all() if gone else False
 
     # -- choice ------------------------------------------------------------
-    def via_cost(self, neighbour, advert):
-        if advert.cost == INFINITE:
-            return INFINITE
-        c = (self.links[neighbour].cost() + advert.cost + HOP_PENALTY
-             + budget_penalty(advert.budget))
-        return min(c, INFINITE - 1)
-
     def feasible(self, gw, neighbour, advert):
         link = self.links.get(neighbour)
         if link is None or link.dead() or advert.cost == INFINITE:
@@ -277,14 +250,39 @@ class RouteTable:
         return advert.seq == fd[0] and advert.cost < fd[1]
 
     def _candidates(self, gw):
+        """Feasible (cost via it, neighbour, advert) toward ``gw``, cheapest
+        first: ``feasible``, ``Link.cost`` and ``budget_penalty`` inlined
+        (the node's hottest loop), kept until an input moves."""
+        out = self._cands.get(gw)
+        if out is not None:
+            return out
         out = []
+        links = self.links
+        me = self.address
+        fd = self.fd.get(gw)
         for n, (adv, _) in self.entries.get(gw, {}).items():
-            if self.feasible(gw, n, adv):
-                out.append((self.via_cost(n, adv), n, adv))
-        out.sort(key=lambda x: (x[0], x[1]))
+            link = links.get(n)
+            cost = adv.cost
+            if link is None or link.fails >= FAIL_LIMIT or cost == INFINITE or \
+                    adv.parent == me or adv.hops + 1 >= HOP_LIMIT:
+                continue
+            if fd is not None and not seq_newer(adv.seq, fd[0]) and \
+                    not (adv.seq == fd[0] and cost < fd[1]):
+                continue
+            prr = link.prr
+            c = (MAX_LINK_COST if prr <= 0 else min(MAX_LINK_COST, COST_SCALE * 256 // prr)) \
+                + cost + HOP_PENALTY
+            b = adv.budget
+            if b < 64:
+                c += (64 - b) * 8
+            out.append((min(c, INFINITE - 1), n, adv))
+        out.sort()
+        self._cands[gw] = out
         return out
 
     def _select_all(self):
+        self.stale = False
+        self._cands = {}
         before = self._summary()
         for gw in list(self.fd):
             if gw not in self.entries:                 # nobody left to ask
@@ -316,6 +314,7 @@ class RouteTable:
                     del self.requests[gw]              # answered
             elif cost < fd[1]:
                 fd[1] = cost
+        self._cands = {}
         return self._summary() != before
 
     def _lose(self, gw):

@@ -105,6 +105,58 @@ def test_no_route_through_a_child_and_feasibility():
     assert me.best()[1] == 8
 
 
+def test_requests_travel_up_not_sideways():
+    me = RouteTable(10, 0)
+    me.hear(1, _gw_advert(1, seq=4), 0)
+    # sibling 7 (its parent is G1, not us) asks for a new seq: not ours to pass on
+    assert not me.hear(7, Advert(1, 4, 255, 0, 300, 2, 255, 1, FLAG_REQ), 0)
+    assert not [a for a in me.adverts() if a.flags & FLAG_REQ]
+    # child 8 (its parent is us) asks: passed up, once per seq
+    assert me.hear(8, Advert(1, 4, 255, 0, 400, 3, 255, 10, FLAG_REQ), 0)
+    assert [a for a in me.adverts() if a.flags & FLAG_REQ]
+    assert not me.hear(8, Advert(1, 4, 255, 0, 400, 3, 255, 10, FLAG_REQ), 1)
+    # a neighbour left without a route (a retraction) is helped by anyone
+    other = RouteTable(11, 0)
+    other.hear(1, _gw_advert(1, seq=4), 0)
+    assert other.hear(9, Advert(1, 4, 0, 255, INFINITE, 16, 255, NONE, FLAG_REQ), 0)
+    assert [a for a in other.adverts() if a.flags & FLAG_REQ]
+    # a neighbour holding a newer seq answers instead (resets its trickle)
+    assert me.hear(1, _gw_advert(1, seq=5), 2) is not None
+    assert me.hear(7, Advert(1, 4, 255, 0, 300, 2, 255, 1, FLAG_REQ), 3)
+
+
+class _Counting(RouteTable):
+    def __init__(self, *a):
+        RouteTable.__init__(self, *a)
+        self.choices = 0
+
+    def _select_all(self):
+        self.choices += 1
+        return RouteTable._select_all(self)
+
+
+def test_routes_rechosen_only_when_an_input_moved():
+    me = _Counting(10, 0)
+    adv = _gw_advert(1, seq=4)
+    assert me.hear_frame(1, [adv], 0)
+    assert me.choices == 1
+    assert not me.hear_frame(1, [_gw_advert(1, seq=4)], 10)   # the same again: nothing to do
+    assert me.choices == 1
+    me.hear_frame(5, [Advert(1, 4, 255, 0, 200, 1, 255, 1)], 20)  # a new entry
+    assert me.choices == 2
+    me.tx_result(1, True, 30)              # ETX nudged below the reselect threshold,
+    me.hear_frame(1, [Advert(1, 4, 255, 0, 0, 0, 200)], 40)  # a busy gateway's budget byte:
+    assert me.choices == 2                 # neither re-chooses
+    me.hear_frame(1, [Advert(1, 4, 255, 0, 0, 0, 40)], 45)   # budget low enough to cost
+    assert me.choices == 3
+    for _ in range(FAIL_LIMIT):
+        me.tx_result(1, False, 50)
+    assert me.best()[1] == 5               # dead: the other neighbour carries it
+    n = me.choices
+    me.hear_frame(1, [Advert(1, 4, 255, 0, 0, 0, 40)], 60)   # the same advert, but heard
+    assert me.choices == n + 1             # again: alive again, so routes are re-chosen
+
+
 def test_gateway_answers_requests_with_a_new_seq():
     gw = RouteTable(1, 0, gateway=True, uplink=200, load=20)
     assert gw.best() == (1, None, gateway_cost(200, 20))
