@@ -124,10 +124,15 @@ class RouteTable:
         self._revive(neighbour, now_ms)
         gw = advert.gateway
         if gw == self.address and self.gateway:
-            if advert.flags & FLAG_REQ and not seq_newer(self.seq, advert.seq):
-                self.seq = (self.seq + 1) & 0xFFFF     # answer with a new seq
+            if advert.flags & FLAG_REQ or advert.cost == INFINITE:
+                # a neighbour without our route (a retraction, a request): our
+                # advert is due soon, with a new seq unless ours is already
+                # newer than the one it knows (a request with a stale seq
+                # taken as consistent left the gateway silent for good)
+                if not seq_newer(self.seq, advert.seq):
+                    self.seq = (self.seq + 1) & 0xFFFF
                 return True
-            return False
+            return seq_newer(self.seq, advert.seq)    # it holds an older seq: speak up
         changed = False
         if advert.flags & FLAG_REQ:
             mine = self.selected.get(gw)

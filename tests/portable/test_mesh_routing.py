@@ -165,6 +165,20 @@ def test_gateway_answers_requests_with_a_new_seq():
     assert gw.adverts()[0].seq == 1
 
 
+def test_gateway_speaks_up_for_a_neighbour_with_a_stale_seq():
+    # a node that missed the gateway's newer seq asks with the old one, or
+    # retracts: the gateway must advertise soon (found by the capacity search:
+    # taking it as consistent kept a gateway silent while every route died)
+    gw = RouteTable(1, 0, gateway=True, uplink=200, load=20)
+    assert gw.hear(3, Advert(1, 0, 0, 255, INFINITE, 16, 255, NONE, FLAG_REQ), 0)
+    assert gw.adverts()[0].seq == 1
+    assert gw.hear(4, Advert(1, 0, 0, 255, INFINITE, 16, 255, NONE, FLAG_REQ), 1)
+    assert gw.adverts()[0].seq == 1              # ours is already newer: no new seq
+    assert gw.hear(5, Advert(1, 0, 200, 20, 300, 2, 255, 1), 2)        # an older seq
+    assert not gw.hear(5, Advert(1, 1, 200, 20, 300, 2, 255, 1), 3)    # ours: consistent
+    assert gw.adverts()[0].seq == 1
+
+
 def test_stale_routes_expire():
     me = RouteTable(10, 0, route_ttl_ms=1000, neighbour_ttl_ms=1000)
     me.hear(1, _gw_advert(1), 0)
