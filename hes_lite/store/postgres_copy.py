@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -82,14 +82,41 @@ class _Shape:
         return s, args + [8, 0] * n
 
 
-class StagingRows:
+Values = Sequence[int | float | None]
+S = TypeVar("S")
+
+
+class _CopyRows(Generic[S]):
+    """What both COPY builders share: the parts of the binary COPY data and
+    the cache of row shapes, keyed by (OBIS ids, value kinds)."""
+
+    def __init__(self, make: Callable[[tuple[int, ...], tuple[type, ...]], S]) -> None:
+        self._make = make
+        self._shapes: dict[tuple[tuple[int, ...], tuple[type, ...]], S] = {}
+        self._parts: list[bytes] = [SIGNATURE]
+        self.rows = 0
+
+    def _shape(self, oids: tuple[int, ...], values: Values) -> tuple[S, Values]:
+        """The shape of these values (made once), and the values as the store
+        takes them: bools are ints to it."""
+        kinds = tuple(map(type, values))
+        shape = self._shapes.get((oids, kinds))
+        if shape is None:
+            if any(k is bool for k in kinds):
+                return self._shape(oids, [int(v) if type(v) is bool else v for v in values])
+            shape = self._shapes[(oids, kinds)] = self._make(oids, kinds)
+        return shape, values
+
+    def data(self) -> bytes:
+        return b"".join(self._parts) + TRAILER
+
+
+class StagingRows(_CopyRows[_Shape]):
     """Builds the COPY data of many rows: ``add(meter_id, ts, oids, values)``
     then ``data()``. Shapes are cached across calls."""
 
     def __init__(self) -> None:
-        self._shapes: dict[tuple[tuple[int, ...], tuple[type, ...]], _Shape] = {}
-        self._parts: list[bytes] = [SIGNATURE]
-        self.rows = 0
+        super().__init__(_Shape)
 
     def reset(self) -> None:
         self._parts = [SIGNATURE]
@@ -97,16 +124,8 @@ class StagingRows:
         if len(self._shapes) > 4096:
             self._shapes.clear()
 
-    def add(self, meter_id: int, ts: int, oids: tuple[int, ...],
-            values: Sequence[int | float | None]) -> None:
-        kinds = tuple(map(type, values))
-        shape = self._shapes.get((oids, kinds))
-        if shape is None:
-            if any(k is bool for k in kinds):     # bools are ints to the store
-                self.add(meter_id, ts, oids, [int(v) if type(v) is bool else v
-                                              for v in values])
-                return
-            shape = self._shapes[(oids, kinds)] = _Shape(oids, kinds)
+    def add(self, meter_id: int, ts: int, oids: tuple[int, ...], values: Values) -> None:
+        shape, values = self._shape(oids, values)
         ints = [v for v in values if type(v) is int]
         a = shape.iargs[:]
         a[7::2] = ints
@@ -126,9 +145,6 @@ class StagingRows:
                                           Sequence[int | float | None]]]) -> None:
         for r in rows:
             self.add(*r)
-
-    def data(self) -> bytes:
-        return b"".join(self._parts) + TRAILER
 
 
 class _ReadingShape:
@@ -170,25 +186,15 @@ def _getter(idx: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     return itemgetter(*idx)
 
 
-class ReadingRows:
+class ReadingRows(_CopyRows[_ReadingShape]):
     """Builds the COPY data of ``readings`` rows from meter-hours:
     ``add(meter_id, ts, oids, values)`` then ``data()``."""
 
     def __init__(self) -> None:
-        self._shapes: dict[tuple[tuple[int, ...], tuple[type, ...]], _ReadingShape] = {}
-        self._parts: list[bytes] = [SIGNATURE]
-        self.rows = 0
+        super().__init__(_ReadingShape)
 
-    def add(self, meter_id: int, ts: int, oids: tuple[int, ...],
-            values: Sequence[int | float | None]) -> None:
-        kinds = tuple(map(type, values))
-        shape = self._shapes.get((oids, kinds))
-        if shape is None:
-            if any(k is bool for k in kinds):     # bools are ints to the store
-                self.add(meter_id, ts, oids, [int(v) if type(v) is bool else v
-                                              for v in values])
-                return
-            shape = self._shapes[(oids, kinds)] = _ReadingShape(oids, kinds)
+    def add(self, meter_id: int, ts: int, oids: tuple[int, ...], values: Values) -> None:
+        shape, values = self._shape(oids, values)
         a = shape.args[:]
         n = shape.ni + shape.nf
         a[2:10 * n:10] = [meter_id] * n
@@ -206,6 +212,3 @@ class ReadingRows:
             raise CopyError("an integer reading beyond 64 bits: meter id %d, ts %d"
                             % (meter_id, ts)) from None
         self.rows += len(values)
-
-    def data(self) -> bytes:
-        return b"".join(self._parts) + TRAILER
