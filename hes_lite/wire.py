@@ -6,7 +6,8 @@ Owns the translation between the agent's objects and the store's plain
 tuples, and the mapping of the agent's typed errors onto HES reject reasons.
 Must not know about databases or HTTP. States (replay window, codec state)
 cross this boundary as opaque bytes, so the store keeps them without
-understanding them.
+understanding them (a codec state in the HES's stored form,
+``hes_lite.wire_state``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent import batch, envelope
-from hes_lite import HesError
+from hes_lite import HesError, wire_state
 from hes_lite.obis_units import unit_for
 from hes_lite.store import CycleResult, Event, MeterRow
 
@@ -161,7 +162,7 @@ def decode(plaintext: bytes, codec_state: bytes | None,
     them and advanced in place; ``Decoded.state`` is the state after."""
     try:
         base = parsed if parsed is not None else \
-            batch.CodecState.from_bytes(codec_state) if codec_state else None
+            wire_state.load(codec_state) if codec_state else None
     except batch.BatchError:
         base = None  # a damaged stored state: only a keyframe decodes now
     try:
@@ -179,10 +180,9 @@ def decode(plaintext: bytes, codec_state: bytes | None,
     if base is None or b.keyframe or b.seq > base.seq:
         st = base if base is not None and not b.keyframe else batch.CodecState(b.device)
         st.advance(b)
-        out.codec_state = bytes(st.to_bytes())
-        # as if loaded from these bytes: its digest (checked by the next
-        # delta) is then hashed from them, not serialized again
-        st._source = out.codec_state
+        # the stored form (``wire_state``): packed columns, and the digest
+        # of the canonical bytes the next delta names, hashed once here
+        out.codec_state = wire_state.dump(st)
         out.state = st
     else:
         out.state = base
@@ -229,7 +229,7 @@ def encode(device: str, seq: int, rows: Rows,
     evs = [(m, ts, code) for m, e in (events or {}).items() for ts, code, _ in e]
     created = max([ts for _, ts, _ in readings] + [ts for _, ts, _ in evs] + [0])
     b = batch.Batch(device, seq, created, readings, evs, statuses or ())
-    st = batch.CodecState.from_bytes(base) if base else None
+    st = wire_state.load(base) if base else None
     data = batch.encode_batch(b, st)
     nxt = st if st is not None and not b.keyframe else batch.CodecState(device)
     nxt.advance(b)

@@ -181,6 +181,13 @@ MIGRATIONS: list[list[str]] = [
             actor TEXT NOT NULL,
             data BLOB NOT NULL)""",
     ],
+    # 8 -> 9: a codec state may be stored packed (``hes_lite.wire_state``,
+    # "WHS\x01": the decoder's columns as arrays, loaded without parsing),
+    # not only canonical ("WCS\x02"). Nothing is converted: both forms load,
+    # and a state is written packed after its next batch. The step exists so
+    # that a HES older than this form, which would take a packed state for a
+    # damaged one, refuses the database instead (a newer schema).
+    [],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -309,7 +309,9 @@ class PostgresStore(PostgresQueries, PostgresApply, PostgresAuth, PostgresComman
             "RETURNING device, id",
             (devs, [agg[d][0] for d in devs], [agg[d][1] for d in devs],
              [agg[d][2] for d in devs])).fetchall()
-        return {str(d): int(i) for d, i in rows}
+        ids = {str(d): int(i) for d, i in rows}
+        self._conc_ids.update(ids)   # spares the decode's transaction looking them up
+        return ids
 
     def _compare_windows(self, c: Any, ids: dict[str, int],
                          windows: Mapping[tuple[str, int], bytes | None]) -> None:

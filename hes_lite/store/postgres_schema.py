@@ -191,6 +191,16 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE codec_states ALTER COLUMN state SET STORAGE EXTERNAL",
     ],
+    # step 5: a codec state may be stored packed (``hes_lite.wire_state``,
+    # "WHS\x01": the decoder's columns as arrays, loaded without parsing;
+    # ~11-14 KB for 64 meters instead of ~17), not only canonical ("WCS\x02").
+    # Nothing is converted: both forms load, and a state is written packed
+    # after its next batch. A HES older than this form would take a packed
+    # state for a damaged one: with this step it refuses the database.
+    [
+        "COMMENT ON COLUMN codec_states.state IS 'codec state as hes_lite.wire_state "
+        "stores it: packed (WHS 1) or canonical (WCS 2)'",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
