@@ -49,8 +49,7 @@ from agent.batch_state import MAGIC as CANONICAL
 PACKED = b"WHS\x01"
 _U32 = struct.Struct("<I")
 _SWAP = sys.byteorder != "little"
-_INT = (("b", -(1 << 7), (1 << 7) - 1), ("h", -(1 << 15), (1 << 15) - 1),
-        ("i", -(1 << 31), (1 << 31) - 1), ("q", -(1 << 63), (1 << 63) - 1))
+_TRY = ("h", "i", "q")
 _SIZE = {c: array(c).itemsize for c in "bhiqd"}
 _NONE = type(None)
 assert _SIZE == {"b": 1, "h": 2, "i": 4, "q": 8, "d": 8}, _SIZE
@@ -120,18 +119,21 @@ def _column(parts: list[bytes], col: Any) -> None:
     if type(col) is array and col.typecode == "d":
         parts += [b"d", _U32.pack(len(col) * 8), _bytes(col)]
         return
+    for code in _TRY:       # ints, in the narrowest of these (an array refuses the rest)
+        try:
+            a = array(code, col)
+        except OverflowError:
+            continue
+        except TypeError:   # not all ints
+            break
+        parts += [code.encode(), _U32.pack(len(a) * a.itemsize), _bytes(a)]
+        return
+    else:
+        raise _Unpackable   # an int beyond 64 bits
     kinds = set(map(type, col))
-    if kinds == {int}:
-        lo, hi = min(col), max(col)
-        for code, least, most in _INT:
-            if least <= lo and hi <= most:
-                parts += [code.encode(), _U32.pack(len(col) * _SIZE[code]),
-                          _bytes(array(code, col))]
-                return
-        raise _Unpackable
     if kinds == {float}:
         parts += [b"d", _U32.pack(len(col) * 8), _bytes(array("d", col))]
-    elif not kinds or kinds == {_NONE}:
+    elif kinds == {_NONE}:
         parts += [b"N", _U32.pack(0)]
     elif kinds <= {int, float, _NONE}:
         tags = bytes([0 if v is None else 1 if type(v) is int else 2 for v in col])
