@@ -26,7 +26,8 @@ on, the settings printed in the JSON), or ``--pg URL`` for an existing server
 (a database the script may create and drop databases beside). CPU per batch
 is measured as the workers' process time plus the server's (every process of
 the cluster, own cluster only); the cores figure is that, scaled to 15,625
-batches (1,000,000 meters / 64) over 300 s.
+batches (1,000,000 meters / 64) over 300 s. Also per burst the WAL written
+per batch, and the mean size of a stored codec state after the run.
 
     .venv/bin/python bench/hes_scale.py [--concentrators N] [--workers 1,2,3] [--cache F]
 """
@@ -97,6 +98,20 @@ def cluster_cpu(pg: Any) -> float | None:
     return total
 
 
+def wal_lsn(url: str) -> str:
+    import psycopg
+    with psycopg.connect(url) as c:
+        return str(c.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+
+
+def wal_bytes(url: str, since: str) -> int:
+    """WAL written since ``since`` (the whole cluster's: this bench's run only)."""
+    import psycopg
+    with psycopg.connect(url) as c:
+        return int(c.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)",
+                             (since,)).fetchone()[0])
+
+
 def bursts(url: str, burst_envs: list[list[bytes]], n: int, group: int, pg: Any,
            cache: int, turn: int = 0) -> list[dict[str, Any]]:
     """Each burst's ``envs`` dealt in groups to the same ``n`` worker
@@ -119,6 +134,7 @@ def bursts(url: str, burst_envs: list[list[bytes]], n: int, group: int, pg: Any,
     docs = []
     for start in go:
         ready.wait()
+        wal0 = wal_lsn(url)
         server0 = cluster_cpu(pg)
         start.set()
         done = [out.get(timeout=3600) for _ in procs]
@@ -126,7 +142,8 @@ def bursts(url: str, burst_envs: list[list[bytes]], n: int, group: int, pg: Any,
         wall = max(d[1] for d in done) - min(d[0] for d in done)
         cpu = sum(d[2] for d in done)
         server = None if server0 is None or server1 is None else server1 - server0
-        docs.append({"s": wall, "worker_cpu_s": cpu, "server_cpu_s": server})
+        docs.append({"s": wall, "worker_cpu_s": cpu, "server_cpu_s": server,
+                     "wal_bytes": wal_bytes(url, wal0)})
     leave.set()
     for p in procs:
         p.join(60)
@@ -159,6 +176,9 @@ def pg_runs(args: argparse.Namespace, pairs: list[tuple[bytes, bytes]], admin_ur
             assert store.backlog() == []
             with psycopg.connect(url) as c:
                 size = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+                state = c.execute("SELECT avg(octet_length(state)) FROM codec_states"
+                                  ).fetchone()[0]
+                out["codec_state_bytes_mean"] = round(float(state))
                 results = c.execute("SELECT count(*) FROM meters WHERE result_since = %s",
                                     (hes_ingest.T0 + 3600,)).fetchone()[0]
             assert results == n * args.meters, results
@@ -187,6 +207,8 @@ def summary(runs: list[tuple[dict[str, Any], dict[str, Any]]], readings: int,
         doc[name] = {
             "s": round(s, 2), "readings_per_s": round(readings / s),
             "readings_per_s_each": [round(readings / w) for w in walls],
+            "wal_kb_per_batch": round(statistics.median(r[i]["wal_bytes"] for r in runs)
+                                      / batches / 1024, 1),
             "worker_cpu_ms_per_batch": round(1000 * statistics.median(
                 r[i]["worker_cpu_s"] for r in runs) / batches, 2),
             "server_cpu_ms_per_batch": None if None in server else

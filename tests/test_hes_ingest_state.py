@@ -15,7 +15,7 @@ from hes_lite.ingest import Ingestor
 from hes_lite.store import DecodedBatch, open_store
 from tests.test_batch_props import T0, batches
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def chain(bs: list[Batch]) -> CodecState:
@@ -116,7 +116,7 @@ def _loads_or_refuses(data: bytes) -> None:
     assert isinstance(got, CodecState)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_load_or_give_a_batch_error(data):
     _loads_or_refuses(data)
@@ -128,7 +128,7 @@ PACKED = wire_state.dump(chain([Batch("dc", 1, T0, [("a", T0, {"x": 1, "y": 2.5,
                                       statuses=[("a", "ok", None), ("b", "timeout", "e")])]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, len(PACKED) - 1), st.integers(1, 255), st.integers(0, len(PACKED)))
 def test_damaged_packed_states_load_or_give_a_batch_error(at, flip, cut):
     damaged = bytearray(PACKED)
