@@ -158,23 +158,21 @@ class PostgresApply:
                 if name not in known:
                     new.setdefault(name, cid)
         if new:
-            # one statement: the ids of meters the database knows (another
-            # worker's concentrators, mostly: a shared subscription spreads
-            # them), and the new ones inserted; a name inserted meanwhile by
-            # another worker is in neither and is looked up after
+            # mostly meters the database knows (another worker's: a shared
+            # subscription spreads the concentrators): look them up (an index
+            # scan), insert only the rest (new meters, once each). A lookup
+            # is cheaper on the server than upserting known rows
             names = sorted(new)
-            for mid, name in c.execute(
-                    "WITH u AS (SELECT * FROM unnest(%s::text[], %s::int[]) AS u(m, c)), "
-                    "old AS (SELECT id, meter FROM meters WHERE meter IN (SELECT m FROM u)), "
-                    "ins AS (INSERT INTO meters (meter, concentrator_id) SELECT m, c FROM u "
-                    "WHERE m NOT IN (SELECT meter FROM old) ON CONFLICT (meter) DO NOTHING "
-                    "RETURNING id, meter) SELECT * FROM old UNION ALL SELECT * FROM ins",
-                    (names, [new[n] for n in names])):
+            for mid, name in c.execute("SELECT id, meter FROM meters WHERE meter = ANY(%s)",
+                                       (names,)):
                 known[name] = int(mid)
-            late = [n for n in names if n not in known]
-            if late:
+            names = [n for n in names if n not in known]
+            if names:
+                c.execute("INSERT INTO meters (meter, concentrator_id) SELECT * FROM "
+                          "unnest(%s::text[], %s::int[]) ON CONFLICT (meter) DO NOTHING",
+                          (names, [new[n] for n in names]))
                 for mid, name in c.execute("SELECT id, meter FROM meters WHERE meter = ANY(%s)",
-                                           (late,)):
+                                           (names,)):
                     known[name] = int(mid)
         if reader:
             ids = sorted((known[m], cid) for m, cid in reader.items())
