@@ -131,6 +131,9 @@ DEFAULTS = {
     "trickle_doublings": None,        # default 8 on UDP-only nodes (8.5 min), 7 with LoRa (64 min)
     "trickle_k": 2,
     "route_ttl_ms": 3 * 3600000,
+    "gateway_refresh_ms": 600000,     # a gateway bumps its seq this often (its liveness)
+    "route_live_ms": 1500000,         # a route whose seq has not moved this long is dead
+    "seq_hasten_ms": 75000,           # a new seq is advertised within this (trickle cap)
     "downward_ttl_ms": 6 * 3600000,
     "housekeeping_ms": 60000,         # expiry sweeps run this often
     "mtu": None,                      # fragment for this MTU (default: the smallest link's)
@@ -194,7 +197,9 @@ class Node(Receiver, Transmitter):
         self.duty = DutyCycleBudget()
         self.routes = RouteTable(self.address, now_ms, gateway=(role == "gateway"),
                                  route_ttl_ms=o["route_ttl_ms"],
-                                 neighbour_ttl_ms=o["route_ttl_ms"])
+                                 neighbour_ttl_ms=o["route_ttl_ms"],
+                                 live_ms=o["route_live_ms"],
+                                 refresh_ms=o["gateway_refresh_ms"])
         self.down = DownwardRoutes(ttl_ms=o["downward_ttl_ms"])
         self.trickle = Trickle(imin, doublings, o["trickle_k"], now_ms, self.rand)
         self.trickle.reset(now_ms)            # a node that (re)starts speaks up soon
@@ -342,6 +347,8 @@ class Node(Receiver, Transmitter):
     def _housekeeping(self, now):
         if self.routes.expire(now):
             self.trickle.hear_inconsistent(now)
+        self.routes.refresh(now)                # a gateway's liveness: a new seq
+        self._news(now)
         self.down.expire(now)
         self.counters["reassembly_timeouts"] += self.reasm.expire(now)
         keep = self.opt["dedup_ms"]
@@ -366,6 +373,13 @@ class Node(Receiver, Transmitter):
         for nb in [n for n, nr in self.neigh.items() if ticks_diff(now, nr.last_heard) > gone]:
             if not any(nb in st.outstanding for st in self.lstate):
                 del self.neigh[nb]
+
+    def _news(self, now):
+        """A new gateway seq to pass on (``RouteTable.news``): advertise
+        within ``seq_hasten_ms`` (a full trickle reset is for route changes)."""
+        if self.routes.news:
+            self.routes.news = False
+            self.trickle.hasten(now, self.opt["seq_hasten_ms"])
 
     def stats(self, now_ms):
         return node_stats(self, now_ms)

@@ -120,6 +120,7 @@ class Receiver:
         if changed:
             self.trickle.hear_inconsistent(now)
         else:
+            self._news(now)
             self.trickle.hear_consistent()
 
     def _ack(self, link_no, h, status):

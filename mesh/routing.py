@@ -28,6 +28,20 @@ advertised parent is this node; never at HOP_LIMIT hops or more. A node left
 with no feasible route retracts (cost 0xFFFF) with REQ set; REQ travels up
 (each node forwards it once per seq) and the gateway answers with a new seq.
 Uplink packets name their gateway and each relay forwards by ``next_hop(gw)``.
+
+Gateway liveness (a gateway that dies silently is otherwise noticed only by
+the nodes that send to it, and relays keep advertising its last seq: ghost
+routes). A gateway bumps its seq every ``refresh_ms``; a new seq of a
+selected route is news (``news``: the node hastens its trickle timer, see
+``Trickle.hasten``), so it crosses the district within minutes. Only the gateway makes seqs, so a route whose
+seq has not moved for ``live_ms`` has no live gateway behind it: its
+entries at that seq are dropped and the FD becomes a tombstone (that seq is
+never feasible again, so a neighbour still repeating it cannot revive the
+route) until a newer seq comes or ``route_ttl_ms`` passes. Hence a dead
+gateway leaves every route table within ``live_ms`` plus one expiry sweep.
+A gateway that hears its own address with a seq newer than its own (its seq
+from before a restart) jumps past it; a node hearing a seq older than its
+tombstone asks for a newer one.
 """
 
 try:
@@ -83,7 +97,8 @@ class RouteTable:
     """
 
     def __init__(self, address, now_ms, gateway=False, uplink=255, load=0,
-                 route_ttl_ms=3 * 3600000, neighbour_ttl_ms=3 * 3600000):
+                 route_ttl_ms=3 * 3600000, neighbour_ttl_ms=3 * 3600000,
+                 live_ms=0, refresh_ms=0):
         self.address = address
         self.gateway = gateway
         self.uplink = uplink
@@ -93,12 +108,18 @@ class RouteTable:
         self.neighbour_ttl_ms = neighbour_ttl_ms
         self.links = {}               # neighbour -> Link
         self.entries = {}             # gw -> {neighbour: [Advert, heard tick]}
-        self.fd = {}                  # gw -> [seq, cost]: feasibility distance
+        self.live_ms = live_ms        # a route's seq unmoved this long: gateway dead (0: off)
+        self.refresh_ms = refresh_ms  # a gateway bumps its seq this often (0: never)
+        self._bumped = now_ms         # tick of our last seq bump (a gateway)
+        self._now = now_ms            # tick of the latest input
+        self.fd = {}                  # gw -> [seq, cost, tick seq came]: feasibility
+                                      # distance; cost -1: a tombstone (seq stale)
         self.selected = {}            # gw -> (neighbour, cost, Advert)
         self.requests = {}            # gw -> seq of a REQ to send (or forward)
         self.retract = {}             # gw -> seq of a retraction to send once
         self.refused = 0              # adverts refused as infeasible or looping
         self.stale = False            # an input of the choice moved since _select_all
+        self.news = False             # a route took a newer seq (the caller clears it)
         self._cands = {}              # gw -> _candidates(gw) while no input moves
 
     # -- input -------------------------------------------------------------
@@ -121,6 +142,7 @@ class RouteTable:
         ``select`` False leaves choosing routes to the caller."""
         if neighbour == self.address:
             return False
+        self._now = now_ms
         self._revive(neighbour, now_ms)
         gw = advert.gateway
         if gw == self.address and self.gateway:
@@ -130,7 +152,10 @@ class RouteTable:
                 # newer than the one it knows (a request with a stale seq
                 # taken as consistent left the gateway silent for good)
                 if not seq_newer(self.seq, advert.seq):
-                    self.seq = (self.seq + 1) & 0xFFFF
+                    self._bump(advert.seq, now_ms)
+                return True
+            if seq_newer(advert.seq, self.seq):        # our seq from before a restart
+                self._bump(advert.seq, now_ms)
                 return True
             return seq_newer(self.seq, advert.seq)    # it holds an older seq: speak up
         changed = False
@@ -158,6 +183,13 @@ class RouteTable:
         per[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
+            fd = self.fd.get(gw)
+            if fd is not None and fd[1] < 0 and seq_newer(fd[0], advert.seq) and \
+                    advert.cost != INFINITE and gw not in self.requests:
+                # a seq older than our tombstone's: its gateway restarted and
+                # counts from 0 again; ask it for one newer than ours
+                self.requests[gw] = fd[0]
+                changed = True
         if not select:
             return changed
         return self._select_all() or changed
@@ -210,6 +242,7 @@ class RouteTable:
     def tx_result(self, neighbour, acked, now_ms):
         """A unicast to ``neighbour`` was acked or not; True if the parent
         changed (acks stopped: the backup takes over at once)."""
+        self._now = now_ms
         link = self.links.get(neighbour)
         if link is None:
             return False
@@ -221,9 +254,26 @@ class RouteTable:
         link.mark = c
         return self._select_all()
 
+    def refresh(self, now_ms):
+        """A gateway's periodic seq bump (its liveness signal), due every
+        ``refresh_ms``; True if the seq moved (advertise it soon)."""
+        if not self.gateway or not self.refresh_ms or \
+                ticks_diff(now_ms, self._bumped) < self.refresh_ms:
+            return False
+        self._bump(self.seq, now_ms)
+        self.news = True
+        return True
+
+    def _bump(self, past, now_ms):
+        self.seq = (past + 1) & 0xFFFF
+        self._bumped = now_ms
+
     def expire(self, now_ms):
-        """Forget stale neighbours and entries; True if a route changed."""
-        gone = False
+        """Forget stale neighbours and entries, and routes whose gateway's
+        seq stopped moving (see the module docstring); True if a route
+        changed."""
+        self._now = now_ms
+        gone = self._stale_gateways(now_ms)
         for n in list(self.links):
             if ticks_diff(now_ms, self.links[n].last_heard) > self.neighbour_ttl_ms:
                 del self.links[n]
@@ -241,6 +291,36 @@ class RouteTable:
             if not per:
                 del self.entries[gw]
         return self._select_all() if gone else False
+
+    def _stale_gateways(self, now_ms):
+        """Tombstone every FD whose seq is older than ``live_ms`` (its
+        entries at that seq or older go); forget tombstones after
+        ``route_ttl_ms``. True if entries went."""
+        gone = False
+        for gw in list(self.fd):
+            fd = self.fd[gw]
+            age = ticks_diff(now_ms, fd[2])
+            if fd[1] < 0:
+                if age > self.route_ttl_ms:            # long gone: forget it all
+                    self._drop_up_to(gw, fd[0])
+                    del self.fd[gw]
+                    gone = True
+                continue
+            if not self.live_ms or age <= self.live_ms:
+                continue
+            fd[1] = -1
+            fd[2] = now_ms
+            self._drop_up_to(gw, fd[0])
+            gone = True
+        return gone
+
+    def _drop_up_to(self, gw, seq):
+        per = self.entries.get(gw, {})
+        for n in list(per):
+            if not seq_newer(per[n][0].seq, seq):
+                del per[n]
+        if not per:
+            self.entries.pop(gw, None)
 
     # -- choice ------------------------------------------------------------
     def feasible(self, gw, neighbour, advert):
@@ -294,7 +374,8 @@ class RouteTable:
                 if gw in self.selected:
                     del self.selected[gw]
                     self.retract[gw] = self.fd[gw][0]
-                del self.fd[gw]
+                if self.fd[gw][1] >= 0:                # a tombstone stays (expire)
+                    del self.fd[gw]
                 self.requests.pop(gw, None)
         for gw in self.entries:
             cands = self._candidates(gw)
@@ -314,7 +395,8 @@ class RouteTable:
             self.retract.pop(gw, None)
             fd = self.fd.get(gw)
             if fd is None or seq_newer(adv.seq, fd[0]):
-                self.fd[gw] = [adv.seq, cost]
+                self.fd[gw] = [adv.seq, cost, self._now]
+                self.news = True                       # a new seq: pass it on soon
                 if gw in self.requests and seq_newer(adv.seq, self.requests[gw]):
                     del self.requests[gw]              # answered
             elif cost < fd[1]:

@@ -101,6 +101,16 @@ class Trickle:
         if self.interval > self.imin:
             self.reset(now_ms)
 
+    def hasten(self, now_ms, cap_ms):
+        """News that must travel but changes no route (a gateway's new seq):
+        if the current interval is longer than ``cap_ms``, start one of
+        ``cap_ms`` (at least Imin) now; it doubles back up from there. Cheaper
+        than a reset to Imin, and bounds the wait for our next advert."""
+        cap = max(self.imin, min(cap_ms, self.imax))
+        if self.interval > cap:
+            self.interval = cap
+            self._start(now_ms)
+
     def reset(self, now_ms):
         """External event (§4.2 rule 6 / §5): I = Imin, new interval now."""
         self.interval = self.imin
