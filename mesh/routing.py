@@ -29,19 +29,8 @@ with no feasible route retracts (cost 0xFFFF) with REQ set; REQ travels up
 (each node forwards it once per seq) and the gateway answers with a new seq.
 Uplink packets name their gateway and each relay forwards by ``next_hop(gw)``.
 
-Gateway liveness (a gateway that dies silently is otherwise noticed only by
-the nodes that send to it, and relays keep advertising its last seq: ghost
-routes). A gateway bumps its seq every ``refresh_ms``; a new seq of a
-selected route is news (``news``: the node hastens its trickle timer, see
-``Trickle.hasten``), so it crosses the district within minutes. Only the gateway makes seqs, so a route whose
-seq has not moved for ``live_ms`` has no live gateway behind it: its
-entries at that seq are dropped and the FD becomes a tombstone (that seq is
-never feasible again, so a neighbour still repeating it cannot revive the
-route) until a newer seq comes or ``route_ttl_ms`` passes. Hence a dead
-gateway leaves every route table within ``live_ms`` plus one expiry sweep.
-A gateway that hears its own address with a seq newer than its own (its seq
-from before a restart) jumps past it; a node hearing a seq older than its
-tombstone asks for a newer one.
+Gateway liveness (a route whose gateway's seq stopped moving dies, a
+tombstone keeps it dead): ``mesh.liveness``, a base of ``RouteTable``.
 """
 
 try:
@@ -64,6 +53,7 @@ from mesh.advert import (  # noqa: F401  (re-exported: the advert codec)
 )
 from mesh.duty import ticks_diff
 from mesh.etx import COST_SCALE, FAIL_LIMIT, MAX_LINK_COST, Link  # noqa: F401  (re-exported)
+from mesh.liveness import GatewayLiveness
 
 HOP_PENALTY = const(32)
 SWITCH_HYSTERESIS = const(64)
@@ -86,7 +76,7 @@ def budget_penalty(budget):
     return (64 - budget) * 8 if budget < 64 else 0
 
 
-class RouteTable:
+class RouteTable(GatewayLiveness):
     """One node's routes to every gateway it hears of.
 
     ``gateway`` True makes this node a gateway (it routes to itself at
@@ -254,20 +244,6 @@ class RouteTable:
         link.mark = c
         return self._select_all()
 
-    def refresh(self, now_ms):
-        """A gateway's periodic seq bump (its liveness signal), due every
-        ``refresh_ms``; True if the seq moved (advertise it soon)."""
-        if not self.gateway or not self.refresh_ms or \
-                ticks_diff(now_ms, self._bumped) < self.refresh_ms:
-            return False
-        self._bump(self.seq, now_ms)
-        self.news = True
-        return True
-
-    def _bump(self, past, now_ms):
-        self.seq = (past + 1) & 0xFFFF
-        self._bumped = now_ms
-
     def expire(self, now_ms):
         """Forget stale neighbours and entries, and routes whose gateway's
         seq stopped moving (see the module docstring); True if a route
@@ -291,36 +267,6 @@ class RouteTable:
             if not per:
                 del self.entries[gw]
         return self._select_all() if gone else False
-
-    def _stale_gateways(self, now_ms):
-        """Tombstone every FD whose seq is older than ``live_ms`` (its
-        entries at that seq or older go); forget tombstones after
-        ``route_ttl_ms``. True if entries went."""
-        gone = False
-        for gw in list(self.fd):
-            fd = self.fd[gw]
-            age = ticks_diff(now_ms, fd[2])
-            if fd[1] < 0:
-                if age > self.route_ttl_ms:            # long gone: forget it all
-                    self._drop_up_to(gw, fd[0])
-                    del self.fd[gw]
-                    gone = True
-                continue
-            if not self.live_ms or age <= self.live_ms:
-                continue
-            fd[1] = -1
-            fd[2] = now_ms
-            self._drop_up_to(gw, fd[0])
-            gone = True
-        return gone
-
-    def _drop_up_to(self, gw, seq):
-        per = self.entries.get(gw, {})
-        for n in list(per):
-            if not seq_newer(per[n][0].seq, seq):
-                del per[n]
-        if not per:
-            self.entries.pop(gw, None)
 
     # -- choice ------------------------------------------------------------
     def feasible(self, gw, neighbour, advert):
