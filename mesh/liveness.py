@@ -9,8 +9,9 @@ from each other. Only a gateway makes its seqs, so:
 - a gateway bumps its seq every ``refresh_ms`` (``refresh``);
 - a node taking a newer seq sets ``news`` (``RouteTable._select_all``), and
   its caller hastens its trickle timer (``Trickle.hasten``) to pass it on;
-- a route whose seq has not moved for ``live_ms`` has no live gateway
-  behind it: its entries at that seq or older go and its FD becomes a
+- a gateway none of whose seqs heard (from any neighbour, ``live``) has
+  moved for ``live_ms`` is dead: its entries at that seq or older go and its
+  FD becomes a
   tombstone (cost -1: that seq is never feasible again, so a neighbour still
   repeating it cannot revive the route) until a newer seq comes or
   ``route_ttl_ms`` passes (``_stale_gateways``, run by ``expire``).
@@ -52,15 +53,21 @@ class GatewayLiveness:
         gone = False
         for gw in list(self.fd):
             fd = self.fd[gw]
-            age = ticks_diff(now_ms, fd[2])
             if fd[1] < 0:
-                if age > self.route_ttl_ms:            # long gone: forget it all
+                if ticks_diff(now_ms, fd[2]) > self.route_ttl_ms:   # long gone: forget it
                     self._drop_up_to(gw, fd[0])
                     del self.fd[gw]
+                    self.live.pop(gw, None)
                     gone = True
                 continue
-            if not self.live_ms or age <= self.live_ms:
+            # the newest seq heard from any neighbour, not only our parent's:
+            # a quiet parent (trickle-suppressed) may hold it without saying
+            seen = self.live.get(gw)
+            if seen is None or seq_newer(fd[0], seen[0]):
+                seen = self.live[gw] = [fd[0], fd[2]]
+            if not self.live_ms or ticks_diff(now_ms, seen[1]) <= self.live_ms:
                 continue
+            fd[0] = seen[0]
             fd[1] = -1
             fd[2] = now_ms
             self._drop_up_to(gw, fd[0])

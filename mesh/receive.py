@@ -119,8 +119,9 @@ class Receiver:
             changed = True            # a neighbour without a route: tell it ours soon
         if changed:
             self.trickle.hear_inconsistent(now)
-        else:
+        elif r.news:                  # a new gateway seq, or a neighbour behind on one
             self._news(now)
+        else:
             self.trickle.hear_consistent()
 
     def _ack(self, link_no, h, status):

@@ -102,6 +102,7 @@ class RouteTable(GatewayLiveness):
         self.refresh_ms = refresh_ms  # a gateway bumps its seq this often (0: never)
         self._bumped = now_ms         # tick of our last seq bump (a gateway)
         self._now = now_ms            # tick of the latest input
+        self.live = {}                # gw -> [newest seq heard of it, tick it came]
         self.fd = {}                  # gw -> [seq, cost, tick seq came]: feasibility
                                       # distance; cost -1: a tombstone (seq stale)
         self.selected = {}            # gw -> (neighbour, cost, Advert)
@@ -160,11 +161,23 @@ class RouteTable(GatewayLiveness):
                 # a route); siblings do not flood it through the district
                 self.requests[gw] = advert.seq
                 changed = True
+        mine = self.selected.get(gw)
+        if mine is not None and mine[0] != neighbour and advert.cost != INFINITE and \
+                seq_newer(mine[2].seq, advert.seq):
+            # it is behind on the gateway's seq (and can take ours: we do not
+            # route through it): not consistent, pass the seq on (RFC 6206
+            # §4.2: older news heard is an inconsistency; counted consistent,
+            # it suppressed the very adverts that carry the liveness seq)
+            self.news = True
         if self._hold(gw, neighbour, advert, now_ms):
             if gw not in self.requests:
                 self.requests[gw] = advert.seq         # ask the gateway for a new seq
                 changed = True
             return changed
+        if advert.cost != INFINITE:
+            seen = self.live.get(gw)
+            if seen is None or seq_newer(advert.seq, seen[0]):
+                self.live[gw] = [advert.seq, now_ms]   # its gateway lived lately
         per = self.entries.setdefault(gw, {})
         old = per.get(neighbour)
         if old is None or not _same(old[0], advert):
@@ -322,6 +335,7 @@ class RouteTable(GatewayLiveness):
                     self.retract[gw] = self.fd[gw][0]
                 if self.fd[gw][1] >= 0:                # a tombstone stays (expire)
                     del self.fd[gw]
+                    self.live.pop(gw, None)
                 self.requests.pop(gw, None)
         for gw in self.entries:
             cands = self._candidates(gw)

@@ -256,3 +256,18 @@ def test_a_restarted_gateway_is_asked_past_the_tombstone():
     # a gateway hearing a route to itself with a seq from before its restart jumps too
     gw2 = RouteTable(2, 0, gateway=True)
     assert gw2.hear(10, Advert(2, 9, 255, 0, 300, 2, 255, 4), 0) and gw2.seq == 10
+
+
+def test_seq_news_and_liveness_from_any_neighbour():
+    me = RouteTable(10, 0, live_ms=1000)
+    me.hear(5, Advert(1, 7, 255, 0, 300, 2, 255, 4), 0)
+    assert me.news                              # a new seq taken: pass it on
+    me.news = False
+    me.hear(6, Advert(1, 6, 255, 0, 300, 2, 255, 4), 10)   # 6 is behind on G1's seq:
+    assert me.news                                          # not consistent, news
+    # a newer seq heard via a neighbour that is not our parent (ours is quiet,
+    # trickle-suppressed) still proves G1 lived lately
+    me.hear(6, Advert(1, 8, 255, 0, 900, 4, 255, 4), 600)
+    assert me.best()[:2] == (1, 5)
+    assert not me.expire(1500) and me.best()[:2] == (1, 5)
+    assert me.expire(1601) and me.best() is None            # 1000 ms after seq 8
