@@ -134,6 +134,9 @@ DEFAULTS = {
     "gateway_refresh_ms": 600000,     # a gateway bumps its seq this often (its liveness)
     "route_live_ms": 1500000,         # a route whose seq has not moved this long is dead
     "seq_hasten_ms": 75000,           # a new seq is advertised within this (trickle cap)
+    "sync_jitter_ms": None,           # a sync advert (epoch news) goes within this
+                                      # (default trickle Imin / 2: 1 s UDP, 15 s LoRa)
+    "sync_gap_ms": None,              # and at most once per this (default 2 Imin)
     "downward_ttl_ms": 6 * 3600000,
     "housekeeping_ms": 60000,         # expiry sweeps run this often
     "mtu": None,                      # fragment for this MTU (default: the smallest link's)
@@ -146,7 +149,8 @@ COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adv
             "busy_in", "busy_out", "refused_in", "refused_out", "forwarded", "delivered",
             "duplicates", "hop_limit", "no_route", "corrupt", "reassembly_timeouts",
             "reassembly_conflicts", "duty_deferrals", "rerouted", "resent", "dropped_expired",
-            "address_conflicts", "misaddressed", "messages_sent", "messages_failed")
+            "address_conflicts", "misaddressed", "messages_sent", "messages_failed",
+            "sync_adverts")
 REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
 
@@ -204,6 +208,10 @@ class Node(Receiver, Transmitter):
         self.trickle = Trickle(imin, doublings, o["trickle_k"], now_ms, self.rand)
         self.trickle.reset(now_ms)            # a node that (re)starts speaks up soon
         self.reroute_hold_ms = o["reroute_hold_ms"] or 5 * imin
+        self.sync_jitter_ms = o["sync_jitter_ms"] or imin // 2
+        self._sync_due = None                 # tick a sync advert is due (epoch news)
+        self._sync_last = None                # tick of the last one
+        self._told = None                     # epoch our last advert (or queued one) carried
         self.unreachable = {}                 # gateway -> tick its route was first missed
         self.queue = CustodyQueue(o["queue_bytes"], o["own_bytes"])
         self.reasm = Reassembler(o["reassembly_timeout_ms"], o["reassembly_bytes"],
@@ -334,6 +342,7 @@ class Node(Receiver, Transmitter):
         self._check_timeouts(now_ms)
         if self.trickle.on_tick(now_ms):
             self._queue_advert(now_ms)
+        self._sync(now_ms)
         if self.routes.gateway and self.queue.items:
             self._absorb(now_ms)
         for i in range(len(self.links)):
