@@ -83,9 +83,9 @@ class Receiver:
         nr = self.neigh.get(tx)
         if nr is None:
             nr = self.neigh[tx] = Neighbour(link_no, now_ms)
-        if before is None or self.sec.peers[tx][0] != before:
-            nr.confirmed = 0          # new to us, or it rebooted: it lacks our epoch,
-            nr.asked = False          # which only an ACK or ADVERT of ours carries
+        if before is not None and self.sec.peers[tx][0] != before:
+            nr.confirmed = 0          # it rebooted: it lost our epoch, which
+            nr.asked = False          # only an ACK or ADVERT of ours carries
             self._want_sync(now_ms)
         nr.link = link_no
         nr.rssi = rssi

@@ -25,7 +25,7 @@ from mesh.routing import pack_adverts
 ACK_FRAME = 15          # long ACK header (11) + tag
 DATA_HEADER = 12        # data-like frames are never long (mesh.packet)
 SYNC_MISSES = 2         # unanswered attempts before a sync advert is asked for
-UNSYNC_MISSES = 4       # ... before a neighbour is no longer taken to have our epoch
+UNSYNC_MISSES = 8       # ... before a neighbour is no longer taken to have our epoch
 ACK_RESERVE = 10        # data leaves a tenth of the duty budget to acks and adverts
 
 
