@@ -77,6 +77,7 @@ def _extras(sc: dict[str, Any], out: dict[str, Any], det: dict[str, Any]) -> dic
         ex["reroute"] = [{"gateway": w["gateway"], "at_h": w["at_h"], "affected": w["affected"],
                           "max_s": max(w["rerouted_s"].values(), default=None),
                           "p50_s": _median(list(w["rerouted_s"].values())),
+                          "p95_s": _pct(list(w["rerouted_s"].values()), 0.95),
                           "not_rerouted": w["not_rerouted"]} for w in mesh.reroute]
         ex["batches_lost"] = len(m.created) - sum(1 for k in m.created if k in first)
     return ex
@@ -102,6 +103,10 @@ def _per(airtime_us: int, n: int) -> float | None:
 
 def _median(v: list[float]) -> float | None:
     return sorted(v)[len(v) // 2] if v else None
+
+
+def _pct(v: list[float], q: float) -> float | None:
+    return sorted(v)[min(len(v) - 1, int(len(v) * q))] if v else None
 
 
 def _targets(name: str, out: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:

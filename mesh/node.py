@@ -131,6 +131,12 @@ DEFAULTS = {
     "trickle_doublings": None,        # default 8 on UDP-only nodes (8.5 min), 7 with LoRa (64 min)
     "trickle_k": 2,
     "route_ttl_ms": 3 * 3600000,
+    "gateway_refresh_ms": 600000,     # a gateway bumps its seq this often (its liveness)
+    "route_live_ms": 1500000,         # a route whose seq has not moved this long is dead
+    "seq_hasten_ms": 75000,           # a new seq is advertised within this (trickle cap)
+    "sync_jitter_ms": None,           # a sync advert (epoch news) goes within this
+                                      # (default trickle Imin / 2: 1 s UDP, 15 s LoRa)
+    "sync_gap_ms": None,              # and at most once per this (default 2 Imin)
     "downward_ttl_ms": 6 * 3600000,
     "housekeeping_ms": 60000,         # expiry sweeps run this often
     "mtu": None,                      # fragment for this MTU (default: the smallest link's)
@@ -143,7 +149,8 @@ COUNTERS = ("frames_in", "frames_out", "overheard", "data_out", "acks_out", "adv
             "busy_in", "busy_out", "refused_in", "refused_out", "forwarded", "delivered",
             "duplicates", "hop_limit", "no_route", "corrupt", "reassembly_timeouts",
             "reassembly_conflicts", "duty_deferrals", "rerouted", "resent", "dropped_expired",
-            "address_conflicts", "misaddressed", "messages_sent", "messages_failed")
+            "address_conflicts", "misaddressed", "messages_sent", "messages_failed",
+            "sync_adverts")
 REFUSALS = ("malformed", "unsynced", "bad_tag", "replay", "own_address", "address_conflict")
 
 
@@ -194,11 +201,17 @@ class Node(Receiver, Transmitter):
         self.duty = DutyCycleBudget()
         self.routes = RouteTable(self.address, now_ms, gateway=(role == "gateway"),
                                  route_ttl_ms=o["route_ttl_ms"],
-                                 neighbour_ttl_ms=o["route_ttl_ms"])
+                                 neighbour_ttl_ms=o["route_ttl_ms"],
+                                 live_ms=o["route_live_ms"],
+                                 refresh_ms=o["gateway_refresh_ms"])
         self.down = DownwardRoutes(ttl_ms=o["downward_ttl_ms"])
         self.trickle = Trickle(imin, doublings, o["trickle_k"], now_ms, self.rand)
         self.trickle.reset(now_ms)            # a node that (re)starts speaks up soon
         self.reroute_hold_ms = o["reroute_hold_ms"] or 5 * imin
+        self.sync_jitter_ms = o["sync_jitter_ms"] or imin // 2
+        self._sync_due = None                 # tick a sync advert is due (epoch news)
+        self._sync_last = None                # tick of the last one
+        self._told = None                     # epoch our last advert (or queued one) carried
         self.unreachable = {}                 # gateway -> tick its route was first missed
         self.queue = CustodyQueue(o["queue_bytes"], o["own_bytes"])
         self.reasm = Reassembler(o["reassembly_timeout_ms"], o["reassembly_bytes"],
@@ -329,6 +342,7 @@ class Node(Receiver, Transmitter):
         self._check_timeouts(now_ms)
         if self.trickle.on_tick(now_ms):
             self._queue_advert(now_ms)
+        self._sync(now_ms)
         if self.routes.gateway and self.queue.items:
             self._absorb(now_ms)
         for i in range(len(self.links)):
@@ -342,6 +356,8 @@ class Node(Receiver, Transmitter):
     def _housekeeping(self, now):
         if self.routes.expire(now):
             self.trickle.hear_inconsistent(now)
+        self.routes.refresh(now)                # a gateway's liveness: a new seq
+        self._news(now)
         self.down.expire(now)
         self.counters["reassembly_timeouts"] += self.reasm.expire(now)
         keep = self.opt["dedup_ms"]
@@ -366,6 +382,13 @@ class Node(Receiver, Transmitter):
         for nb in [n for n, nr in self.neigh.items() if ticks_diff(now, nr.last_heard) > gone]:
             if not any(nb in st.outstanding for st in self.lstate):
                 del self.neigh[nb]
+
+    def _news(self, now):
+        """A new gateway seq to pass on (``RouteTable.news``): advertise
+        within ``seq_hasten_ms`` (a full trickle reset is for route changes)."""
+        if self.routes.news:
+            self.routes.news = False
+            self.trickle.hasten(now, self.opt["seq_hasten_ms"])
 
     def stats(self, now_ms):
         return node_stats(self, now_ms)

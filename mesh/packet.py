@@ -13,7 +13,10 @@ Common part (6 bytes; 8 with the L flag)::
     bytes 4-5   counter (16 bits)                   low half of the sender's frame counter
     bytes 6-7   epoch (16 bits), only when L = 1    high half (the persisted boot epoch)
 
-DATA (up), DOWN, PING, PONG add 6 bytes (12 in all, 14 with L)::
+DATA (up), DOWN, PING, PONG add 6 bytes, 12 in all, and are always short:
+L on a data-like frame is refused (``reason "long"``) and never encoded, so
+a LoRa data frame's header is 12 bytes whatever happens (the epoch travels
+in ACK and ADVERT only, docs/mesh.md §3.2)::
 
     bytes 0-2   origin (12 bits) | dest (12 bits)
     byte  3     message id (per origin, wraps at 256)
@@ -21,9 +24,10 @@ DATA (up), DOWN, PING, PONG add 6 bytes (12 in all, 14 with L)::
                 P priority 0..3, Z = last fragment, D = downward (1 for DOWN,
                 0 for DATA, either for PING/PONG), 0 reserved, I index 0..1023
 
-ACK adds 3 bytes (9 in all, 11 with L): acked counter (16 bits), status
+ACK adds 3 bytes (9 in all, 11 with L; sent with L): acked counter (16 bits), status
 (0 ok, 1 busy: not taken, keep it and retry later, 2 refused: cannot be
-forwarded by me, try another neighbour). ADVERT adds nothing; rx = 0xFFF.
+forwarded by me, try another neighbour). ADVERT adds nothing; rx = 0xFFF
+(sent with L).
 The body is the CCM ciphertext of the payload followed by a 4-byte tag.
 """
 
@@ -66,7 +70,8 @@ def _err(reason, **fields):
 
 class Header:
     """The clear header of one frame (fields as in the module docstring).
-    ``epoch`` is None in the short form (no L flag)."""
+    ``epoch`` is None in the short form (no L flag); a data-like header
+    must have None (``to_bytes`` raises ``MeshProtocolError`` "long")."""
 
     __slots__ = ("ptype", "hops", "tx", "rx", "counter", "epoch", "origin", "dest",
                  "msgid", "prio", "last", "down", "index", "acked", "status")
@@ -99,6 +104,8 @@ class Header:
 
     def to_bytes(self):
         long = self.epoch is not None
+        if long and self.ptype in DATA_LIKE:
+            raise _err("long", type=self.ptype)
         out = bytearray(self.size())
         out[0] = (self.ptype << 5) | (0x10 if long else 0) | (self.hops & 15)
         a = (self.tx << 12) | self.rx
@@ -141,6 +148,8 @@ class Header:
         h = cls(ptype, a >> 12, a & 0xFFF, (frame[4] << 8) | frame[5], None, b0 & 15)
         i = COMMON_LEN
         if b0 & 0x10:
+            if ptype in DATA_LIKE:
+                raise _err("long", type=ptype)
             if n < 8:
                 raise _err("truncated", size=n)
             h.epoch = (frame[6] << 8) | frame[7]

@@ -34,11 +34,12 @@ from mesh.packet import (
 )
 from mesh.routing import unpack_adverts
 
-FRAME_OVERHEAD = 14 + TAG_LEN         # longest data header + tag
+FRAME_OVERHEAD = 12 + TAG_LEN         # data header (never long, mesh.packet) + tag
 
 
 class Neighbour:
-    __slots__ = ("link", "rssi", "snr", "snr_avg", "last_heard", "confirmed", "frames")
+    __slots__ = ("link", "rssi", "snr", "snr_avg", "last_heard", "confirmed", "frames",
+                 "misses", "asked")
 
     def __init__(self, link, now_ms):
         self.link = link
@@ -48,6 +49,8 @@ class Neighbour:
         self.last_heard = now_ms
         self.confirmed = 0            # our epoch once it acked a frame of ours in it
         self.frames = 0
+        self.misses = 0               # ack timeouts in a row
+        self.asked = False            # a sync advert was asked for it since its last ack
 
 
 class Receiver:
@@ -71,14 +74,19 @@ class Receiver:
         try:
             h, payload = self.sec.open(frame, h, hlen)
         except MeshProtocolError as e:
-            self._refuse(e.fields.get("reason", "malformed"))
+            reason = e.fields.get("reason", "malformed")
+            self._refuse(reason)
+            if reason == "unsynced":  # we lost its epoch (we restarted): our advert
+                self._want_sync(now_ms)   # shows ours is new, so it tells us its own
             return None
         self._dirty = True            # only a frame we accepted changes what is due
         nr = self.neigh.get(tx)
         if nr is None:
             nr = self.neigh[tx] = Neighbour(link_no, now_ms)
-        elif before is not None and self.sec.peers[tx][0] != before:
-            nr.confirmed = 0          # it rebooted: it lost our epoch
+        if before is not None and self.sec.peers[tx][0] != before:
+            nr.confirmed = 0          # it rebooted: it lost our epoch, which
+            nr.asked = False          # only an ACK or ADVERT of ours carries
+            self._want_sync(now_ms)
         nr.link = link_no
         nr.rssi = rssi
         nr.snr = snr
@@ -119,6 +127,8 @@ class Receiver:
             changed = True            # a neighbour without a route: tell it ours soon
         if changed:
             self.trickle.hear_inconsistent(now)
+        elif r.news:                  # a new gateway seq, or a neighbour behind on one
+            self._news(now)
         else:
             self.trickle.hear_consistent()
 

@@ -28,6 +28,9 @@ advertised parent is this node; never at HOP_LIMIT hops or more. A node left
 with no feasible route retracts (cost 0xFFFF) with REQ set; REQ travels up
 (each node forwards it once per seq) and the gateway answers with a new seq.
 Uplink packets name their gateway and each relay forwards by ``next_hop(gw)``.
+
+Gateway liveness (a route whose gateway's seq stopped moving dies, a
+tombstone keeps it dead): ``mesh.liveness``, a base of ``RouteTable``.
 """
 
 try:
@@ -50,6 +53,7 @@ from mesh.advert import (  # noqa: F401  (re-exported: the advert codec)
 )
 from mesh.duty import ticks_diff
 from mesh.etx import COST_SCALE, FAIL_LIMIT, MAX_LINK_COST, Link  # noqa: F401  (re-exported)
+from mesh.liveness import GatewayLiveness
 
 HOP_PENALTY = const(32)
 SWITCH_HYSTERESIS = const(64)
@@ -72,7 +76,7 @@ def budget_penalty(budget):
     return (64 - budget) * 8 if budget < 64 else 0
 
 
-class RouteTable:
+class RouteTable(GatewayLiveness):
     """One node's routes to every gateway it hears of.
 
     ``gateway`` True makes this node a gateway (it routes to itself at
@@ -83,7 +87,8 @@ class RouteTable:
     """
 
     def __init__(self, address, now_ms, gateway=False, uplink=255, load=0,
-                 route_ttl_ms=3 * 3600000, neighbour_ttl_ms=3 * 3600000):
+                 route_ttl_ms=3 * 3600000, neighbour_ttl_ms=3 * 3600000,
+                 live_ms=0, refresh_ms=0):
         self.address = address
         self.gateway = gateway
         self.uplink = uplink
@@ -93,12 +98,19 @@ class RouteTable:
         self.neighbour_ttl_ms = neighbour_ttl_ms
         self.links = {}               # neighbour -> Link
         self.entries = {}             # gw -> {neighbour: [Advert, heard tick]}
-        self.fd = {}                  # gw -> [seq, cost]: feasibility distance
+        self.live_ms = live_ms        # a route's seq unmoved this long: gateway dead (0: off)
+        self.refresh_ms = refresh_ms  # a gateway bumps its seq this often (0: never)
+        self._bumped = now_ms         # tick of our last seq bump (a gateway)
+        self._now = now_ms            # tick of the latest input
+        self.live = {}                # gw -> [newest seq heard of it, tick it came]
+        self.fd = {}                  # gw -> [seq, cost, tick seq came]: feasibility
+                                      # distance; cost -1: a tombstone (seq stale)
         self.selected = {}            # gw -> (neighbour, cost, Advert)
         self.requests = {}            # gw -> seq of a REQ to send (or forward)
         self.retract = {}             # gw -> seq of a retraction to send once
         self.refused = 0              # adverts refused as infeasible or looping
         self.stale = False            # an input of the choice moved since _select_all
+        self.news = False             # a route took a newer seq (the caller clears it)
         self._cands = {}              # gw -> _candidates(gw) while no input moves
 
     # -- input -------------------------------------------------------------
@@ -121,6 +133,7 @@ class RouteTable:
         ``select`` False leaves choosing routes to the caller."""
         if neighbour == self.address:
             return False
+        self._now = now_ms
         self._revive(neighbour, now_ms)
         gw = advert.gateway
         if gw == self.address and self.gateway:
@@ -130,7 +143,10 @@ class RouteTable:
                 # newer than the one it knows (a request with a stale seq
                 # taken as consistent left the gateway silent for good)
                 if not seq_newer(self.seq, advert.seq):
-                    self.seq = (self.seq + 1) & 0xFFFF
+                    self._bump(advert.seq, now_ms)
+                return True
+            if seq_newer(advert.seq, self.seq):        # our seq from before a restart
+                self._bump(advert.seq, now_ms)
                 return True
             return seq_newer(self.seq, advert.seq)    # it holds an older seq: speak up
         changed = False
@@ -145,11 +161,23 @@ class RouteTable:
                 # a route); siblings do not flood it through the district
                 self.requests[gw] = advert.seq
                 changed = True
+        mine = self.selected.get(gw)
+        if mine is not None and mine[0] != neighbour and advert.cost != INFINITE and \
+                seq_newer(mine[2].seq, advert.seq):
+            # it is behind on the gateway's seq (and can take ours: we do not
+            # route through it): not consistent, pass the seq on (RFC 6206
+            # §4.2: older news heard is an inconsistency; counted consistent,
+            # it suppressed the very adverts that carry the liveness seq)
+            self.news = True
         if self._hold(gw, neighbour, advert, now_ms):
             if gw not in self.requests:
                 self.requests[gw] = advert.seq         # ask the gateway for a new seq
                 changed = True
             return changed
+        if advert.cost != INFINITE:
+            seen = self.live.get(gw)
+            if seen is None or seq_newer(advert.seq, seen[0]):
+                self.live[gw] = [advert.seq, now_ms]   # its gateway lived lately
         per = self.entries.setdefault(gw, {})
         old = per.get(neighbour)
         if old is None or not _same(old[0], advert):
@@ -158,6 +186,13 @@ class RouteTable:
         per[neighbour] = [advert, now_ms]
         if not self.feasible(gw, neighbour, advert):
             self.refused += 1
+            fd = self.fd.get(gw)
+            if fd is not None and fd[1] < 0 and seq_newer(fd[0], advert.seq) and \
+                    advert.cost != INFINITE and gw not in self.requests:
+                # a seq older than our tombstone's: its gateway restarted and
+                # counts from 0 again; ask it for one newer than ours
+                self.requests[gw] = fd[0]
+                changed = True
         if not select:
             return changed
         return self._select_all() or changed
@@ -210,6 +245,7 @@ class RouteTable:
     def tx_result(self, neighbour, acked, now_ms):
         """A unicast to ``neighbour`` was acked or not; True if the parent
         changed (acks stopped: the backup takes over at once)."""
+        self._now = now_ms
         link = self.links.get(neighbour)
         if link is None:
             return False
@@ -222,8 +258,11 @@ class RouteTable:
         return self._select_all()
 
     def expire(self, now_ms):
-        """Forget stale neighbours and entries; True if a route changed."""
-        gone = False
+        """Forget stale neighbours and entries, and routes whose gateway's
+        seq stopped moving (see the module docstring); True if a route
+        changed."""
+        self._now = now_ms
+        gone = self._stale_gateways(now_ms)
         for n in list(self.links):
             if ticks_diff(now_ms, self.links[n].last_heard) > self.neighbour_ttl_ms:
                 del self.links[n]
@@ -294,7 +333,9 @@ class RouteTable:
                 if gw in self.selected:
                     del self.selected[gw]
                     self.retract[gw] = self.fd[gw][0]
-                del self.fd[gw]
+                if self.fd[gw][1] >= 0:                # a tombstone stays (expire)
+                    del self.fd[gw]
+                    self.live.pop(gw, None)
                 self.requests.pop(gw, None)
         for gw in self.entries:
             cands = self._candidates(gw)
@@ -314,7 +355,8 @@ class RouteTable:
             self.retract.pop(gw, None)
             fd = self.fd.get(gw)
             if fd is None or seq_newer(adv.seq, fd[0]):
-                self.fd[gw] = [adv.seq, cost]
+                self.fd[gw] = [adv.seq, cost, self._now]
+                self.news = True                       # a new seq: pass it on soon
                 if gw in self.requests and seq_newer(adv.seq, self.requests[gw]):
                     del self.requests[gw]              # answered
             elif cost < fd[1]:

@@ -30,8 +30,9 @@ end-to-end (the envelope's 8-byte tag at the HES).
 
 Replay: per neighbour, the highest frame counter verified and a 32-frame
 window below it (RFC 4303 §3.4.3 style), updated only after the tag
-verified. A frame whose short header omits the epoch is checked under the
-neighbour's last verified epoch ("unsynced" when none is known).
+verified. A frame whose short header omits the epoch (every data-like
+frame; ACK and ADVERT carry it) is checked under the neighbour's last
+verified epoch ("unsynced" when none is known).
 Known limit: a receiver that reboots forgets the windows; a frame recorded
 before and replayed once after the reboot is accepted (a duplicate the
 delivery layer suppresses; the HES is idempotent).
@@ -39,7 +40,7 @@ delivery layer suppresses; the HES is idempotent).
 
 from drivers.crypto import CryptoFailure, ccm_open, ccm_seal, hkdf
 from mesh import MeshLocalError, MeshProtocolError
-from mesh.packet import BROADCAST, TAG_LEN, Header
+from mesh.packet import BROADCAST, DATA_LIKE, TAG_LEN, Header
 
 SALT = b"wum mesh v1"
 MAX_EPOCH = 0xFFFF
@@ -99,9 +100,12 @@ class LinkSecurity:
         self.epoch = e
         self.counter = 0
 
-    def seal(self, header, payload, long):
+    def seal(self, header, payload, long=None):
         """Stamp ``header`` with the next counter (and the epoch when
-        ``long``) and return the whole frame."""
+        ``long``; by default ACK and ADVERT carry it, data-like frames never
+        do: ``mesh.packet`` refuses L on them) and return the whole frame."""
+        if long is None:
+            long = header.ptype not in DATA_LIKE
         if self.counter > 0xFFFF:
             self._next_epoch()
         header.tx = self.address
@@ -111,6 +115,10 @@ class LinkSecurity:
         aad = header.to_bytes()
         n = nonce(self.address, self.epoch, header.counter)
         return aad + ccm_seal(self._key, n, aad, bytes(payload), TAG_LEN, self._backend)
+
+    def next_epoch(self):
+        """The epoch the next ``seal`` uses (one more when the counter wraps)."""
+        return self.epoch + 1 if self.counter > 0xFFFF else self.epoch
 
     def peek(self, frame):
         """The header alone, MeshProtocolError when malformed (no crypto)."""

@@ -23,6 +23,9 @@ from mesh.packet import ACK, ADVERT, BROADCAST, DATA, DOWN, HOP_LIMIT, TAG_LEN, 
 from mesh.routing import pack_adverts
 
 ACK_FRAME = 15          # long ACK header (11) + tag
+DATA_HEADER = 12        # data-like frames are never long (mesh.packet)
+SYNC_MISSES = 2         # unanswered attempts before a sync advert is asked for
+UNSYNC_MISSES = 8       # ... before a neighbour is no longer taken to have our epoch
 ACK_RESERVE = 10        # data leaves a tenth of the duty budget to acks and adverts
 
 
@@ -50,7 +53,7 @@ class Transmitter:
                     self.counters["acks_skipped"] += 1    # no budget: the sender retries
                     continue
                 h = Header(ACK, self.address, dest, acked=ctr, status=status)
-                self._emit(i, self.sec.seal(h, b"", True), dest, now, out, sf)
+                self._emit(i, self.sec.seal(h, b""), dest, now, out, sf)
                 self.counters["acks_out"] += 1
                 continue
             if st.advert is not None:
@@ -60,8 +63,10 @@ class Transmitter:
                     self.counters["adverts_skipped"] += 1  # trickle says it again later
                     continue
                 h = Header(ADVERT, self.address, BROADCAST)
-                self._emit(i, self.sec.seal(h, payload, True), BROADCAST, now, out)
+                self._emit(i, self.sec.seal(h, payload), BROADCAST, now, out)
                 self.counters["adverts_out"] += 1
+                self._sync_due = None         # it carried our epoch to all who hear us
+                self._told = self.sec.epoch
                 continue
             if st.wait_until is not None:
                 if ticks_diff(now, st.wait_until) < 0:
@@ -70,10 +75,14 @@ class Transmitter:
             pick = self._pick(i, now)
             if pick is None:
                 return
+            if self.sec.next_epoch() != self._told:
+                # a new epoch (start, counter wrap) is told in an advert
+                # before the first data frame sealed under it
+                self._told = self.sec.next_epoch()
+                self._queue_advert(now)
+                continue
             item, nb = pick
-            nr = self.neigh[nb]
-            long = nr.confirmed != self.sec.epoch or item.attempts >= 2
-            size = (14 if long else 12) + len(item.payload) + TAG_LEN
+            size = DATA_HEADER + len(item.payload) + TAG_LEN
             if size > link.mtu:
                 self.queue.remove(item)
                 self._give_up(item, "too_big")
@@ -84,7 +93,7 @@ class Transmitter:
             h = Header(item.ptype, self.address, nb, hops=item.hops, origin=item.origin,
                        dest=item.dest, msgid=item.msgid, prio=item.prio, last=item.last,
                        down=item.down, index=item.index)
-            frame = self.sec.seal(h, item.payload, long)
+            frame = self.sec.seal(h, item.payload)
             item.attempts += 1
             if item.attempts > 1:
                 self.counters["retries"] += 1
@@ -160,6 +169,10 @@ class Transmitter:
             d = ticks_diff(item.due, now)
             if 0 < d < best:
                 best = d
+        if self._sync_due is not None:
+            d = ticks_diff(self._sync_due, now)
+            if d < best:
+                best = d
         return ticks_add(now, max(best, 0))
 
     # -- choice ------------------------------------------------------------
@@ -178,6 +191,8 @@ class Transmitter:
             nr = self.neigh.get(nb)
             if nr is None or nr.link != i or nb in st.outstanding:
                 continue
+            if self._sync_due is not None and nr.confirmed != self.sec.epoch:
+                continue                      # it may lack our epoch: the sync advert first
             return item, nb
         return None
 
@@ -275,9 +290,7 @@ class Transmitter:
                     continue
                 del st.outstanding[nb]
                 self.counters["ack_timeouts"] += 1
-                nr = self.neigh.get(nb)
-                if nr is not None:
-                    nr.confirmed = 0
+                self._missed(self.neigh.get(nb), now)
                 if self.routes.tx_result(nb, False, now):
                     self.trickle.hear_inconsistent(now)
                 if item.attempts >= self.opt["max_retries"]:
@@ -298,7 +311,10 @@ class Transmitter:
             return
         del self.lstate[i].outstanding[tx]
         item = o[0]
-        self.neigh[tx].confirmed = self.sec.epoch
+        nr = self.neigh[tx]
+        nr.confirmed = self.sec.epoch
+        nr.misses = 0
+        nr.asked = False
         if self.routes.tx_result(tx, True, now):
             self.trickle.hear_inconsistent(now)
         if h.status == 0:
@@ -316,6 +332,43 @@ class Transmitter:
             if item.ptype == DATA and self.routes.refused_by(item.dest, tx):
                 self.trickle.hear_inconsistent(now)
             item.due = now
+
+    # -- epoch sync (docs/mesh.md §3.2) --------------------------------------
+    def _missed(self, nr, now):
+        """An ack timeout toward ``nr``. After SYNC_MISSES in a row from a
+        neighbour not known to hold our epoch, ask once for a sync advert
+        (once per neighbour until it acks: a dead one cannot make us chatter);
+        after UNSYNC_MISSES no longer take it to hold our epoch."""
+        if nr is None:
+            return
+        nr.misses += 1
+        if nr.misses >= UNSYNC_MISSES:
+            nr.confirmed = 0
+        if nr.misses >= SYNC_MISSES and nr.confirmed != self.sec.epoch and not nr.asked:
+            nr.asked = True
+            self._want_sync(now)
+
+    def _want_sync(self, now):
+        """Advertise soon, unsuppressed, so neighbours learn our epoch: within
+        ``sync_jitter_ms`` (random, spreading the neighbours of a restarted
+        node), but never sooner than ``sync_gap_ms`` after the last sync
+        advert. Any advert sent before then does the job."""
+        if self._sync_due is not None:
+            return
+        due = ticks_add(now, self.rand(0, self.sync_jitter_ms + 1))
+        if self._sync_last is not None:
+            earliest = ticks_add(self._sync_last, self.opt["sync_gap_ms"] or 2 * self.trickle.imin)
+            if ticks_diff(earliest, due) > 0:
+                due = earliest
+        self._sync_due = due
+        self._dirty = True
+
+    def _sync(self, now):
+        if self._sync_due is not None and ticks_diff(now, self._sync_due) >= 0:
+            self._sync_due = None
+            self._sync_last = now
+            self.counters["sync_adverts"] += 1
+            self._queue_advert(now)
 
     def _handed_over(self, item):
         if item.mid is None:

@@ -47,6 +47,7 @@ class Trickle:
         self.rand = rand if rand is not None else XorShift(1)
         self.transmissions = 0            # how many times on_tick said "send"
         self.suppressed = 0               # how many times c >= k held it back
+        self.resume = 0                   # interval to go back to after a hastened one
         # RFC 6206 §4.2 rule 1: start with I in [Imin, Imax].
         self.interval = self.imin << self.rand(0, doublings + 1)
         self._start(now_ms)
@@ -89,7 +90,11 @@ class Trickle:
             begin = ticks_add(self.start, self.interval)
             if ticks_diff(now_ms, begin) >= self.interval:
                 begin = now_ms
-            self.interval = min(self.interval * 2, self.imax)
+            if self.resume:               # a hastened interval is over
+                self.interval = self.resume
+                self.resume = 0
+            else:
+                self.interval = min(self.interval * 2, self.imax)
             self._start(begin)
 
     def hear_consistent(self):
@@ -101,7 +106,20 @@ class Trickle:
         if self.interval > self.imin:
             self.reset(now_ms)
 
+    def hasten(self, now_ms, cap_ms):
+        """News that must travel but changes no route (a gateway's new seq):
+        if the current interval is longer than ``cap_ms``, run one interval
+        of ``cap_ms`` (at least Imin) now, then go on with the interval we
+        had (one more chance to transmit, suppressed as any: far cheaper
+        than a reset to Imin, and it bounds the wait for our next advert)."""
+        cap = max(self.imin, min(cap_ms, self.imax))
+        if self.interval > cap:
+            self.resume = self.resume or self.interval
+            self.interval = cap
+            self._start(now_ms)
+
     def reset(self, now_ms):
         """External event (§4.2 rule 6 / §5): I = Imin, new interval now."""
         self.interval = self.imin
+        self.resume = 0
         self._start(now_ms)

@@ -247,3 +247,33 @@ def test_an_ack_queued_behind_a_dead_relay_goes_when_it_returns():
     net.restart("N2")
     net.run(net.now + 10000)
     assert [a.payload for _, _, a in net.delivered("N3")] == [b"ack"]
+
+
+def test_a_gateway_gone_silent_is_left_within_the_liveness_bound():
+    # no traffic at all: nobody learns of G1's death from unacked frames, and
+    # A and B would keep their routes to it (via A) for route_ttl_ms (3 h);
+    # G1's seq stops moving, so within route_live_ms (+ one housekeeping
+    # sweep) every node that routed to it names G2
+    live, house = 40000, 5000
+    net = Net(["G1", "G2", "A", "B", "C"],
+              [("G1", "A"), ("A", "B"), ("B", "C"), ("C", "G2")], gateways=["G1", "G2"],
+              seed=5, gateway_refresh_ms=15000, route_live_ms=live, housekeeping_ms=house,
+              seq_hasten_ms=4000)
+    net.run(60000)
+
+    def gateways():
+        return {n: net.nodes[n].stats(net.now)["gateway"] for n in ("A", "B", "C")}
+
+    assert gateways() == {"A": "G1", "B": "G1", "C": "G2"}
+    net.run(net.now + 3 * live)               # G1 alive: its routes never go stale
+    assert gateways() == {"A": "G1", "B": "G1", "C": "G2"}
+    net.kill("G1")
+    killed = net.now
+    while net.now - killed < live + 2 * house and "G1" in gateways().values():
+        net.run(net.now + 1000)
+    assert gateways() == {"A": "G2", "B": "G2", "C": "G2"}, (gateways(), net.now - killed)
+    assert net.now - killed <= live + 2 * house
+    # G1 restarts (its seq from 0 again) and is taken back
+    net.restart("G1")
+    net.run(net.now + 30000)
+    assert gateways()["A"] == "G1"

@@ -1,6 +1,7 @@
-"""mesh.packet: every frame type round-trips, the header stays within
-12 bytes in its short form, bad layouts give MeshProtocolError; the message
-header's digest refuses any change."""
+"""mesh.packet: every frame type round-trips, a data-like header is 12
+bytes and never long (L is neither encoded nor accepted on DATA, DOWN, PING,
+PONG), bad layouts give MeshProtocolError; the message header's digest
+refuses any change."""
 
 from mesh import MeshProtocolError
 from mesh.packet import (
@@ -38,17 +39,33 @@ def test_data_header_layout():
     assert raw[6:9] == b"\x45\x67\x89" and raw[9] == 200 and raw[10:12] == b"\xe3\xff"
     back, n = Header.from_bytes(raw + b"x" + TAG)
     assert n == 12 and back == h and back.prio == 3 and back.last and back.index == 1023
-    h.epoch = 0x0102
-    raw = h.to_bytes()
-    assert len(raw) == 14 and raw[0] & 0x10 and raw[6:8] == b"\x01\x02"
-    back, n = Header.from_bytes(raw + b"x" + TAG)
-    assert n == 14 and back.epoch == 0x0102 and back == h
+
+
+def test_data_like_frames_are_never_long():
+    # the L form (epoch in the header) exists for ACK and ADVERT only: a
+    # data-like header with an epoch cannot be encoded, and one on the air
+    # (L set, 14 bytes) is refused before any crypto
+    for t in (DATA, DOWN, PING, PONG):
+        h = Header(t, 5, 6, counter=1, epoch=0x0102, origin=7, dest=8, down=(t == DOWN))
+        try:
+            h.to_bytes()
+        except MeshProtocolError as e:
+            assert e.reason == "long", e.reason
+        else:
+            raise AssertionError("long %d header encoded" % t)
+        h.epoch = None
+        raw = h.to_bytes()
+        assert len(raw) == 12 and not raw[0] & 0x10
+        long = bytes([raw[0] | 0x10]) + raw[1:6] + b"\x01\x02" + raw[6:]
+        _bad(long + b"x" + TAG, "long")
+    raw = Header(ACK, 5, 6, epoch=3, acked=1).to_bytes()   # ACK and ADVERT keep it
+    assert len(raw) == 11 and raw[0] & 0x10
 
 
 def test_every_type_round_trips():
     cases = [
         Header(DOWN, 5, 6, 1, None, 3, 7, 8, 1, 0, False, True, 4),
-        Header(PING, 5, 6, 2, 9, 1, 7, 8, 2, 0, True, False, 0),
+        Header(PING, 5, 6, 2, None, 1, 7, 8, 2, 0, True, False, 0),
         Header(PONG, 5, 6, 3, None, 1, 7, 8, 3, 1, True, True, 0),
         Header(ACK, 5, 6, 4, 9, acked=0x1234, status=2),
         Header(ADVERT, 5, BROADCAST, 5, 9),
@@ -56,7 +73,7 @@ def test_every_type_round_trips():
     for h in cases:
         body = TAG if h.ptype == ACK else b"p" + TAG
         back, n = Header.from_bytes(h.to_bytes() + body)
-        assert back == h and n == h.size() <= 12 + (2 if h.epoch is not None else 0), h
+        assert back == h and n == h.size() <= 12, h
     assert Header(ACK, 5, 6, 4, 9).size() == 11 and Header(ADVERT, 5, BROADCAST).size() == 6
 
 

@@ -208,3 +208,66 @@ def test_downward_routes():
         assert len(d) == 0
     else:
         raise AssertionError("expired route still used")
+
+
+def test_a_gateway_bumps_its_seq_every_refresh_period():
+    gw = RouteTable(1, 0, gateway=True, refresh_ms=1000)
+    assert not gw.refresh(999) and gw.seq == 0
+    assert gw.refresh(1000) and gw.seq == 1 and gw.news
+    assert not gw.refresh(1999) and gw.refresh(2000) and gw.seq == 2
+    assert not RouteTable(2, 0, refresh_ms=1000).refresh(5000)     # a node makes no seqs
+
+
+def test_a_route_whose_seq_stopped_moving_dies_and_stays_dead():
+    # the liveness bound: only a gateway makes seqs, so a route whose seq has
+    # not moved for live_ms has no live gateway behind it, whatever relays say
+    me = RouteTable(10, 0, live_ms=1000)
+    me.hear(5, Advert(1, 7, 255, 0, 300, 2, 255, 4), 0)      # G1 via relay 5
+    me.hear(6, Advert(2, 3, 255, 0, 500, 3, 255, 8), 0)      # G2 via relay 6
+    assert me.best()[:2] == (1, 5)
+    me.hear(6, Advert(2, 4, 255, 0, 500, 3, 255, 8), 600)    # G2's seq moves on, G1's not
+    assert not me.expire(1000)
+    me.hear(5, Advert(1, 7, 255, 0, 300, 2, 255, 4), 1100)   # relay 5 repeats a ghost
+    assert me.expire(1002)                    # seq 7 came at 0: 1002 ms > live_ms
+    assert me.best()[:2] == (2, 6)
+    assert [a for a in me.adverts() if a.gateway == 1 and a.cost == INFINITE]
+    # the ghost repeated at the dead seq, even cheaper, cannot revive the route
+    me.hear(5, Advert(1, 7, 255, 0, 100, 1, 255, 4), 1200)
+    assert me.best()[:2] == (2, 6) and me.next_hop(1) == 6
+    # G2's seq kept moving: its route lives on
+    assert not me.expire(1600) and me.best()[:2] == (2, 6)
+    # a newer seq from G1 (it is back) is a route again
+    me.hear(5, Advert(1, 8, 255, 0, 300, 2, 255, 4), 1700)
+    assert me.best()[:2] == (1, 5)
+
+
+def test_a_restarted_gateway_is_asked_past_the_tombstone():
+    me = RouteTable(10, 0, live_ms=1000)
+    me.hear(1, _gw_advert(1, seq=40), 0)
+    assert me.expire(1500) and me.best() is None
+    # G1 restarts counting from 0: older than the tombstone, so we ask for newer
+    assert me.hear(1, _gw_advert(1, seq=0), 2000)
+    req = [a for a in me.adverts() if a.gateway == 1 and a.flags & FLAG_REQ]
+    assert req and req[0].seq == 40
+    gw = RouteTable(1, 2000, gateway=True)
+    assert gw.hear(10, req[0], 2000) and gw.seq == 41           # it jumps past it
+    assert me.hear(1, gw.adverts()[0], 2100) is not None
+    assert me.best()[:2] == (1, 1)
+    # a gateway hearing a route to itself with a seq from before its restart jumps too
+    gw2 = RouteTable(2, 0, gateway=True)
+    assert gw2.hear(10, Advert(2, 9, 255, 0, 300, 2, 255, 4), 0) and gw2.seq == 10
+
+
+def test_seq_news_and_liveness_from_any_neighbour():
+    me = RouteTable(10, 0, live_ms=1000)
+    me.hear(5, Advert(1, 7, 255, 0, 300, 2, 255, 4), 0)
+    assert me.news                              # a new seq taken: pass it on
+    me.news = False
+    me.hear(6, Advert(1, 6, 255, 0, 300, 2, 255, 4), 10)   # 6 is behind on G1's seq:
+    assert me.news                                          # not consistent, news
+    # a newer seq heard via a neighbour that is not our parent (ours is quiet,
+    # trickle-suppressed) still proves G1 lived lately
+    me.hear(6, Advert(1, 8, 255, 0, 900, 4, 255, 4), 600)
+    assert me.best()[:2] == (1, 5)
+    assert not me.expire(1500) and me.best()[:2] == (1, 5)
+    assert me.expire(1601) and me.best() is None            # 1000 ms after seq 8

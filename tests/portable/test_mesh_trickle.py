@@ -57,3 +57,17 @@ def test_xorshift_is_reproducible():
     assert xs == [b(0, 100) for _ in range(20)]
     assert all(0 <= x < 100 for x in xs) and len(set(xs)) > 5
     assert a(5, 5) == 5
+
+
+def test_hasten_gives_one_short_interval_then_resumes():
+    t = Trickle(1000, 4, 1, 0, XorShift(3))
+    _run(t, 0, 100000)
+    assert t.interval == 16000
+    t.hasten(100000, 2000)                     # news: one 2 s interval now
+    assert t.interval == 2000
+    sends = _run(t, 100000, 102000)
+    assert len(sends) == 1 and 101000 <= sends[0] < 102000
+    _run(t, 102000, 102020)
+    assert t.interval == 16000                 # back to the interval it had
+    t.hasten(102020, 32000)                    # a cap above the interval: no change
+    assert t.interval == 16000 and t.start == 102000
