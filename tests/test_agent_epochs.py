@@ -21,7 +21,7 @@ from agent.epochs import EpochError, EpochFile
 from agent.mesh_io import ArchiveCounterStore
 from agent.uplink import ArchiveBootStore
 from hes_lite.store import open_store
-from mesh.packet import DATA, Header
+from mesh.packet import ACK, Header
 from mesh.secure import LinkSecurity, MemoryCounterStore
 from tests.agent_rig import District, HesProcess, run_agent
 
@@ -83,7 +83,7 @@ def test_quarantined_archive_does_not_restart_envelope_or_mesh_epochs(tmp_path):
         sealer = Sealer("DC-EPOCH", bytes(32), ArchiveBootStore(arc, lock))
         boots.append(peek(sealer.seal(b"x")).boot)
         link = LinkSecurity(NET, 0x001, ArchiveCounterStore(arc, lock))
-        frames.append(link.seal(Header(DATA, 0x001, 0x002, origin=0x001, dest=0x003), b"hello", True))
+        frames.append(link.seal(Header(ACK, 0x001, 0x002, acked=7), b""))   # ACKs carry the epoch
         neighbour.open(frames[-1])
     arc.close()
     corrupt(p)
@@ -93,11 +93,11 @@ def test_quarantined_archive_does_not_restart_envelope_or_mesh_epochs(tmp_path):
     sealer = Sealer("DC-EPOCH", bytes(32), ArchiveBootStore(arc, lock))
     assert peek(sealer.seal(b"y")).boot > max(boots) == 3
     link = LinkSecurity(NET, 0x001, ArchiveCounterStore(arc, lock))
-    frame = link.seal(Header(DATA, 0x001, 0x002, origin=0x001, dest=0x003), b"again", True)
+    frame = link.seal(Header(ACK, 0x001, 0x002, acked=8), b"")
     used = [Header.from_bytes(f)[0].epoch for f in frames]
     assert Header.from_bytes(frame)[0].epoch > max(used) == 3
-    _, payload = neighbour.open(frame)                   # not refused as a replay
-    assert payload == b"again"
+    header, payload = neighbour.open(frame)              # not refused as a replay
+    assert (header.acked, payload) == (8, b"")
     arc.close()
 
 
