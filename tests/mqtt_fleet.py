@@ -121,6 +121,23 @@ class Fleet:
             time.sleep(0.05)
         return True
 
+    def send_again(self, devices: list[str]) -> int:
+        """Publish each of ``devices``' first batch again, as a concentrator
+        that lost its ack does; the batch counts as unacked until acked."""
+        n = 0
+        for client, share in zip(self.clients, self.shares, strict=True):
+            for d in share:
+                if d not in devices:
+                    continue
+                seq = min(self.batches[d])
+                with self.lock:
+                    self.unacked[d].add(seq)
+                    self._sent[(d, seq)] = time.monotonic()
+                client.publish("wum/up/%s/%d" % (d, seq), self.batches[d][seq], qos=1)
+                self.published += 1
+                n += 1
+        return n
+
     # -- callbacks -----------------------------------------------------------------
     def _on_connect(self, share: list[str]) -> Callable[..., None]:
         def connected(client: mqtt.Client, userdata: object, flags: object, rc: object,
