@@ -19,11 +19,22 @@ from mesh import MeshLocalError
 from mesh.actions import MessageAcked, MessageFailed, Transmit
 from mesh.custody import Item
 from mesh.duty import ticks_add, ticks_diff
-from mesh.packet import ACK, ADVERT, BROADCAST, DATA, DOWN, HOP_LIMIT, TAG_LEN, Header
+from mesh.packet import (
+    ACK,
+    ADVERT,
+    BROADCAST,
+    COMMON_LEN,
+    DATA,
+    DATA_EXTRA,
+    DOWN,
+    HOP_LIMIT,
+    TAG_LEN,
+    Header,
+)
 from mesh.routing import pack_adverts
 
 ACK_FRAME = 15          # long ACK header (11) + tag
-DATA_HEADER = 12        # data-like frames are never long (mesh.packet)
+DATA_HEADER = COMMON_LEN + DATA_EXTRA   # 12: data-like frames are never long
 SYNC_MISSES = 2         # unanswered attempts before a sync advert is asked for
 UNSYNC_MISSES = 8       # ... before a neighbour is no longer taken to have our epoch
 ACK_RESERVE = 10        # data leaves a tenth of the duty budget to acks and adverts
