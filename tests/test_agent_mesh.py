@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import mesh_wire
 from agent.archive import Archive
 from agent.clock import SystemClock
 from agent.config import Config, parse
@@ -27,6 +28,7 @@ from agent.mesh_agent import MeshAgent
 from agent.transport import TransportError
 from agent.uplink import Uplink
 from hes_lite import wire
+from mesh.actions import Delivered
 from tests.agent_rig import HES, HesProcess, hes_rows
 from tests.test_e2e_mesh import udp_port
 
@@ -186,6 +188,10 @@ def test_batch_up_two_hops_ack_down_duplicate_and_refusal(chain, hes):
     a.stop()                        # an origin that restarted sends the same bytes again
     a = net.start("DC-A", "node", ["DC-B"])
     assert routed(a, "DC-G")
+    # a copy of the old answer re-delivered after the restart (its hop ack was lost,
+    # so the relay sent it again) answers no request of this life: it is not kept
+    a.service.dispatch(Delivered("DC-G", mesh_wire.ack(1, "accepted", time.time()), 0, "down"))
+    assert a.transport.stats()["stray"] >= 1
     assert a.transport.send("DC-A", 1, batch("DC-A", 1), 20).status == "duplicate"
     bad = bytearray(batch("DC-A", 2))
     bad[-12] ^= 0x55                                                  # altered on the way

@@ -22,7 +22,9 @@ only then. Every failure is a ``TransportError``:
 
 A retransmission is a new mesh message with the same bytes; the HES answers
 ``duplicate``. Answers that arrive after the caller gave up are kept, so the
-next request with that id returns at once. There is no push over the mesh
+next request with that id returns at once; an answer to no request in flight
+(a copy of one taken, or one for this origin before a restart) is counted
+``stray`` and only its commands are handed on. There is no push over the mesh
 (``listen`` is False): commands ride on batch acks and idle polls.
 
 Must not know what is inside an envelope, nor the mesh's internals (it
@@ -128,10 +130,15 @@ class MeshTransport(Transport):
         with self._cond:
             f = self._flights.pop(msg.key, None)
             if f is None:
+                # an answer to no request of ours in flight: a second copy of one already
+                # taken (a resend answered twice), or one meant for this origin before it
+                # restarted (the mesh re-delivers a frame whose hop ack was lost). Kept, it
+                # would answer the next request with that id unasked: a restarted origin's
+                # resend must reach the HES (and hear ``duplicate``), and a kept
+                # ``accepted`` must not be overwritten by its copy. Only its commands count.
                 self.counters["stray"] += 1
-                if msg.ref == w.POLL:            # nobody will ask for it: hand its commands on
-                    stray = msg.commands
-                    msg = None
+                stray = msg.commands
+                msg = None
             else:
                 self._mids.pop(f.mid, None)
                 # from the moment the first hop held all of it: what resend_after waits for
