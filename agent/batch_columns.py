@@ -43,11 +43,26 @@ def _negzero(v: float) -> bool:
     return v == 0 and struct.pack(">d", v)[0] & 0x80 != 0
 
 
-_memo: "dict[float, int]" = {}
+_memo: "dict[float, tuple[int, int]]" = {}
 # The memo serves the HES, which decodes thousands of batches whose floats
 # repeat; a board codes one batch an hour and has no heap for it (up to
-# 8192 floats: ~200 KB on MicroPython).
+# 8192 floats: ~200 KB on MicroPython). Per float: its exponent and its
+# mantissa there, so that ``mantissa`` and ``step`` are a look-up or two.
 MEMO_MAX = 0 if sys.implementation.name == "micropython" else 8192
+
+
+def _scaled(v: float) -> "tuple[int, int]":
+    """(exponent(v), round(v * 10**exponent(v))) of a float, remembered
+    (CPython only; -0.0, 0.0 and nan never are: 0.0 == -0.0 as keys)."""
+    got = _memo.get(v)
+    if got is None:
+        e = _exponent(v)
+        got = (e, round(v * POW10[e]) if e >= 0 else 0)
+        if v == v and not (v == 0):
+            if len(_memo) > MEMO_MAX:
+                _memo.clear()
+            _memo[v] = got
+    return got
 
 
 def exponent(v: "int | float") -> int:
@@ -55,17 +70,9 @@ def exponent(v: "int | float") -> int:
     -1 when no k <= 15 works (nan, inf, -0.0, 0.1 + 0.2, huge floats)."""
     if isinstance(v, int):
         return 0
-    if not MEMO_MAX:
-        return _exponent(v)
-    e = _memo.get(v)
-    if e is not None and not (v == 0 and _negzero(v)):
-        return e
-    e = _exponent(v)
-    if len(_memo) > MEMO_MAX:
-        _memo.clear()
-    if v == v and not (v == 0):
-        _memo[v] = e
-    return e
+    if MEMO_MAX and type(v) is float:
+        return _scaled(v)[0]
+    return _exponent(v)
 
 
 def _exponent(v: float) -> int:
@@ -86,6 +93,9 @@ def mantissa(v: "int | float", k: int, t: int) -> "int | None":
     if isinstance(v, int):
         # an int prediction in a decimal column
         return v * POW10[k] if -EXACT < v * POW10[k] < EXACT else None
+    if MEMO_MAX and type(v) is float:              # the same, remembered
+        e, me = _scaled(v)
+        return None if e < 0 or e > k else me * POW10[k - e]
     e = exponent(v)
     if e < 0 or e > k:
         return None
@@ -100,6 +110,13 @@ def step(entry: "tuple[Any, ...] | None", v: "int | float") -> "tuple[Any, ...]"
     prev = entry[0]
     if type(prev) is int and type(v) is int:   # the common case, same result as below
         return (v, v - prev, 0)
+    if MEMO_MAX and type(prev) is float and type(v) is float:   # as below, remembered
+        ep, mp = _scaled(prev)
+        ev, mv = _scaled(v)
+        if ep < 0 or ev < 0:
+            return (v, None, 0)
+        k = ep if ep > ev else ev
+        return (v, mv * POW10[k - ev] - mp * POW10[k - ep], k)
     ep, ev = exponent(prev), exponent(v)
     if ep < 0 or ev < 0:
         return (v, None, 0)

@@ -196,3 +196,31 @@ def test_column_reader_agrees_with_bitwise_reader_on_any_bytes(data: bytes, offs
         return
     fast, ref = _outcome(data, offset, n)
     assert fast == ref
+
+
+_TRICKY = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([0.0, -0.0, 0.1 + 0.2, 229.9, -0.001, 1e15, 9007199254740993.0,
+                                     123.456789012345, 5e-324]),
+                    st.integers(-10**6, 10**6).map(lambda n: n / 1000),
+                    st.integers(-2**60, 2**60))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TRICKY, _TRICKY, st.integers(0, 15))
+def test_the_float_memo_changes_no_result(prev, v, k) -> None:
+    """``exponent``/``mantissa``/``step`` remember each float's exponent and
+    mantissa on CPython (the HES's hot path); what they return is what the
+    plain computation (a board's: no memo) returns, cold or warm."""
+    from agent import batch_columns as bc
+
+    def results() -> tuple:
+        return (bc.exponent(v), [bc.mantissa(v, k, t) for t in (bc.T_INT, bc.T_DEC)],
+                bc.step((prev, None, 0), v), bc.step(None, v))
+
+    saved = bc.MEMO_MAX
+    try:
+        bc.MEMO_MAX = 0
+        plain = results()
+    finally:
+        bc.MEMO_MAX = saved
+    assert saved and results() == plain and results() == plain     # cold, then warm
