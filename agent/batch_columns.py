@@ -262,7 +262,35 @@ def decode_column(r: BitReader, shape: "list[int]", entries: "list[Any]",
     n_known = total - sum(1 for n in nulls if n) - n_fresh
     fresh = read_column(r, n_fresh)
     known = read_column(r, n_known)
+    if t == T_INT and preds is None and not prevs and shape.count(1) == len(shape):
+        return _rebuild_ints(entries, first, nulls, fresh, known, p)
     return _rebuild(shape, entries, first, nulls, fresh, known, p, t, k, kind, preds, prevs)
+
+
+def _rebuild_ints(entries: "list[Any]", first: "list[Any]", nulls: "list[Any]",
+                  fresh: "list[Any]", known: "list[Any]", p: int
+                  ) -> "tuple[list[Any], Any, list[Any]]":
+    """``_rebuild`` for the hourly batch's usual column, step for step: ints,
+    one cell per meter, no relation, no previous values wanted."""
+    cells: "list[Any]" = []
+    finals: "list[Any]" = []
+    fi, ki = 0, 0
+    for entry, a, null in zip(entries, first, nulls):
+        if null:
+            cells.append([None])
+            finals.append(entry)
+            continue
+        if a is None:
+            m = fresh[fi]
+            fi += 1
+        else:
+            rr = known[ki]
+            ki += 1
+            m = rr if p == P_ABS else rr + a if p != P_DOD else rr + a + _prev_step(entry, 0)
+        cells.append([m])
+        prev = None if entry is None else entry[0]
+        finals.append((m, m - prev, 0) if type(prev) is int else step(entry, m))
+    return cells, None, finals
 
 
 def _rebuild(shape: "list[Any]", entries: "list[Any]", first: "list[Any]", nulls: "list[Any]",

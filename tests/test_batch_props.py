@@ -224,3 +224,25 @@ def test_the_float_memo_changes_no_result(prev, v, k) -> None:
     finally:
         bc.MEMO_MAX = saved
     assert saved and results() == plain and results() == plain     # cold, then warm
+
+
+_ENTRY = st.one_of(st.none(), st.tuples(st.one_of(st.integers(-2**62, 2**62), st.floats()),
+                                        st.one_of(st.none(), st.integers(-10**6, 10**6)),
+                                        st.integers(0, 15)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_ENTRY, st.booleans()), max_size=40), st.integers(0, 2),
+       st.lists(st.integers(-2**40, 2**40), min_size=40, max_size=40))
+def test_the_int_column_fast_path_rebuilds_as_the_general_one(cells, p, residuals) -> None:
+    """The hourly batch's usual column (ints, one cell per meter, no
+    relation) skips the general rebuild's bookkeeping, not its arithmetic."""
+    from agent import batch_columns as bc
+
+    entries = [e for e, _ in cells]
+    nulls = [int(n) for _, n in cells]
+    first = [e[0] if e is not None and isinstance(e[0], int) else None for e in entries]
+    fast = bc._rebuild_ints(entries, first, nulls, residuals, residuals[::-1], p)
+    general = bc._rebuild([1] * len(cells), entries, first, nulls, residuals, residuals[::-1],
+                          p, bc.T_INT, 0, "", None, False)
+    assert fast == general
